@@ -1,0 +1,160 @@
+"""Every attribute name spanguard writes, in one module.
+
+Standard names come from the packages that define them
+(``opentelemetry-semantic-conventions`` for ``gen_ai.*``/``mcp.*``/``error.type``
+and ``openinference-semantic-conventions`` for Phoenix's vocabulary), never typed
+by hand. Names that neither standard has live under ``spanguard.*`` here, so a
+reader can see at a glance which attributes are ours.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from openinference.semconv.trace import (
+    DocumentAttributes,
+    OpenInferenceSpanKindValues,
+    SpanAttributes,
+    ToolCallAttributes,
+)
+from opentelemetry.semconv._incubating.attributes import (
+    gen_ai_attributes as _gen_ai,
+)
+from opentelemetry.semconv._incubating.attributes import (
+    jsonrpc_attributes as _jsonrpc,
+)
+from opentelemetry.semconv._incubating.attributes import (
+    mcp_attributes as _mcp,
+)
+from opentelemetry.semconv._incubating.attributes import (
+    session_attributes as _session,
+)
+from opentelemetry.semconv._incubating.attributes import (
+    user_attributes as _user,
+)
+from opentelemetry.semconv.attributes import error_attributes as _error
+
+# --- OpenTelemetry GenAI -----------------------------------------------------
+GEN_AI_OPERATION_NAME: Final = _gen_ai.GEN_AI_OPERATION_NAME
+GEN_AI_PROVIDER_NAME: Final = _gen_ai.GEN_AI_PROVIDER_NAME
+GEN_AI_AGENT_NAME: Final = _gen_ai.GEN_AI_AGENT_NAME
+GEN_AI_CONVERSATION_ID: Final = _gen_ai.GEN_AI_CONVERSATION_ID
+GEN_AI_REQUEST_MODEL: Final = _gen_ai.GEN_AI_REQUEST_MODEL
+GEN_AI_RESPONSE_MODEL: Final = _gen_ai.GEN_AI_RESPONSE_MODEL
+GEN_AI_RESPONSE_ID: Final = _gen_ai.GEN_AI_RESPONSE_ID
+GEN_AI_REQUEST_TEMPERATURE: Final = _gen_ai.GEN_AI_REQUEST_TEMPERATURE
+GEN_AI_REQUEST_TOP_P: Final = _gen_ai.GEN_AI_REQUEST_TOP_P
+GEN_AI_REQUEST_MAX_TOKENS: Final = _gen_ai.GEN_AI_REQUEST_MAX_TOKENS
+GEN_AI_REQUEST_STREAM: Final = _gen_ai.GEN_AI_REQUEST_STREAM
+GEN_AI_RESPONSE_FINISH_REASONS: Final = _gen_ai.GEN_AI_RESPONSE_FINISH_REASONS
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = _gen_ai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK
+GEN_AI_USAGE_INPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_INPUT_TOKENS
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = (
+    _gen_ai.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS
+)
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS
+GEN_AI_TOOL_NAME: Final = _gen_ai.GEN_AI_TOOL_NAME
+GEN_AI_TOOL_CALL_ID: Final = _gen_ai.GEN_AI_TOOL_CALL_ID
+GEN_AI_TOOL_CALL_ARGUMENTS: Final = _gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS
+GEN_AI_TOOL_CALL_RESULT: Final = _gen_ai.GEN_AI_TOOL_CALL_RESULT
+GEN_AI_TOOL_TYPE: Final = _gen_ai.GEN_AI_TOOL_TYPE
+GEN_AI_DATA_SOURCE_ID: Final = _gen_ai.GEN_AI_DATA_SOURCE_ID
+GEN_AI_INPUT_MESSAGES: Final = _gen_ai.GEN_AI_INPUT_MESSAGES
+GEN_AI_OUTPUT_MESSAGES: Final = _gen_ai.GEN_AI_OUTPUT_MESSAGES
+GEN_AI_RETRIEVAL_QUERY_TEXT: Final = _gen_ai.GEN_AI_RETRIEVAL_QUERY_TEXT
+GEN_AI_TOKEN_TYPE: Final = _gen_ai.GEN_AI_TOKEN_TYPE
+OperationName = _gen_ai.GenAiOperationNameValues
+
+ERROR_TYPE: Final = _error.ERROR_TYPE
+SESSION_ID: Final = _session.SESSION_ID
+USER_HASH: Final = _user.USER_HASH
+
+# --- MCP / JSON-RPC -----------------------------------------------------------
+MCP_METHOD_NAME: Final = _mcp.MCP_METHOD_NAME
+MCP_SESSION_ID: Final = _mcp.MCP_SESSION_ID
+MCP_PROTOCOL_VERSION: Final = _mcp.MCP_PROTOCOL_VERSION
+JSONRPC_REQUEST_ID: Final = _jsonrpc.JSONRPC_REQUEST_ID
+
+# --- OpenInference ------------------------------------------------------------
+OPENINFERENCE_SPAN_KIND: Final = SpanAttributes.OPENINFERENCE_SPAN_KIND
+SpanKind = OpenInferenceSpanKindValues
+OI_SESSION_ID: Final = SpanAttributes.SESSION_ID
+OI_USER_ID: Final = SpanAttributes.USER_ID
+OI_METADATA: Final = SpanAttributes.METADATA
+OI_INPUT_VALUE: Final = SpanAttributes.INPUT_VALUE
+OI_OUTPUT_VALUE: Final = SpanAttributes.OUTPUT_VALUE
+OI_LLM_MODEL_NAME: Final = SpanAttributes.LLM_MODEL_NAME
+OI_LLM_PROVIDER: Final = SpanAttributes.LLM_PROVIDER
+OI_LLM_INVOCATION_PARAMETERS: Final = SpanAttributes.LLM_INVOCATION_PARAMETERS
+OI_LLM_TOKEN_COUNT_PROMPT: Final = SpanAttributes.LLM_TOKEN_COUNT_PROMPT
+OI_LLM_TOKEN_COUNT_COMPLETION: Final = SpanAttributes.LLM_TOKEN_COUNT_COMPLETION
+OI_LLM_TOKEN_COUNT_TOTAL: Final = SpanAttributes.LLM_TOKEN_COUNT_TOTAL
+OI_LLM_TOKEN_COUNT_CACHE_READ: Final = SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_READ
+OI_LLM_TOKEN_COUNT_CACHE_WRITE: Final = SpanAttributes.LLM_TOKEN_COUNT_PROMPT_DETAILS_CACHE_WRITE
+OI_LLM_TOKEN_COUNT_REASONING: Final = (
+    SpanAttributes.LLM_TOKEN_COUNT_COMPLETION_DETAILS_REASONING
+)
+OI_LLM_COST_TOTAL: Final = SpanAttributes.LLM_COST_TOTAL
+OI_LLM_COST_PROMPT: Final = SpanAttributes.LLM_COST_PROMPT
+OI_LLM_COST_COMPLETION: Final = SpanAttributes.LLM_COST_COMPLETION
+OI_LLM_FINISH_REASON: Final = SpanAttributes.LLM_FINISH_REASON
+OI_LLM_INPUT_MESSAGES: Final = SpanAttributes.LLM_INPUT_MESSAGES
+OI_LLM_OUTPUT_MESSAGES: Final = SpanAttributes.LLM_OUTPUT_MESSAGES
+OI_TOOL_NAME: Final = SpanAttributes.TOOL_NAME
+OI_TOOL_ID: Final = SpanAttributes.TOOL_ID
+OI_TOOL_PARAMETERS: Final = SpanAttributes.TOOL_PARAMETERS
+OI_TOOL_CALL_ID: Final = ToolCallAttributes.TOOL_CALL_ID
+OI_AGENT_NAME: Final = SpanAttributes.AGENT_NAME
+OI_GRAPH_NODE_ID: Final = SpanAttributes.GRAPH_NODE_ID
+OI_GRAPH_NODE_NAME: Final = SpanAttributes.GRAPH_NODE_NAME
+OI_GRAPH_NODE_PARENT_ID: Final = SpanAttributes.GRAPH_NODE_PARENT_ID
+OI_EMBEDDING_MODEL_NAME: Final = SpanAttributes.EMBEDDING_MODEL_NAME
+OI_RETRIEVAL_DOCUMENTS: Final = SpanAttributes.RETRIEVAL_DOCUMENTS
+OI_DOCUMENT_ID: Final = DocumentAttributes.DOCUMENT_ID
+OI_DOCUMENT_SCORE: Final = DocumentAttributes.DOCUMENT_SCORE
+OI_DOCUMENT_CONTENT: Final = DocumentAttributes.DOCUMENT_CONTENT
+OI_DOCUMENT_METADATA: Final = DocumentAttributes.DOCUMENT_METADATA
+
+# --- spanguard's own (no standard name exists) ------------------------------------
+# DESIGN.md names these three run-level attributes without a namespace.
+MODEL_VERSION: Final = "model_version"
+PROMPT_VERSION: Final = "prompt_version"
+FEATURE_FLAG_STATE: Final = "feature_flag_state"
+
+TENANT_HASH: Final = "spanguard.tenant.hash"
+COST_USD: Final = "spanguard.cost.usd"
+COST_UNKNOWN: Final = "spanguard.cost.unknown"
+RUN_TOTAL_INPUT_TOKENS: Final = "spanguard.run.input_tokens"
+RUN_TOTAL_OUTPUT_TOKENS: Final = "spanguard.run.output_tokens"
+RUN_TOTAL_COST_USD: Final = "spanguard.run.cost_usd"
+RUN_MODEL_CALLS: Final = "spanguard.run.model_calls"
+ABANDONED: Final = "spanguard.abandoned"
+TOOL_ARGS_HASH: Final = "spanguard.tool.arguments_hash"
+TOOL_ACTION_CLASS: Final = "spanguard.tool.action_class"
+
+GUARDRAIL_NAME: Final = "spanguard.guardrail.name"
+GUARDRAIL_DECISION: Final = "spanguard.guardrail.decision"
+GUARDRAIL_REASON: Final = "spanguard.guardrail.reason"
+GUARDRAIL_LIMIT: Final = "spanguard.guardrail.limit"
+GUARDRAIL_SPEND: Final = "spanguard.guardrail.spend"
+GUARDRAIL_PREDICTION: Final = "spanguard.guardrail.prediction"
+
+HOLD_ID: Final = "spanguard.hold.id"
+HOLD_STATUS: Final = "spanguard.hold.status"
+VERIFICATION_STATUS: Final = "verification.status"
+
+ROUTING_REQUESTED: Final = "requested_route"
+ROUTING_SELECTED: Final = "selected_route"
+ROUTING_REASON: Final = "routing_reason"
+ROUTING_ATTEMPTS: Final = "spanguard.routing.attempts"
+ROUTING_RETRY_TOKENS: Final = "spanguard.routing.retry_tokens"
+ATTEMPT_NUMBER: Final = "spanguard.attempt"
+
+RETRIEVAL_QUERY_HASH: Final = "retrieval.query_hash"
+RETRIEVAL_CANDIDATE_COUNT: Final = "retrieval.candidate_count"
+RETRIEVAL_DOCUMENT_IDS: Final = "retrieval.document_ids"
+RETRIEVAL_SCORES: Final = "retrieval.scores"
+
+REDACTION_COUNT: Final = "spanguard.redaction.count"

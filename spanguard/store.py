@@ -1,0 +1,229 @@
+"""The embedded local trace store: one SQLite file under SPANGUARD_HOME.
+
+It exists so that a developer sees their agent's span tree with no server at all
+(``spanguard traces show``), and so that the CLI's report and the guardrails'
+audit have a place to read from. Writes arrive in batches from an exporter
+thread; reads come from the CLI. WAL mode lets both happen at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spanguard.errors import StoreError, TraceNotFound
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_span_id TEXT,
+    name TEXT NOT NULL,
+    kind TEXT,
+    start_time INTEGER NOT NULL,
+    end_time INTEGER,
+    status TEXT NOT NULL,
+    status_message TEXT,
+    attributes TEXT NOT NULL,
+    events TEXT NOT NULL,
+    service_name TEXT,
+    PRIMARY KEY (trace_id, span_id)
+);
+CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_time);
+"""
+
+DB_NAME = "traces.db"
+
+
+@dataclass(frozen=True)
+class StoredSpan:
+    """A span as the local store keeps it; ids are lowercase hex."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: str
+    start_time: int
+    end_time: int | None
+    status: str
+    status_message: str | None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    service_name: str | None = None
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.end_time is None:
+            return None
+        return (self.end_time - self.start_time) / 1e6
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "name": self.name,
+            "kind": self.kind,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "duration_ms": self.duration_ms,
+            "status": self.status,
+            "status_message": self.status_message,
+            "attributes": self.attributes,
+            "events": self.events,
+            "service_name": self.service_name,
+        }
+
+
+@dataclass(frozen=True)
+class TraceSummary:
+    trace_id: str
+    root_name: str
+    start_time: int
+    end_time: int | None
+    span_count: int
+    error_count: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trace_id": self.trace_id,
+            "root_name": self.root_name,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "span_count": self.span_count,
+            "error_count": self.error_count,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+        }
+
+
+class TraceStore:
+    """Thread-safe access to the SQLite trace database."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0,
+                                         isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(str(self.path), f"cannot open ({exc})", _hint(exc)) from exc
+        except OSError as exc:
+            raise StoreError(str(self.path), f"cannot create ({exc.strerror or exc})",
+                             "set SPANGUARD_HOME to a writable directory") from exc
+
+    @classmethod
+    def in_home(cls, home: str | Path) -> TraceStore:
+        return cls(Path(home) / DB_NAME)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def write(self, rows: Iterable[StoredSpan]) -> int:
+        data = [
+            (s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_time,
+             s.end_time, s.status, s.status_message,
+             json.dumps(s.attributes, default=str), json.dumps(s.events, default=str),
+             s.service_name)
+            for s in rows
+        ]
+        if not data:
+            return 0
+        try:
+            with self._lock:
+                self._conn.execute("BEGIN")
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", data)
+                self._conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            with self._lock:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+            raise StoreError(str(self.path), f"write failed ({exc})", _hint(exc)) from exc
+        return len(data)
+
+    def trace(self, trace_id: str) -> list[StoredSpan]:
+        """Spans of one trace in start order; a unique prefix of the id is enough."""
+        trace_id = trace_id.strip().lower()
+        rows = self._query(
+            "SELECT * FROM spans WHERE trace_id LIKE ? ORDER BY start_time, span_id",
+            (trace_id + "%",))
+        if not rows:
+            raise TraceNotFound(trace_id)
+        ids = {row[0] for row in rows}
+        if len(ids) > 1:
+            raise StoreError(str(self.path), f"trace id prefix {trace_id!r} is ambiguous",
+                             "give more characters of the id")
+        return [_row_to_span(row) for row in rows]
+
+    def spans(self, since_ns: int = 0) -> list[StoredSpan]:
+        rows = self._query("SELECT * FROM spans WHERE start_time >= ? ORDER BY start_time",
+                           (since_ns,))
+        return [_row_to_span(row) for row in rows]
+
+    def traces(self, limit: int = 20) -> list[TraceSummary]:
+        """Most recent traces first."""
+        rows = self._query(
+            """SELECT trace_id, MIN(start_time), MAX(end_time), COUNT(*),
+                      SUM(status = 'ERROR')
+               FROM spans GROUP BY trace_id ORDER BY MIN(start_time) DESC LIMIT ?""",
+            (limit,))
+        summaries = []
+        for trace_id, start, end, count, errors in rows:
+            roots = self._query(
+                """SELECT * FROM spans s WHERE trace_id = ? AND (parent_span_id IS NULL OR
+                   NOT EXISTS (SELECT 1 FROM spans p WHERE p.trace_id = s.trace_id
+                                AND p.span_id = s.parent_span_id))
+                   ORDER BY start_time LIMIT 1""", (trace_id,))
+            root = _row_to_span(roots[0]) if roots else None
+            attrs = root.attributes if root else {}
+            summaries.append(TraceSummary(
+                trace_id=trace_id,
+                root_name=root.name if root else "?",
+                start_time=start, end_time=end, span_count=count, error_count=errors or 0,
+                input_tokens=int(attrs.get("spanguard.run.input_tokens", 0)),
+                output_tokens=int(attrs.get("spanguard.run.output_tokens", 0)),
+                cost_usd=attrs.get("spanguard.run.cost_usd"),
+            ))
+        return summaries
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        try:
+            with self._lock:
+                return list(self._conn.execute(sql, params).fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(str(self.path), f"read failed ({exc})", _hint(exc)) from exc
+
+
+def _row_to_span(row: tuple[Any, ...]) -> StoredSpan:
+    return StoredSpan(
+        trace_id=row[0], span_id=row[1], parent_span_id=row[2], name=row[3], kind=row[4],
+        start_time=row[5], end_time=row[6], status=row[7], status_message=row[8],
+        attributes=json.loads(row[9]), events=json.loads(row[10]), service_name=row[11],
+    )
+
+
+def _hint(exc: sqlite3.DatabaseError) -> str:
+    text = str(exc).lower()
+    if "not a database" in text or "malformed" in text:
+        return "the file is corrupt: move it aside and spanguard will start a new one"
+    if "locked" in text or "busy" in text:
+        return "another process holds a lock on it: retry, or point SPANGUARD_HOME elsewhere"
+    if "readonly" in text or "read-only" in text:
+        return "the file is read-only: fix its permissions or set SPANGUARD_HOME"
+    return "see the SQLite error above"
