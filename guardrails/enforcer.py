@@ -1,0 +1,147 @@
+"""The one object adapters talk to: it runs the policy's guards on each step.
+
+Adapters describe a step (:mod:`spanguard.guardrails.steps`) and call the hook
+for it; the enforcer asks each guard in order, records the decision on the
+span tree (an event for an allow, a ``guardrail {name}`` child span for
+anything else) and counts it, then returns or raises. Guards hold the policy
+logic; the enforcer holds none, and neither imports a framework.
+
+With an empty policy the hooks are a loop over zero guards: adapters can call
+them unconditionally at no measurable cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from spanguard.guardrails.errors import GuardrailViolation
+from spanguard.guardrails.policy import Policy
+from spanguard.guardrails.steps import (
+    Decision,
+    ModelCall,
+    ModelUsage,
+    RunState,
+    ToolCall,
+    ToolOutcome,
+)
+
+from spanguard import semconv as sc
+from spanguard.attributes import guardrail_attributes, guardrail_span_name
+
+
+class Guard:
+    """Base of every guard: each hook defaults to "no opinion"."""
+
+    name = "guard"
+
+    def before_model_call(self, run: RunState, call: ModelCall) -> Decision | None:
+        return None
+
+    def after_model_call(self, run: RunState, call: ModelCall,
+                         usage: ModelUsage) -> Decision | None:
+        return None
+
+    def before_tool_call(self, run: RunState, call: ToolCall) -> Decision | None:
+        return None
+
+    def after_tool_call(self, run: RunState, call: ToolCall,
+                        outcome: ToolOutcome) -> Decision | None:
+        return None
+
+    def end_run(self, run: RunState) -> None:
+        return None
+
+
+GuardBuilder = Callable[[Policy], Sequence[Guard]]
+
+# Each guard module contributes one builder: policy -> guards it configures.
+GUARD_BUILDERS: list[GuardBuilder] = []
+
+
+class Enforcer:
+    """Runs a policy's guards for many concurrent runs; holds no per-run state itself."""
+
+    def __init__(self, policy: Policy | None,
+                 tracer_provider: trace.TracerProvider | None = None,
+                 meter_provider: metrics.MeterProvider | None = None,
+                 guards: Sequence[Guard] | None = None) -> None:
+        self.policy = policy or Policy()
+        if guards is None:
+            guards = [g for builder in GUARD_BUILDERS for g in builder(self.policy)]
+        self.guards: tuple[Guard, ...] = tuple(guards)
+        self._tracer: Tracer = trace.get_tracer(
+            "spanguard.guardrails", tracer_provider=tracer_provider)
+        meter = metrics.get_meter("spanguard.guardrails", meter_provider=meter_provider)
+        self._decisions = meter.create_counter(
+            "spanguard.guardrail.decisions", unit="{decision}",
+            description="Guardrail decisions by guard and kind")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.guards)
+
+    def start_run(self, run_key: Hashable, **identity: Any) -> RunState:
+        return RunState(run_key=run_key, **identity)
+
+    def before_model_call(self, run: RunState, call: ModelCall, span: Span | None) -> None:
+        """Raises a :class:`GuardrailViolation` if the call must not reach the provider."""
+        for guard in self.guards:
+            self._apply(guard.before_model_call(run, call), span)
+
+    def after_model_call(self, run: RunState, call: ModelCall, usage: ModelUsage,
+                         span: Span | None) -> None:
+        run.input_tokens.append(usage.input_tokens)
+        run.retry_flags.append(call.is_retry)
+        run.output_tokens += usage.output_tokens
+        run.model_calls += 1
+        if usage.cost_usd is not None:
+            run.cost_usd += usage.cost_usd
+        for guard in self.guards:
+            self._apply(guard.after_model_call(run, call, usage), span)
+
+    def before_tool_call(self, run: RunState, call: ToolCall, span: Span | None) -> None:
+        run.tool_calls += 1
+        for guard in self.guards:
+            self._apply(guard.before_tool_call(run, call), span)
+
+    def after_tool_call(self, run: RunState, call: ToolCall, outcome: ToolOutcome,
+                        span: Span | None) -> list[Decision]:
+        decisions = []
+        for guard in self.guards:
+            decision = guard.after_tool_call(run, call, outcome)
+            if decision is not None:
+                self._record(decision, span)
+                decisions.append(decision)
+        return decisions
+
+    def end_run(self, run: RunState) -> None:
+        for guard in self.guards:
+            guard.end_run(run)
+
+    def _apply(self, decision: Decision | None, span: Span | None) -> None:
+        if decision is None:
+            return
+        self._record(decision, span)
+        if not decision.allowed:
+            raise decision.error or GuardrailViolation(decision.reason)
+
+    def _record(self, decision: Decision, span: Span | None) -> None:
+        self._decisions.add(1, {sc.GUARDRAIL_NAME: decision.guard,
+                                sc.GUARDRAIL_DECISION: decision.kind})
+        attrs = guardrail_attributes(decision.guard, decision.kind, decision.reason or None)
+        attrs.update(decision.attributes)
+        if decision.allowed:
+            if span is not None and span.is_recording():
+                span.add_event(guardrail_span_name(decision.guard), attrs)
+            return
+        context = trace.set_span_in_context(span) if span is not None else None
+        child = self._tracer.start_span(guardrail_span_name(decision.guard), context,
+                                        attributes=attrs)
+        if decision.kind == "deny":
+            error_type = getattr(decision.error, "error_type", "guardrail_violation")
+            child.set_attribute(sc.ERROR_TYPE, error_type)
+            child.set_status(Status(StatusCode.ERROR, decision.reason))
+        child.end()

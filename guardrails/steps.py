@@ -1,0 +1,88 @@
+"""Framework-free descriptions of agent steps, as the guards see them.
+
+An adapter (LangChain callback, MCP middleware, LlamaIndex handler) translates
+its framework's event into one of these and hands it to the
+:class:`~spanguard.guardrails.enforcer.Enforcer`; guards never import a
+framework. Fields are plain values so that a decision can be replayed from the
+trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+DecisionKind = Literal["allow", "deny", "hold", "retry", "report"]
+
+
+@dataclass(slots=True)
+class RunState:
+    """What the guards remember about one agent run (one root span).
+
+    ``identity`` is the maker (the person or service the run acts for);
+    ``session``/``user``/``tenant`` are keyed hashes, never raw ids.
+    """
+
+    run_key: Hashable
+    identity: str | None = None
+    session: str | None = None
+    user: str | None = None
+    tenant: str | None = None
+    trace_id: str | None = None
+    input_tokens: list[int] = field(default_factory=list)
+    retry_flags: list[bool] = field(default_factory=list)
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    model_calls: int = 0
+    tool_calls: int = 0
+    scratch: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ModelCall:
+    """A model call about to happen (``input_tokens`` is known only after, if at all)."""
+
+    model: str | None
+    is_retry: bool = False
+    estimated_input_tokens: int | None = None
+
+
+@dataclass(slots=True)
+class ModelUsage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A tool call about to execute. ``annotations`` are MCP tool hints when known."""
+
+    tool: str
+    arguments: Mapping[str, Any]
+    call_id: str | None = None
+    annotations: Mapping[str, Any] | None = None
+    arguments_hash: str | None = None
+    state_hash: str | None = None
+
+
+@dataclass(slots=True)
+class ToolOutcome:
+    result: Any
+    is_error: bool = False
+
+
+@dataclass(slots=True)
+class Decision:
+    """A guard's answer; ``attributes`` go on the guardrail span/event as they are."""
+
+    kind: DecisionKind
+    guard: str
+    reason: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+    error: BaseException | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.kind in ("allow", "report")
