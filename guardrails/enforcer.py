@@ -17,6 +17,9 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
+
+from spanguard import semconv as sc
+from spanguard.attributes import guardrail_attributes, guardrail_span_name
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.policy import Policy
 from spanguard.guardrails.steps import (
@@ -27,9 +30,6 @@ from spanguard.guardrails.steps import (
     ToolCall,
     ToolOutcome,
 )
-
-from spanguard import semconv as sc
-from spanguard.attributes import guardrail_attributes, guardrail_span_name
 
 
 class Guard:
