@@ -125,7 +125,7 @@ def cost_attributes(cost_usd: float | None) -> Attributes:
     """Cost in USD, or an explicit unknown marker (never a silent zero)."""
     if cost_usd is None:
         return {sc.COST_UNKNOWN: True}
-    return {sc.COST_USD: cost_usd, sc.OI_LLM_COST_TOTAL: cost_usd}
+    return {sc.COST_USD: cost_usd, sc.OI_LLM_COST_TOTAL: cost_usd, sc.LANGFUSE_COST_USD: cost_usd}
 
 
 def tool_attributes(tool: str, call_id: str | None = None,

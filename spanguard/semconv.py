@@ -117,6 +117,11 @@ OI_DOCUMENT_SCORE: Final = DocumentAttributes.DOCUMENT_SCORE
 OI_DOCUMENT_CONTENT: Final = DocumentAttributes.DOCUMENT_CONTENT
 OI_DOCUMENT_METADATA: Final = DocumentAttributes.DOCUMENT_METADATA
 
+# --- backend mappings (documented by the backend, in neither package) ----------
+# Langfuse's OpenTelemetry ingestion reads the call's cost in USD from this key
+# (it otherwise estimates cost from its own price list).
+LANGFUSE_COST_USD: Final = "gen_ai.usage.cost"
+
 # --- spanguard's own (no standard name exists) ------------------------------------
 # DESIGN.md names these three run-level attributes without a namespace.
 MODEL_VERSION: Final = "model_version"
