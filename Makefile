@@ -8,7 +8,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck bench system-deps clean
+PHOENIX_VENV := .venv-phoenix
+PHOENIX_VERSION := 20.26.1
+PHOENIX_PORT ?= 6006
+
+.PHONY: demo test lint typecheck bench system-deps phoenix clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +31,24 @@ system-deps:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
+# Phoenix lives in its own venv: its dependency tree is large and must not
+# constrain the versions spanguard is tested against.
+$(PHOENIX_VENV)/bin/phoenix:
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/pip install --quiet --upgrade pip
+	$(PHOENIX_VENV)/bin/pip install --quiet 'arize-phoenix==$(PHOENIX_VERSION)'
+
+# Start a local Phoenix on 127.0.0.1:$(PHOENIX_PORT), send the demo's traces to it,
+# and keep it running until Ctrl-C.
+phoenix: $(STAMP) system-deps $(PHOENIX_VENV)/bin/phoenix
+	@PHOENIX_HOST=127.0.0.1 PHOENIX_PORT=$(PHOENIX_PORT) PHOENIX_WORKING_DIR=$(CURDIR)/.spanguard/phoenix \
+		$(PHOENIX_VENV)/bin/phoenix serve > .phoenix.log 2>&1 & pid=$$!; \
+	trap "kill $$pid" INT TERM EXIT; \
+	for i in $$(seq 1 120); do curl -sf http://127.0.0.1:$(PHOENIX_PORT)/healthz >/dev/null && break; sleep 1; done; \
+	OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:$(PHOENIX_PORT)/v1/traces $(BIN)/spanguard demo; \
+	echo "Phoenix: http://127.0.0.1:$(PHOENIX_PORT)  (log: .phoenix.log; Ctrl-C to stop)"; \
+	wait $$pid
+
 demo: $(STAMP) system-deps
 	$(BIN)/spanguard demo
 
@@ -40,12 +62,12 @@ typecheck: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation --target build/typecheck .
 	cd build/typecheck && ../../$(BIN)/mypy --strict --config-file ../../pyproject.toml -p spanguard
 
-test: $(STAMP) system-deps lint typecheck
-	$(BIN)/pytest -q
+test: $(STAMP) system-deps lint typecheck $(PHOENIX_VENV)/bin/phoenix
+	SPANGUARD_PHOENIX=$(CURDIR)/$(PHOENIX_VENV)/bin/phoenix $(BIN)/pytest -q
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) build .spanguard .pytest_cache .mypy_cache
+	rm -rf $(VENV) $(PHOENIX_VENV) build .spanguard .pytest_cache .mypy_cache .phoenix.log
