@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import baggage, context, propagate
+from opentelemetry.context import Context
 
 from spanguard import semconv as sc
 from spanguard.hashing import KeyedHasher
@@ -83,11 +84,12 @@ def correlation(
 
 def correlation_from_meta(meta: Mapping[str, Any] | None) -> Correlation:
     """The hashed ids a request's ``_meta`` carries; malformed or raw values are dropped."""
-    if not meta or "baggage" not in meta:
+    if not meta or not isinstance(meta.get("baggage"), str):
         return Correlation()
     try:
-        entries = baggage.get_all(propagate.extract(meta))
-    except (ValueError, TypeError):
+        # A fresh Context: only what this request carries, never ambient baggage.
+        entries = baggage.get_all(propagate.extract(meta, context=Context()))
+    except (ValueError, TypeError, AttributeError):
         return Correlation()
     values = [entries.get(key) for key in BAGGAGE_KEYS]
     session, user, tenant = (

@@ -271,8 +271,8 @@ def _remote_parent(meta: Mapping[str, Any] | None) -> Context | None:
     if not meta:
         return None
     try:
-        ctx = propagate.extract(meta)
-    except (ValueError, TypeError):
+        ctx = propagate.extract(meta, context=Context())
+    except (ValueError, TypeError, AttributeError):
         return None
     return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
 
