@@ -17,11 +17,10 @@ __all__ = ["ToolAnnotations"]
 class ToolAnnotations:
     """Tool name -> its advertised annotations, from the latest ``tools/list``."""
 
-    __slots__ = ("_by_tool", "listed")
+    __slots__ = ("_by_tool",)
 
     def __init__(self) -> None:
         self._by_tool: dict[str, Mapping[str, Any]] = {}
-        self.listed = False
 
     def observe(self, result: Mapping[str, Any]) -> None:
         """Learn from a wire ``ListToolsResult`` (camelCase keys, as sent)."""
@@ -33,7 +32,6 @@ class ToolAnnotations:
                 continue
             hints = tool.get("annotations")
             self._by_tool[tool["name"]] = dict(hints) if isinstance(hints, Mapping) else {}
-        self.listed = True
 
     def get(self, tool: str) -> Mapping[str, Any] | None:
         """The tool's annotations; ``None`` when it was never listed."""

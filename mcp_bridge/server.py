@@ -149,7 +149,7 @@ class SpanguardServerMiddleware:
         state: RunState | None = None
         if self.enforcer is not None:
             state = self._run_state(connection, session_id, ids, span)
-            if not self.tools.listed:
+            if self.tools.get(tool) is None:  # first call, or a tool added since
                 await self._list_tools(ctx)
             call = ToolCall(tool, arguments,
                             call_id=str(ctx.request_id) if ctx.request_id is not None else None,
@@ -215,7 +215,7 @@ class SpanguardServerMiddleware:
             trace_id=format_trace_id(span.get_span_context().trace_id))
 
     async def _list_tools(self, ctx: ServerRequestContext[Any, Any]) -> None:
-        """Read the tool annotations once, before the first guarded call."""
+        """Read the tool annotations the server advertises (before a guarded call)."""
         try:
             if isinstance(self._server, MCPServer):
                 tools = await self._server.list_tools()
@@ -224,7 +224,6 @@ class SpanguardServerMiddleware:
                 return
             entry = self._server.get_request_handler("tools/list")
             if entry is None:
-                self.tools.listed = True
                 return
             result = await entry.handler(replace(ctx, method="tools/list", params=None),
                                          entry.params_type.model_validate({}))
