@@ -1,0 +1,38 @@
+"""Tool annotations (``readOnlyHint``, ``destructiveHint``, ...) read from ``tools/list``.
+
+Hold rules match on ``destructiveHint``, so a guard deciding on a ``tools/call``
+needs the annotations the server advertised for that tool. They are learned
+from every ``tools/list`` result that passes by (wire form, so the stdio proxy
+can feed it the same JSON), and kept until the next listing replaces them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["ToolAnnotations"]
+
+
+class ToolAnnotations:
+    """Tool name -> its advertised annotations, from the latest ``tools/list``."""
+
+    __slots__ = ("_by_tool",)
+
+    def __init__(self) -> None:
+        self._by_tool: dict[str, Mapping[str, Any]] = {}
+
+    def observe(self, result: Mapping[str, Any]) -> None:
+        """Learn from a wire ``ListToolsResult`` (camelCase keys, as sent)."""
+        tools = result.get("tools")
+        if not isinstance(tools, list):
+            return
+        for tool in tools:
+            if not isinstance(tool, Mapping) or not isinstance(tool.get("name"), str):
+                continue
+            hints = tool.get("annotations")
+            self._by_tool[tool["name"]] = dict(hints) if isinstance(hints, Mapping) else {}
+
+    def get(self, tool: str) -> Mapping[str, Any] | None:
+        """The tool's annotations; ``None`` when it was never listed."""
+        return self._by_tool.get(tool)
