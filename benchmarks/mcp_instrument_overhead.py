@@ -31,6 +31,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from spanguard.guardrails import Guard, Policy
 from spanguard.guardrails import enforcer as enforcer_module
 from spanguard.mcp_bridge import instrument_server

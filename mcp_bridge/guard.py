@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mcp.types import CallToolResult, TextContent
+
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.steps import Decision
 

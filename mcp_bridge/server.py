@@ -40,18 +40,18 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode, format_trace_id
 from pydantic import BaseModel
-from spanguard.guardrails.enforcer import Enforcer
-from spanguard.guardrails.errors import GuardrailViolation
-from spanguard.guardrails.policy import Policy
-from spanguard.guardrails.steps import RunState, ToolCall, ToolOutcome
-from spanguard.mcp_bridge.annotations import ToolAnnotations
-from spanguard.mcp_bridge.correlation import Correlation, correlation_from_meta
-from spanguard.mcp_bridge.guard import apply_decisions, refusal_result
 
 from spanguard import semconv as sc
 from spanguard.attributes import tool_attributes
 from spanguard.config import resolve_tracer_provider
+from spanguard.guardrails.enforcer import Enforcer
+from spanguard.guardrails.errors import GuardrailViolation
+from spanguard.guardrails.policy import Policy
+from spanguard.guardrails.steps import RunState, ToolCall, ToolOutcome
 from spanguard.hashing import payload_hash
+from spanguard.mcp_bridge.annotations import ToolAnnotations
+from spanguard.mcp_bridge.correlation import Correlation, correlation_from_meta
+from spanguard.mcp_bridge.guard import apply_decisions, refusal_result
 
 __all__ = ["SpanguardServerMiddleware", "instrument_server"]
 

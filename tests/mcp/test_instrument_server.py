@@ -13,10 +13,10 @@ import pytest
 from mcp.server import Server
 from mcp.server.mcpserver import MCPServer
 from opentelemetry.trace import SpanKind, StatusCode
-from spanguard.mcp_bridge import SpanguardServerMiddleware, instrument_server
 
 from spanguard import semconv as sc
 from spanguard.hashing import payload_hash
+from spanguard.mcp_bridge import SpanguardServerMiddleware, instrument_server
 from spanguard.testing import SpanCapture
 from tests.mcp.mcp_helpers import connect, high_level_server, low_level_server
 from tests.mcp.sdk_otel import finished, global_capture

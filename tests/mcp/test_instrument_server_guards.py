@@ -15,6 +15,8 @@ from mcp.server import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.types import TextContent
 from opentelemetry.trace import StatusCode
+
+from spanguard import semconv as sc
 from spanguard.guardrails import (
     Decision,
     Guard,
@@ -25,11 +27,9 @@ from spanguard.guardrails import (
     ToolOutcome,
 )
 from spanguard.guardrails import enforcer as enforcer_module
+from spanguard.hashing import KeyedHasher, payload_hash
 from spanguard.mcp_bridge import correlation, instrument_server
 from spanguard.mcp_bridge.guard import DECISIONS_META_KEY, REFUSAL_KEY
-
-from spanguard import semconv as sc
-from spanguard.hashing import KeyedHasher, payload_hash
 from tests.mcp.mcp_helpers import connect, high_level_server, low_level_server
 from tests.mcp.sdk_otel import finished, global_capture
 

@@ -29,10 +29,10 @@ from mcp.types import (
 )
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
-from spanguard.mcp_bridge import correlation, correlation_from_meta, instrument_server
 
 from spanguard import semconv as sc
 from spanguard.hashing import KeyedHasher
+from spanguard.mcp_bridge import correlation, correlation_from_meta, instrument_server
 from spanguard.store import TraceStore
 from tests.mcp.mcp_helpers import connect, high_level_server
 from tests.mcp.sdk_otel import finished, global_capture

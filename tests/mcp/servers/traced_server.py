@@ -11,9 +11,9 @@ import sys
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from spanguard.mcp_bridge import instrument_server
 
 import spanguard
+from spanguard.mcp_bridge import instrument_server
 
 
 def build() -> MCPServer:
