@@ -316,21 +316,21 @@ class HoldGuard(Guard):
         return _decision("hold", created, HoldPending(created))
 
     def _existing(self, call: ToolCall, digest: str, maker: str) -> HoldRecord | None:
-        """The hold this call answers to: same call id if known, else the newest live one.
+        """The hold this call answers to, or None when a new one is needed.
 
-        Only the maker's own holds count: an approval for someone else's identical
-        call does not release this one.
+        With a call id (LangGraph's tool_call id, stable across a resumed node) only
+        that call's own hold counts; without one (an MCP client retrying), the
+        newest live hold of the same maker and payload. Another maker's approval
+        for an identical call never releases this one.
         """
         now = self.approvals.clock()
         mine = [h for h in self.approvals.store.matching(call.tool, digest)
                 if same_identity(h.maker, maker)]
         if call.call_id is not None:
-            same_call = next((h for h in mine if h.call_id == call.call_id), None)
-            if same_call is not None:
-                if same_call.expired(now):
-                    self.approvals.expire(same_call)
-                    return None
-                return same_call if same_call.status != "expired" else None
+            own = next((h for h in mine if h.call_id == call.call_id), None)
+            if own is not None and own.expired(now):
+                own = self.approvals.expire(own)
+            return own if own is not None and own.status != "expired" else None
         for hold in mine:
             if hold.status in ACTIVE:
                 if hold.expired(now):
