@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
@@ -194,11 +195,12 @@ class SqliteAuditBackend:
         self.path = path
         self._lock = threading.Lock()
         try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None,
                                        check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_AUDIT_SCHEMA)
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise StoreError(path, f"cannot open the audit log: {exc}") from exc
 
     def append(self, make: Callable[[int, str], AuditRecord]) -> AuditRecord:

@@ -107,16 +107,16 @@ def resolve_store_url(store_url: str | None = None,
     env = os.environ.get(STORE_URL_ENV)
     if env:
         return env
-    return "sqlite:///" + str((resolve_home(home) / DEFAULT_DB).resolve())
+    return "sqlite://" + str((resolve_home(home) / DEFAULT_DB).resolve())
 
 
 def sqlite_path(url: str) -> Path:
     """``sqlite:///abs/path.db`` -> the path; refuses relative or empty paths."""
     path = url[len("sqlite://"):]
-    if not path.startswith("/") or path == "/":
+    if not path.startswith("/") or not path.strip("/"):
         raise ConfigError(url, "a sqlite store URL needs an absolute path",
                           "write sqlite:///abs/path.db (three slashes)")
-    return Path(path)
+    return Path("/" + path.lstrip("/"))
 
 
 def check_store_url(url: str) -> str:
