@@ -252,7 +252,7 @@ class RedisAuditBackend:
             with self._redis.pipeline() as pipe:
                 while True:
                     try:
-                        pipe.watch(self.key)
+                        pipe.watch(self.key)  # type: ignore[no-untyped-call]
                         length = int(pipe.llen(self.key))
                         last = pipe.lindex(self.key, -1)
                         prev = json.loads(last)["hash"] if last else GENESIS

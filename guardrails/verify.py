@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from opentelemetry.trace import Span, Status, StatusCode
 from spanguard.guardrails.approvals import Approvals
@@ -194,8 +194,9 @@ class Verification:
 
 
 def _function_result(tool: str, value: object) -> VerificationResult:
-    if value in STATUSES:
-        return VerificationResult(tool, cast(VerificationStatus, value))
+    for status in STATUSES:
+        if value == status:
+            return VerificationResult(tool, status)
     return VerificationResult(tool, "unknown", f"verifier returned {value!r}")
 
 

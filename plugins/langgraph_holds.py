@@ -191,7 +191,7 @@ class HoldGate:
             record_verification(own, result)
 
 
-class HoldMiddleware(AgentMiddleware):  # type: ignore[type-arg]
+class HoldMiddleware(AgentMiddleware):
     """The same gate for ``langchain.agents.create_agent(middleware=[...])``."""
 
     def __init__(self, policy: Policy | str | os.PathLike[str] | None = None, *,

@@ -6,9 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
-from spanguard.cli import main
-from spanguard.errors import ConfigError
 from spanguard.guardrails import (
     Enforcer,
     HoldGuard,
@@ -24,9 +21,11 @@ from spanguard.guardrails import (
     wait_for_decision,
 )
 from spanguard.guardrails.holds import annotation_class, parse_duration
-from spanguard.testing import SpanCapture
-from spanguard import semconv as sc
 
+from spanguard import semconv as sc
+from spanguard.cli import main
+from spanguard.errors import ConfigError
+from spanguard.testing import SpanCapture
 from tests.guardrails._holds_support import Clock, memory_approvals
 
 

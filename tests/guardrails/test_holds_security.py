@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from spanguard.guardrails import (
     ApprovalError,
     Approvals,

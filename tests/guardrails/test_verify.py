@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-from spanguard import semconv as sc
+import pytest
 from spanguard.guardrails import (
     Enforcer,
     HoldGuard,
@@ -18,8 +17,9 @@ from spanguard.guardrails import (
     VerifyGuard,
     record_verification,
 )
-from spanguard.testing import SpanCapture
 
+from spanguard import semconv as sc
+from spanguard.testing import SpanCapture
 from tests.guardrails._holds_support import memory_approvals
 
 COMMIT = ToolCall("git_commit", {"repo_path": "/repo", "message": "fix the bug"})
@@ -139,10 +139,8 @@ def test_budget_refusals_reach_the_audit_log() -> None:
 
     enforcer = Enforcer(Policy(), guards=[Refuse()])
     run = enforcer.start_run("r", identity="agent")
-    try:
+    with pytest.raises(GuardrailViolation):
         enforcer.before_model_call(run, ModelCall("gpt"), None)
-    except GuardrailViolation:
-        pass
     [record] = open_audit_log().records()
     assert (record.event, record.actor, record.subject) == ("budget.refused", "agent", "gpt")
     assert record.detail["reason"] == "over budget"

@@ -15,8 +15,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command
-
-from spanguard import semconv as sc
+from pydantic import Field
 from spanguard.guardrails import (
     HoldRules,
     Policy,
@@ -29,6 +28,8 @@ from spanguard.guardrails import (
     reject,
 )
 from spanguard.plugins.langgraph_holds import HoldGate, HoldMiddleware
+
+from spanguard import semconv as sc
 from spanguard.testing import SpanCapture
 
 
@@ -36,7 +37,7 @@ class ScriptedModel(BaseChatModel):
     """Answers from a script; records what it was shown so tests can see reactions."""
 
     script: list[AIMessage]
-    seen: list[list[BaseMessage]] = []
+    seen: list[list[BaseMessage]] = Field(default_factory=list)
 
     def _generate(self, messages: list[BaseMessage], stop: Any = None,
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
