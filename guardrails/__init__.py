@@ -2,11 +2,37 @@
 
 Framework-free: guards see :mod:`spanguard.guardrails.steps` descriptions and
 answer with decisions; the adapters in ``spanguard.plugins`` and
-``spanguard.mcp_bridge`` carry them out.
+``spanguard.mcp_bridge`` carry them out. Importing this package registers every
+guard module's policy table and guard builder.
 """
 
+from spanguard.guardrails.approvals import (
+    ApprovalError,
+    Approvals,
+    HoldConflict,
+    HoldExpired,
+    HoldNotFound,
+    MakerCheckerViolation,
+    approve,
+    get_hold,
+    list_holds,
+    reject,
+    wait_for_decision,
+)
+from spanguard.guardrails.audit import AuditCheck, AuditLog, AuditRecord, open_audit_log
 from spanguard.guardrails.enforcer import Enforcer, Guard
 from spanguard.guardrails.errors import GuardrailViolation
+from spanguard.guardrails.hold_store import HoldRecord, HoldStore, open_hold_store
+from spanguard.guardrails.holds import (
+    HoldAlreadyUsed,
+    HoldError,
+    HoldGuard,
+    HoldPending,
+    HoldRejected,
+    HoldRules,
+    cleared,
+    hold_result_payload,
+)
 from spanguard.guardrails.policy import Policy, load_policy
 from spanguard.guardrails.steps import (
     Decision,
@@ -16,17 +42,57 @@ from spanguard.guardrails.steps import (
     ToolCall,
     ToolOutcome,
 )
+from spanguard.guardrails.verify import (
+    ReadBackCheck,
+    Verification,
+    VerificationFailed,
+    VerificationResult,
+    VerifyGuard,
+    record_verification,
+)
 
 __all__ = [
+    "ApprovalError",
+    "Approvals",
+    "AuditCheck",
+    "AuditLog",
+    "AuditRecord",
     "Decision",
     "Enforcer",
     "Guard",
     "GuardrailViolation",
+    "HoldAlreadyUsed",
+    "HoldConflict",
+    "HoldError",
+    "HoldExpired",
+    "HoldGuard",
+    "HoldNotFound",
+    "HoldPending",
+    "HoldRecord",
+    "HoldRejected",
+    "HoldRules",
+    "HoldStore",
+    "MakerCheckerViolation",
     "ModelCall",
     "ModelUsage",
     "Policy",
+    "ReadBackCheck",
     "RunState",
     "ToolCall",
     "ToolOutcome",
+    "Verification",
+    "VerificationFailed",
+    "VerificationResult",
+    "VerifyGuard",
+    "approve",
+    "cleared",
+    "get_hold",
+    "hold_result_payload",
+    "list_holds",
     "load_policy",
+    "open_audit_log",
+    "open_hold_store",
+    "record_verification",
+    "reject",
+    "wait_for_decision",
 ]

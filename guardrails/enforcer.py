@@ -20,6 +20,7 @@ from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from spanguard import semconv as sc
 from spanguard.attributes import guardrail_attributes, guardrail_span_name
+from spanguard.guardrails.audit import EnforcerAuditSink
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.policy import Policy
 from spanguard.guardrails.steps import (
@@ -57,6 +58,10 @@ class Guard:
 
 GuardBuilder = Callable[[Policy], Sequence[Guard]]
 
+# Receives every decision that is not an allow, with the run and the step's subject
+# (tool or model name), to append it to the audit log.
+AuditSink = Callable[[Decision, RunState, "str | None"], None]
+
 # Each guard module contributes one builder: policy -> guards it configures.
 GUARD_BUILDERS: list[GuardBuilder] = []
 
@@ -67,8 +72,10 @@ class Enforcer:
     def __init__(self, policy: Policy | None,
                  tracer_provider: trace.TracerProvider | None = None,
                  meter_provider: metrics.MeterProvider | None = None,
-                 guards: Sequence[Guard] | None = None) -> None:
+                 guards: Sequence[Guard] | None = None,
+                 audit_sink: AuditSink | None = None) -> None:
         self.policy = policy or Policy()
+        self._audit: AuditSink = audit_sink if audit_sink is not None else EnforcerAuditSink()
         if guards is None:
             guards = [g for builder in GUARD_BUILDERS for g in builder(self.policy)]
         self.guards: tuple[Guard, ...] = tuple(guards)
@@ -89,7 +96,7 @@ class Enforcer:
     def before_model_call(self, run: RunState, call: ModelCall, span: Span | None) -> None:
         """Raises a :class:`GuardrailViolation` if the call must not reach the provider."""
         for guard in self.guards:
-            self._apply(guard.before_model_call(run, call), span)
+            self._apply(guard.before_model_call(run, call), span, run, call.model)
 
     def after_model_call(self, run: RunState, call: ModelCall, usage: ModelUsage,
                          span: Span | None) -> None:
@@ -100,12 +107,12 @@ class Enforcer:
         if usage.cost_usd is not None:
             run.cost_usd += usage.cost_usd
         for guard in self.guards:
-            self._apply(guard.after_model_call(run, call, usage), span)
+            self._apply(guard.after_model_call(run, call, usage), span, run, call.model)
 
     def before_tool_call(self, run: RunState, call: ToolCall, span: Span | None) -> None:
         run.tool_calls += 1
         for guard in self.guards:
-            self._apply(guard.before_tool_call(run, call), span)
+            self._apply(guard.before_tool_call(run, call), span, run, call.tool)
 
     def after_tool_call(self, run: RunState, call: ToolCall, outcome: ToolOutcome,
                         span: Span | None) -> list[Decision]:
@@ -121,11 +128,13 @@ class Enforcer:
         for guard in self.guards:
             guard.end_run(run)
 
-    def _apply(self, decision: Decision | None, span: Span | None) -> None:
+    def _apply(self, decision: Decision | None, span: Span | None, run: RunState,
+               subject: str | None) -> None:
         if decision is None:
             return
         self._record(decision, span)
         if not decision.allowed:
+            self._audit(decision, run, subject)
             raise decision.error or GuardrailViolation(decision.reason)
 
     def _record(self, decision: Decision, span: Span | None) -> None:

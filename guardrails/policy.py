@@ -13,10 +13,14 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spanguard._toml import toml_reader
 from spanguard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from spanguard.guardrails.holds import HoldRules
+    from spanguard.guardrails.verify import Verification
 
 TableParser = Callable[[Mapping[str, Any], str], Any]
 
@@ -28,6 +32,8 @@ class Policy:
     name: str = "default"
     version: str | None = None
     # Guards register their parts below (one field per guard module).
+    holds: HoldRules | None = None
+    verify: Verification | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod

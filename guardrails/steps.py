@@ -9,7 +9,7 @@ trace.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,8 +69,13 @@ class ToolCall:
 
 @dataclass(slots=True)
 class ToolOutcome:
+    """A finished tool call. ``read_back`` lets a verifier call another tool of the
+    same adapter, ``(tool, arguments) -> result`` (e.g. ``git_log`` after
+    ``git_commit``); None when the adapter cannot."""
+
     result: Any
     is_error: bool = False
+    read_back: Callable[[str, Mapping[str, Any]], Any] | None = None
 
 
 @dataclass(slots=True)

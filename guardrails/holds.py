@@ -1,0 +1,371 @@
+"""Maker-checker holds: a matched tool call is not executed until someone else approves it.
+
+A hold rule matches a call by tool name or glob (``tools = ["payments_*"]``), by
+action class (``action_classes = ["destructive"]``), or, with ``high_risk =
+true``, by MCP tool annotations: ``destructiveHint`` true, or neither
+``readOnlyHint`` nor ``idempotentHint``. The guard stores an approval request
+(:mod:`~spanguard.guardrails.approvals`) and answers ``Decision(kind="hold")``
+carrying a :class:`HoldPending`; the adapter renders it in its idiom (LangGraph
+``interrupt()``, an MCP ``isError`` result). When the same maker makes the same
+call again (same tool, same canonical payload hash) after approval, the guard
+consumes the approval and allows it once.
+
+``ToolCall.annotations``: ``None`` means "no hints known" (the call is not
+classified); an MCP adapter passes the tool's annotations, or ``{}`` when the
+server gave none, which by the rule above makes the tool high risk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import getpass
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+
+from spanguard import semconv as sc
+from spanguard.errors import ConfigError
+from spanguard.guardrails.approvals import Approvals, same_identity
+from spanguard.guardrails.audit import SELF_AUDITING_GUARDS
+from spanguard.guardrails.enforcer import GUARD_BUILDERS, Guard
+from spanguard.guardrails.errors import GuardrailViolation
+from spanguard.guardrails.hold_store import ACTIVE, HoldRecord
+from spanguard.guardrails.policy import TABLE_PARSERS
+from spanguard.guardrails.steps import Decision, RunState, ToolCall
+from spanguard.hashing import canonical_json, payload_hash
+
+if TYPE_CHECKING:
+    from spanguard.guardrails.policy import Policy
+
+GUARD_NAME = "holds"
+HIGH_RISK_CLASSES = frozenset({"destructive", "non_idempotent_mutation"})
+ACTION_CLASSES = frozenset({"read_only", "idempotent_mutation", *HIGH_RISK_CLASSES})
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_ARGUMENT_PREVIEW = 400
+
+
+def parse_duration(value: object, source: str) -> float:
+    """``"1h"``, ``"30m"``, ``"45s"``, ``"2d"`` or a number of seconds, > 0."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ConfigError(source, f"invalid duration {value!r}",
+                          'write e.g. "1h", "30m", "45s" or a number of seconds')
+    if seconds <= 0:
+        raise ConfigError(source, f"duration must be positive, got {value!r}")
+    return seconds
+
+
+def _hint(annotations: Mapping[str, Any], camel: str, snake: str) -> bool:
+    return bool(annotations.get(camel, annotations.get(snake)))
+
+
+def annotation_class(annotations: Mapping[str, Any] | None) -> str | None:
+    """The action class MCP hints imply, or None when there are no hints at all."""
+    if annotations is None:
+        return None
+    if _hint(annotations, "destructiveHint", "destructive_hint"):
+        return "destructive"
+    if _hint(annotations, "readOnlyHint", "read_only_hint"):
+        return "read_only"
+    if _hint(annotations, "idempotentHint", "idempotent_hint"):
+        return "idempotent_mutation"
+    return "non_idempotent_mutation"
+
+
+@dataclass(frozen=True)
+class HoldRules:
+    """What to hold. ``classes`` declares a tool's action class where hints are missing."""
+
+    tools: tuple[str, ...] = ()
+    high_risk: bool = False
+    action_classes: frozenset[str] = frozenset()
+    classes: Mapping[str, str] = field(default_factory=dict)
+    expires_after: float = 3600.0
+    risk_tier: str = "high"
+    show_arguments: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = (set(self.action_classes) | set(self.classes.values())) - ACTION_CLASSES
+        if unknown:
+            raise ConfigError("holds", f"unknown action class(es) {sorted(unknown)}",
+                              f"known: {', '.join(sorted(ACTION_CLASSES))}")
+        if self.expires_after <= 0:
+            raise ConfigError("holds", "expires_after must be positive")
+
+    def action_class(self, call: ToolCall) -> str | None:
+        return self.classes.get(call.tool) or annotation_class(call.annotations)
+
+    def match(self, call: ToolCall) -> str | None:
+        """Why this call is held, or None."""
+        for pattern in self.tools:
+            if fnmatch.fnmatchcase(call.tool, pattern):
+                return f"tool matches hold pattern {pattern!r}"
+        action = self.action_class(call)
+        if action is None:
+            return None
+        if action in self.action_classes:
+            return f"action class {action} is held"
+        if self.high_risk and action in HIGH_RISK_CLASSES:
+            return f"high-risk tool (action class {action})"
+        return None
+
+
+def parse_holds_table(table: Mapping[str, Any], source: str) -> HoldRules:
+    """``[holds]``: high_risk, tools, action_classes, classes, expires_after, risk_tier."""
+    known = {"high_risk", "tools", "action_classes", "classes", "expires_after",
+             "risk_tier", "show_arguments"}
+    for key in table:
+        if key not in known:
+            raise ConfigError(source, f"unknown key {key!r}",
+                              f"known keys: {', '.join(sorted(known))}")
+
+    def strings(key: str) -> tuple[str, ...]:
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(source, f"{key} must be a list of strings")
+        return tuple(value)
+
+    def flag(key: str, default: bool) -> bool:
+        value = table.get(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(source, f"{key} must be true or false")
+        return value
+
+    classes = table.get("classes", {})
+    if not isinstance(classes, Mapping) or not all(
+            isinstance(v, str) for v in classes.values()):
+        raise ConfigError(source, "classes must be a table of tool = \"action class\"")
+    tier = table.get("risk_tier", "high")
+    if not isinstance(tier, str) or not tier:
+        raise ConfigError(source, "risk_tier must be a non-empty string")
+    try:
+        return HoldRules(
+            tools=strings("tools"), high_risk=flag("high_risk", False),
+            action_classes=frozenset(strings("action_classes")), classes=dict(classes),
+            expires_after=parse_duration(table.get("expires_after", "1h"),
+                                         f"{source} expires_after"),
+            risk_tier=tier, show_arguments=flag("show_arguments", True))
+    except ConfigError as exc:
+        raise ConfigError(source, exc.reason, exc.hint) from exc
+
+
+def approve_command(hold_id: str) -> str:
+    return f"spanguard holds approve {hold_id} --as NAME"
+
+
+class HoldError(GuardrailViolation):
+    """A held, rejected or spent call; carries the hold record."""
+
+    guard = GUARD_NAME
+
+    def __init__(self, hold: HoldRecord, message: str) -> None:
+        self.hold = hold
+        self.hold_id = hold.id
+        super().__init__(message)
+
+
+class HoldPending(HoldError):
+    """The call waits for a checker. ``summary`` is for humans; ``approve_command``
+    is the exact command (with ``NAME`` to fill in)."""
+
+    error_type = "held_for_approval"
+
+    def __init__(self, hold: HoldRecord) -> None:
+        self.summary = hold.summary
+        self.approve_command = approve_command(hold.id)
+        self.reject_command = f"spanguard holds reject {hold.id} --as NAME --reason TEXT"
+        super().__init__(hold, f"{hold.tool} is held for approval (request {hold.id}, "
+                               f"risk {hold.risk_tier}): {hold.reason}. A different "
+                               f"identity must approve it: {self.approve_command}")
+
+
+class HoldRejected(HoldError):
+    """A checker rejected the call; it was not executed."""
+
+    error_type = "hold_rejected"
+
+    def __init__(self, hold: HoldRecord) -> None:
+        why = f": {hold.decision_reason}" if hold.decision_reason else " (no reason given)"
+        super().__init__(hold, f"{hold.tool} was rejected by {hold.checker}{why}. "
+                               f"The call was not executed (request {hold.id}).")
+
+
+class HoldAlreadyUsed(HoldError):
+    """This exact call already ran on its approval; an approval runs a call once."""
+
+    error_type = "hold_approval_used"
+
+    def __init__(self, hold: HoldRecord) -> None:
+        super().__init__(hold, f"the approval {hold.id} for {hold.tool} was already used; "
+                               "an approval executes a call once. Make the call again to "
+                               "request a new approval.")
+
+
+def hold_result_payload(error: HoldError) -> dict[str, Any]:
+    """The JSON of an MCP ``CallToolResult`` telling the client the call did not run."""
+    hold = error.hold
+    structured: dict[str, Any] = {
+        "status": "held" if isinstance(error, HoldPending) else hold.status,
+        "hold_id": hold.id, "tool": hold.tool, "payload_hash": hold.payload_hash,
+        "risk_tier": hold.risk_tier, "expires_at": hold.expires_at, "executed": False,
+    }
+    if isinstance(error, HoldPending):
+        structured["approve_command"] = error.approve_command
+        structured["reject_command"] = error.reject_command
+    if hold.checker:
+        structured["checker"] = hold.checker
+        structured["decision_reason"] = hold.decision_reason
+    return {"content": [{"type": "text", "text": str(error)}],
+            "structuredContent": {"spanguard_hold": structured}, "isError": True}
+
+
+def default_identity() -> str:
+    """The OS user, the maker of a call when the adapter names no identity."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
+# (tool, payload hash) of an approved call being executed right now in this context:
+# a second check of that same call (e.g. by a callback handler inside the tool) passes.
+_CLEARED: ContextVar[tuple[str, str] | None] = ContextVar("spanguard_hold_cleared",
+                                                          default=None)
+
+
+@contextlib.contextmanager
+def cleared(call: ToolCall) -> Iterator[None]:
+    """Scope for executing a call the hold guard just allowed on an approval."""
+    token = _CLEARED.set((call.tool, payload_hash(dict(call.arguments))))
+    try:
+        yield
+    finally:
+        _CLEARED.reset(token)
+
+
+class HoldGuard(Guard):
+    """Holds matched calls; releases each approved one exactly once."""
+
+    name = GUARD_NAME
+
+    def __init__(self, rules: HoldRules | None, *, store_url: str | None = None,
+                 approvals: Approvals | None = None,
+                 watched_tools: Sequence[str] = ()) -> None:
+        self.rules = rules
+        self.watched = frozenset(watched_tools)
+        self._store_url = store_url
+        self._approvals = approvals
+
+    @property
+    def approvals(self) -> Approvals:
+        """Opened on first use, so building an Enforcer never touches the disk."""
+        if self._approvals is None:
+            self._approvals = Approvals.open(self._store_url)
+        return self._approvals
+
+    def before_tool_call(self, run: RunState, call: ToolCall) -> Decision | None:
+        return self.check(call, maker=run.identity, trace_id=run.trace_id)
+
+    def check(self, call: ToolCall, *, maker: str | None = None, trace_id: str | None = None,
+              span_id: str | None = None) -> Decision | None:
+        """None (not held), allow (approved, now consumed), hold, or deny (rejected/used)."""
+        reason = self.rules.match(call) if self.rules is not None else None
+        tier = self.rules.risk_tier if self.rules is not None else "high"
+        if reason is None and call.tool in self.watched:
+            suspended = self.approvals.store.suspension(call.tool)
+            if suspended is not None:
+                reason, tier = f"last action was not verified: {suspended}", "unverified"
+        if reason is None:
+            return None
+        digest = payload_hash(dict(call.arguments))
+        if _CLEARED.get() == (call.tool, digest):
+            return None
+        maker = maker or default_identity()
+        hold = self._existing(call, digest, maker)
+        if hold is not None and hold.status == "approved":
+            used = self.approvals.consume(hold, digest)
+            if used is not None:
+                return Decision("allow", GUARD_NAME, f"approved by {used.checker}",
+                                _attributes(used))
+            hold = self.approvals.get(hold.id)
+        if hold is not None and hold.status == "pending":
+            return _decision("hold", hold, HoldPending(hold))
+        if hold is not None and hold.status == "rejected":
+            return _decision("deny", hold, HoldRejected(hold))
+        if hold is not None and hold.status == "executed":
+            return _decision("deny", hold, HoldAlreadyUsed(hold))
+        if trace_id is None or span_id is None:
+            context = trace.get_current_span().get_span_context()
+            if context.is_valid:
+                trace_id = trace_id or format(context.trace_id, "032x")
+                span_id = span_id or format(context.span_id, "016x")
+        created = self.approvals.request(
+            tool=call.tool, payload_hash=digest, maker=maker, risk_tier=tier, reason=reason,
+            expires_after=self.rules.expires_after if self.rules else 3600.0,
+            summary=self._summary(call, maker, reason), call_id=call.call_id,
+            trace_id=trace_id, span_id=span_id)
+        return _decision("hold", created, HoldPending(created))
+
+    def _existing(self, call: ToolCall, digest: str, maker: str) -> HoldRecord | None:
+        """The hold this call answers to, or None when a new one is needed.
+
+        With a call id (LangGraph's tool_call id, stable across a resumed node) only
+        that call's own hold counts; without one (an MCP client retrying), the
+        newest live hold of the same maker and payload. Another maker's approval
+        for an identical call never releases this one.
+        """
+        now = self.approvals.clock()
+        mine = [h for h in self.approvals.store.matching(call.tool, digest)
+                if same_identity(h.maker, maker)]
+        if call.call_id is not None:
+            own = next((h for h in mine if h.call_id == call.call_id), None)
+            if own is not None and own.expired(now):
+                own = self.approvals.expire(own)
+            return own if own is not None and own.status != "expired" else None
+        for hold in mine:
+            if hold.status in ACTIVE:
+                if hold.expired(now):
+                    self.approvals.expire(hold)
+                    continue
+                return hold
+        return None
+
+    def _summary(self, call: ToolCall, maker: str, reason: str) -> str:
+        text = f"{maker} asks to run {call.tool}"
+        if self.rules is None or self.rules.show_arguments:
+            args = canonical_json(dict(call.arguments))
+            if len(args) > _ARGUMENT_PREVIEW:
+                args = args[:_ARGUMENT_PREVIEW] + "…"
+            text += f" with {args}"
+        return f"{text} ({reason})"
+
+
+def _attributes(hold: HoldRecord) -> dict[str, Any]:
+    return {sc.HOLD_ID: hold.id, sc.HOLD_STATUS: hold.status,
+            sc.TOOL_ARGS_HASH: hold.payload_hash}
+
+
+def _decision(kind: Any, hold: HoldRecord, error: HoldError) -> Decision:
+    return Decision(kind, GUARD_NAME, str(error), _attributes(hold), error)
+
+
+def build_hold_guards(policy: Policy) -> list[Guard]:
+    """One guard when the policy holds anything or verification may suspend a tool."""
+    watched = policy.verify.watched_tools() if policy.verify is not None else ()
+    if policy.holds is None and not watched:
+        return []
+    return [HoldGuard(policy.holds, watched_tools=watched)]
+
+
+TABLE_PARSERS["holds"] = ("holds", parse_holds_table)
+GUARD_BUILDERS.append(build_hold_guards)
+SELF_AUDITING_GUARDS.add(GUARD_NAME)

@@ -1,0 +1,290 @@
+"""Post-action verification: a tool's own success is not proof the action happened.
+
+A verifier per tool checks the state of the world after the call:
+
+* in Python, a function ``(arguments, result) -> "verified" | "failed" | "unknown"``;
+* in the policy file (for MCP servers), a read-back call and a check::
+
+    [verify]
+    hold_on_failure = true
+    [verify.git_commit]
+    call = "git_log"
+    arguments = { repo_path = "{repo_path}" }
+    expect_contains = "{message}"
+
+  ``{name}`` is replaced by the verified call's argument ``name``. The adapter
+  performs the read-back through :data:`ReadBack` (``(tool, arguments) ->
+  result``) or :data:`AsyncReadBack`; this module never talks to a server itself.
+
+The status goes on the tool span as ``verification.status``
+(:func:`record_verification`); ``failed`` and ``unknown`` set the span to ERROR and
+are reported as not confirmed; with ``hold_on_failure`` the next calls of that
+tool are held (by the hold guard) until one verifies. A tool without a verifier
+gets no status at all, never "verified". Calls that reported an error themselves
+are not verified: they are already not a success.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from opentelemetry.trace import Span, Status, StatusCode
+
+from spanguard import semconv as sc
+from spanguard.errors import ConfigError
+from spanguard.guardrails.approvals import Approvals
+from spanguard.guardrails.audit import SELF_AUDITING_GUARDS
+from spanguard.guardrails.enforcer import GUARD_BUILDERS, Guard
+from spanguard.guardrails.errors import GuardrailViolation
+from spanguard.guardrails.policy import TABLE_PARSERS, Policy
+from spanguard.guardrails.steps import Decision, RunState, ToolCall, ToolOutcome
+
+VerificationStatus = Literal["verified", "failed", "unknown"]
+STATUSES: tuple[VerificationStatus, ...] = ("verified", "failed", "unknown")
+VerifierFn = Callable[[Mapping[str, Any], Any], str]
+ReadBack = Callable[[str, Mapping[str, Any]], Any]
+AsyncReadBack = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
+GUARD_NAME = "verify"
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    tool: str
+    status: VerificationStatus
+    detail: str = ""
+
+    @property
+    def confirmed(self) -> bool:
+        return self.status == "verified"
+
+
+class VerificationFailed(GuardrailViolation):
+    """The action could not be confirmed (``failed`` or ``unknown``)."""
+
+    guard = GUARD_NAME
+    error_type = "unverified_action"
+
+    def __init__(self, result: VerificationResult) -> None:
+        self.result = result
+        super().__init__(f"{result.tool} was not confirmed: verification "
+                         f"{result.status}{': ' + result.detail if result.detail else ''}")
+
+
+def result_text(result: Any) -> str:
+    """Text of a tool result: a string, MCP ``CallToolResult`` JSON or object, a message."""
+    if isinstance(result, str):
+        return result
+    if isinstance(result, Mapping):
+        if "content" in result:
+            return result_text(result["content"])
+        if "text" in result:
+            return str(result["text"])
+        return str(dict(result))
+    if isinstance(result, (list, tuple)):
+        return "\n".join(result_text(item) for item in result)
+    for attribute in ("text", "content"):
+        value = getattr(result, attribute, None)
+        if isinstance(value, (str, list, tuple)):
+            return result_text(value)
+    return str(result)
+
+
+def result_is_error(result: Any) -> bool:
+    if isinstance(result, Mapping):
+        return bool(result.get("isError") or result.get("is_error"))
+    return bool(getattr(result, "is_error", False) or getattr(result, "isError", False)
+                or getattr(result, "status", None) == "error")
+
+
+def _render(template: Any, arguments: Mapping[str, Any]) -> Any:
+    """``"{name}"`` -> the argument itself; ``"x {name}"`` -> text; tables recurse."""
+    if isinstance(template, Mapping):
+        return {k: _render(v, arguments) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_render(v, arguments) for v in template]
+    if not isinstance(template, str):
+        return template
+    whole = _PLACEHOLDER.fullmatch(template)
+    if whole:
+        return arguments[whole.group(1)]
+    return _PLACEHOLDER.sub(lambda m: str(arguments[m.group(1)]), template)
+
+
+@dataclass(frozen=True)
+class ReadBackCheck:
+    """Call ``call`` with rendered ``arguments``; require ``expect_contains`` in its text."""
+
+    call: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    expect_contains: str | None = None
+
+    def request(self, arguments: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The read-back call to make; KeyError if a placeholder names no argument."""
+        return self.call, dict(_render(self.arguments, arguments))
+
+    def judge(self, arguments: Mapping[str, Any], read: Any) -> VerificationResult:
+        if result_is_error(read):
+            return VerificationResult("", "unknown", f"read-back {self.call} failed: "
+                                      f"{result_text(read)[:200]}")
+        if self.expect_contains is None:
+            return VerificationResult("", "verified", f"read-back {self.call} succeeded")
+        expected = str(_render(self.expect_contains, arguments))
+        if expected in result_text(read):
+            return VerificationResult("", "verified", f"{self.call} shows the change")
+        return VerificationResult("", "failed", f"{self.call} does not show the change")
+
+
+Verifier = VerifierFn | ReadBackCheck
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The policy part: ``verifiers`` by tool name, and whether failure holds the tool."""
+
+    verifiers: Mapping[str, Verifier] = field(default_factory=dict)
+    hold_on_failure: bool = False
+
+    def with_verifier(self, tool: str, verifier: Verifier) -> Verification:
+        return replace(self, verifiers={**self.verifiers, tool: verifier})
+
+    def watched_tools(self) -> tuple[str, ...]:
+        return tuple(self.verifiers) if self.hold_on_failure else ()
+
+    def read_back_request(self, tool: str,
+                          arguments: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        verifier = self.verifiers.get(tool)
+        if not isinstance(verifier, ReadBackCheck):
+            return None
+        return verifier.request(arguments)
+
+    def verify(self, tool: str, arguments: Mapping[str, Any], result: Any,
+               read_back: ReadBack | None = None) -> VerificationResult | None:
+        """None when the tool has no verifier; otherwise a status, never an exception."""
+        verifier = self.verifiers.get(tool)
+        if verifier is None:
+            return None
+        try:
+            if isinstance(verifier, ReadBackCheck):
+                if read_back is None:
+                    return VerificationResult(tool, "unknown",
+                                              "no read-back available in this adapter")
+                read_tool, read_args = verifier.request(arguments)
+                return replace(verifier.judge(arguments, read_back(read_tool, read_args)),
+                               tool=tool)
+            return _function_result(tool, verifier(arguments, result))
+        except Exception as exc:  # a verifier that crashes proves nothing
+            return VerificationResult(tool, "unknown", f"verifier raised {exc!r}")
+
+    async def averify(self, tool: str, arguments: Mapping[str, Any], result: Any,
+                      read_back: AsyncReadBack | None = None) -> VerificationResult | None:
+        """:meth:`verify` for async adapters (the MCP proxy and middleware)."""
+        verifier = self.verifiers.get(tool)
+        if not isinstance(verifier, ReadBackCheck) or read_back is None:
+            return self.verify(tool, arguments, result)
+        try:
+            read_tool, read_args = verifier.request(arguments)
+            read = await read_back(read_tool, read_args)
+            return replace(verifier.judge(arguments, read), tool=tool)
+        except Exception as exc:
+            return VerificationResult(tool, "unknown", f"read-back raised {exc!r}")
+
+
+def _function_result(tool: str, value: object) -> VerificationResult:
+    for status in STATUSES:
+        if value == status:
+            return VerificationResult(tool, status)
+    return VerificationResult(tool, "unknown", f"verifier returned {value!r}")
+
+
+def record_verification(span: Span | None, result: VerificationResult | None) -> None:
+    """Put the status on the tool span; anything but verified makes the span ERROR."""
+    if result is None or span is None or not span.is_recording():
+        return
+    span.set_attribute(sc.VERIFICATION_STATUS, result.status)
+    if not result.confirmed:
+        span.set_attribute(sc.ERROR_TYPE, VerificationFailed.error_type)
+        span.set_status(Status(StatusCode.ERROR, str(VerificationFailed(result))))
+
+
+class VerifyGuard(Guard):
+    """Runs the tool's verifier after the call, audits it, and suspends on failure."""
+
+    name = GUARD_NAME
+
+    def __init__(self, verification: Verification, *, store_url: str | None = None,
+                 approvals: Approvals | None = None) -> None:
+        self.verification = verification
+        self._store_url = store_url
+        self._approvals = approvals
+
+    @property
+    def approvals(self) -> Approvals:
+        if self._approvals is None:
+            self._approvals = Approvals.open(self._store_url)
+        return self._approvals
+
+    def after_tool_call(self, run: RunState, call: ToolCall,
+                        outcome: ToolOutcome) -> Decision | None:
+        if outcome.is_error:
+            return None
+        result = self.verification.verify(call.tool, call.arguments, outcome.result,
+                                          outcome.read_back)
+        return self.settle(result, maker=run.identity, trace_id=run.trace_id)
+
+    def settle(self, result: VerificationResult | None, *, maker: str | None = None,
+               trace_id: str | None = None) -> Decision | None:
+        """Audit a result and apply ``hold_on_failure``; the decision reports it."""
+        if result is None:
+            return None
+        self.approvals.audit.append(f"verification.{result.status}", actor=maker,
+                                    subject=result.tool, detail=result.detail,
+                                    trace_id=trace_id)
+        if self.verification.hold_on_failure:
+            if result.confirmed:
+                self.approvals.store.lift(result.tool)
+            else:
+                self.approvals.store.suspend(result.tool, result.detail or result.status)
+        return Decision("report", GUARD_NAME, result.detail,
+                        {sc.VERIFICATION_STATUS: result.status},
+                        None if result.confirmed else VerificationFailed(result))
+
+
+def parse_verify_table(table: Mapping[str, Any], source: str) -> Verification:
+    """``[verify]``: ``hold_on_failure`` and one ``[verify.<tool>]`` read-back per tool."""
+    hold_on_failure = table.get("hold_on_failure", False)
+    if not isinstance(hold_on_failure, bool):
+        raise ConfigError(source, "hold_on_failure must be true or false")
+    verifiers: dict[str, Verifier] = {}
+    for tool, spec in table.items():
+        if tool == "hold_on_failure":
+            continue
+        where = f"{source} [verify.{tool}]"
+        if not isinstance(spec, Mapping):
+            raise ConfigError(where, "must be a table with call, arguments, expect_contains")
+        unknown = set(spec) - {"call", "arguments", "expect_contains"}
+        if unknown:
+            raise ConfigError(where, f"unknown key(s) {sorted(unknown)}",
+                              "known keys: call, arguments, expect_contains")
+        call, arguments = spec.get("call"), spec.get("arguments", {})
+        expect = spec.get("expect_contains")
+        if not isinstance(call, str) or not call:
+            raise ConfigError(where, "call must name the read-back tool")
+        if not isinstance(arguments, Mapping):
+            raise ConfigError(where, "arguments must be a table")
+        if expect is not None and not isinstance(expect, str):
+            raise ConfigError(where, "expect_contains must be a string")
+        verifiers[tool] = ReadBackCheck(call, dict(arguments), expect)
+    return Verification(verifiers, hold_on_failure)
+
+
+def build_verify_guards(policy: Policy) -> list[Guard]:
+    return [VerifyGuard(policy.verify)] if policy.verify and policy.verify.verifiers else []
+
+
+TABLE_PARSERS["verify"] = ("verify", parse_verify_table)
+GUARD_BUILDERS.append(build_verify_guards)
+SELF_AUDITING_GUARDS.add(GUARD_NAME)

@@ -1,0 +1,221 @@
+"""The hold story in LangGraph: interrupt, approve as someone else, resume, run once, verify."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.tools import BaseTool, tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import START, MessagesState, StateGraph
+from langgraph.prebuilt import ToolNode, tools_condition
+from langgraph.types import Command
+from pydantic import Field
+
+from spanguard import semconv as sc
+from spanguard.guardrails import (
+    HoldRules,
+    Policy,
+    ReadBackCheck,
+    Verification,
+    approve,
+    get_hold,
+    list_holds,
+    open_audit_log,
+    reject,
+)
+from spanguard.plugins.langgraph_holds import HoldGate, HoldMiddleware
+from spanguard.testing import SpanCapture
+
+
+class ScriptedModel(BaseChatModel):
+    """Answers from a script; records what it was shown so tests can see reactions."""
+
+    script: list[AIMessage]
+    seen: list[list[BaseMessage]] = Field(default_factory=list)
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None,
+                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        self.seen.append(list(messages))
+        message = self.script[min(len(self.seen) - 1, len(self.script) - 1)]
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedModel:  # type: ignore[override]
+        return self
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+
+def pay_call(call_id: str = "call-1", to: str = "bob", amount: int = 5) -> AIMessage:
+    return AIMessage("", tool_calls=[{"name": "payments_send", "id": call_id,
+                                      "args": {"to": to, "amount": amount}}])
+
+
+class Ledger:
+    """The world the payment tool changes, and a tool to read it back."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int]] = []
+
+        @tool
+        def payments_send(to: str, amount: int) -> str:
+            """Send money."""
+            self.sent.append((to, amount))
+            return f"sent {amount} to {to}"
+
+        @tool
+        def payments_list() -> str:
+            """List sent payments."""
+            return "\n".join(f"{to}:{amount}" for to, amount in self.sent)
+
+        self.send: BaseTool = payments_send
+        self.list: BaseTool = payments_list
+
+
+def policy(verifier: Any) -> Policy:
+    return Policy(holds=HoldRules(tools=("payments_*",)),
+                  verify=Verification({"payments_send": verifier}))
+
+
+def traced(gate: HoldGate, cap: SpanCapture) -> Callable[..., Any]:
+    """Stand-in for the callback handler: the tool's span is current around the gate."""
+    tracer = cap.tracer_provider.get_tracer("test")
+
+    def wrap(request: Any, execute: Any) -> Any:
+        with tracer.start_as_current_span(f"execute_tool {request.tool_call['name']}"):
+            return gate(request, execute)
+
+    return wrap
+
+
+def tool_graph(model: ScriptedModel, tools: list[BaseTool], wrap: Any) -> Any:
+    def agent(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("agent", agent)
+    graph.add_node("tools", ToolNode(tools, wrap_tool_call=wrap))
+    graph.add_edge(START, "agent")
+    graph.add_conditional_edges("agent", tools_condition)
+    graph.add_edge("tools", "agent")
+    return graph.compile(checkpointer=InMemorySaver())
+
+
+def test_state_graph_held_approved_resumed_executed_once_and_verified(
+        cap: SpanCapture) -> None:
+    ledger = Ledger()
+    verify = ReadBackCheck("payments_list", {}, "{to}:{amount}")
+    gate = HoldGate(policy(verify), identity="alice", tools=[ledger.list],
+                    tracer_provider=cap.tracer_provider)
+    model = ScriptedModel(script=[pay_call(), AIMessage("paid bob")])
+    app = tool_graph(model, [ledger.send], traced(gate, cap))
+    config = {"configurable": {"thread_id": "t1"}}
+
+    paused = app.invoke({"messages": [HumanMessage("pay bob 5")]}, config)
+    [pending] = paused["__interrupt__"]
+    hold_id = pending.value["hold_id"]
+    assert "alice asks to run payments_send" in pending.value["summary"]
+    assert pending.value["approve_command"] == f"spanguard holds approve {hold_id} --as NAME"
+    assert ledger.sent == []
+
+    still = app.invoke(Command(resume=True), config)  # resumed before anyone decided
+    assert still["__interrupt__"][0].value["hold_id"] == hold_id
+    assert ledger.sent == [] and len(list_holds()) == 1
+
+    with pytest.raises(Exception, match="cannot also decide"):
+        approve(hold_id, "alice")
+    approve(hold_id, "carol", "invoice 42")
+    done = app.invoke(Command(resume=True), config)
+    assert ledger.sent == [("bob", 5)]
+    result = next(m for m in done["messages"] if isinstance(m, ToolMessage))
+    assert result.content == "sent 5 to bob" and result.status == "success"
+    assert result.response_metadata["spanguard"]["verification"] == "verified"
+    assert done["messages"][-1].content == "paid bob"
+    assert get_hold(hold_id).status == "executed"
+
+    app.invoke(Command(resume=True), config)  # nothing left to resume: no second payment
+    assert ledger.sent == [("bob", 5)]
+
+    tool_spans = [s for s in cap.spans() if s.name == "execute_tool payments_send"]
+    assert tool_spans[-1].attributes[sc.VERIFICATION_STATUS] == "verified"
+    assert any(s.name == "guardrail holds" and s.attributes[sc.HOLD_ID] == hold_id
+               for s in cap.spans())
+    events = [r.event for r in open_audit_log().records()]
+    assert events == ["hold.created", "hold.approved", "hold.executed",
+                      "verification.verified"]
+    assert open_audit_log().verify().ok
+
+
+def test_rejection_answers_the_model_and_never_runs_the_tool(cap: SpanCapture) -> None:
+    ledger = Ledger()
+    gate = HoldGate(policy(lambda a, r: "verified"), identity="alice",
+                    tracer_provider=cap.tracer_provider)
+    model = ScriptedModel(script=[pay_call(to="mallory", amount=900),
+                                  AIMessage("I could not pay mallory")])
+    app = tool_graph(model, [ledger.send], gate)
+    config = {"configurable": {"thread_id": "t2"}}
+    hold_id = app.invoke({"messages": [HumanMessage("pay")]}, config)[
+        "__interrupt__"][0].value["hold_id"]
+    reject(hold_id, "carol", "unknown payee")
+    done = app.invoke(Command(resume=True), config)
+    assert ledger.sent == []
+    message = next(m for m in done["messages"] if isinstance(m, ToolMessage))
+    assert message.status == "error"
+    assert "rejected by carol: unknown payee" in str(message.content)
+    assert any(isinstance(m, ToolMessage) and "rejected" in str(m.content)
+               for m in model.seen[-1])  # the model saw why
+    assert done["messages"][-1].content == "I could not pay mallory"
+
+
+def test_unconfirmed_action_is_reported_as_not_done(cap: SpanCapture) -> None:
+    ledger = Ledger()
+    gate = HoldGate(Policy(verify=Verification({"payments_send": lambda a, r: "failed"})),
+                    identity="alice", tracer_provider=cap.tracer_provider)
+    model = ScriptedModel(script=[pay_call(), AIMessage("ok")])
+    app = tool_graph(model, [ledger.send], gate)
+    done = app.invoke({"messages": [HumanMessage("pay")]},
+                      {"configurable": {"thread_id": "t3"}})
+    message = next(m for m in done["messages"] if isinstance(m, ToolMessage))
+    assert message.status == "error" and "not confirmed" in str(message.content)
+    assert ledger.sent == [("bob", 5)]  # not held (no hold rule): it ran, but unconfirmed
+    [span] = [s for s in cap.spans() if s.name == "guardrail verify"]
+    assert span.attributes[sc.VERIFICATION_STATUS] == "failed" and span.status == "ERROR"
+
+
+def test_create_agent_middleware_with_identity_from_run_metadata(cap: SpanCapture) -> None:
+    ledger = Ledger()
+    middleware = HoldMiddleware(policy(lambda a, r: "verified" if ("eve", 7) in ledger.sent
+                                       else "failed"), tracer_provider=cap.tracer_provider)
+    model = ScriptedModel(script=[pay_call("call-9", "eve", 7), AIMessage("paid eve")])
+    agent = create_agent(model, [ledger.send], middleware=[middleware],
+                         checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t4"}, "metadata": {"spanguard.identity": "svc-bot"}}
+    paused = agent.invoke({"messages": [HumanMessage("pay eve 7")]}, config)
+    value = paused["__interrupt__"][0].value
+    assert value["maker"] == "svc-bot" and ledger.sent == []
+    approve(value["hold_id"], "carol")
+    done = agent.invoke(Command(resume=True), config)
+    assert ledger.sent == [("eve", 7)]
+    message = next(m for m in done["messages"] if isinstance(m, ToolMessage))
+    assert message.response_metadata["spanguard"]["verification"] == "verified"
+    assert done["messages"][-1].content == "paid eve"
+
+
+async def test_async_graph_holds_and_resumes(cap: SpanCapture) -> None:
+    ledger = Ledger()
+    middleware = HoldMiddleware(policy(lambda a, r: "verified"), identity="alice",
+                                tracer_provider=cap.tracer_provider)
+    agent = create_agent(ScriptedModel(script=[pay_call("c-a"), AIMessage("done")]),
+                         [ledger.send], middleware=[middleware], checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t5"}}
+    paused = await agent.ainvoke({"messages": [HumanMessage("pay")]}, config)
+    approve(paused["__interrupt__"][0].value["hold_id"], "carol")
+    await agent.ainvoke(Command(resume=True), config)
+    assert ledger.sent == [("bob", 5)]
