@@ -89,7 +89,9 @@ class PolicyCallbackHandler(BaseCallbackHandler):
         run = self._state.run_state(entry)
         if run is None:
             return
-        usage = usage_from_response(payload.get(EventPayload.RESPONSE))
+        # Chat calls report ``RESPONSE``, completion calls ``COMPLETION``.
+        response = payload.get(EventPayload.RESPONSE, payload.get(EventPayload.COMPLETION))
+        usage = usage_from_response(response)
         cost = (self._state.prices.cost(step.model, usage.input_tokens, usage.output_tokens,
                                         usage.cache_read) if usage is not None else None)
         self._enforcer.after_model_call(
