@@ -30,7 +30,7 @@ from spanguard.guardrails.steps import ModelCall, ModelUsage
 from spanguard.plugins._llama_index_extract import usage_from_response
 from spanguard.plugins._llama_index_handlers import LLM, Instrumentation
 
-_LLM_ONLY = [t for t in CBEventType if t is not CBEventType.LLM]
+_LLM_ONLY: list[CBEventType] = [t for t in CBEventType if t is not CBEventType.LLM]
 
 
 class PolicyCallbackHandler(BaseCallbackHandler):

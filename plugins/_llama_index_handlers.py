@@ -32,6 +32,7 @@ from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.base import BaseLLM
+from llama_index.core.base.llms.types import ChatResponse
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent
@@ -265,7 +266,7 @@ class Instrumentation:
             self.tree.add_usage(entry, usage.input_tokens, usage.output_tokens, cost)
         attrs.update(cost_attributes(cost))
         if self.capture and response is not None:
-            text = (response.message.content or "" if isinstance(event, LLMChatEndEvent)
+            text = (response.message.content or "" if isinstance(response, ChatResponse)
                     else response.text)
             attrs[sc.OI_OUTPUT_VALUE] = text
             attrs[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(

@@ -21,7 +21,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from llama_index.core.instrumentation import get_dispatcher
+from llama_index_instrumentation import get_dispatcher
 from opentelemetry import trace
 from spanguard.guardrails.enforcer import Enforcer
 from spanguard.guardrails.policy import Policy

@@ -2,8 +2,9 @@
 
 ``MockEmbedding`` and ``MockLLM`` come with llama-index-core. ``MockLLM`` reports
 no token usage, so :class:`MeteredLLM` (a ``CustomLLM``, the documented way to
-write an LLM integration, with the same callback decorators as MockLLM) answers deterministically *and* reports usage the way
-the OpenAI integration does, in ``raw["usage"]``.
+write an LLM integration, with the same callback decorators as MockLLM) answers
+deterministically *and* reports usage the way the OpenAI integration does, in
+``raw["usage"]``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
-
 from spanguard.plugins import llama_index as sg_llama
+
 from spanguard.testing import SpanCapture
 
 DOCUMENTS = [

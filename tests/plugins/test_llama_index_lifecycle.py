@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms import MockLLM
-
 from spanguard.plugins import llama_index as sg_llama
+
 from spanguard.testing import SpanCapture, capture
 from tests.plugins._llama_index_fixtures import build_index, instrumented
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 from llama_index.core.llms import MockLLM
-
 from spanguard.guardrails import enforcer as enforcer_module
 from spanguard.guardrails.enforcer import Guard
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.policy import Policy
 from spanguard.guardrails.steps import Decision, ModelCall, ModelUsage, RunState
+
 from spanguard.pricing import PriceTable
 from spanguard.testing import SpanCapture
 from tests.plugins._llama_index_fixtures import MeteredLLM, build_index, instrumented
