@@ -80,8 +80,8 @@ def instrument(
         provider = sg_config.resolve_tracer_provider(tracer_provider)
         if prices is None or hasher is None:
             handle = sg_config.current()
-            prices = prices or handle.prices
-            hasher = hasher or handle.hasher
+            prices = handle.prices if prices is None else prices
+            hasher = handle.hasher if hasher is None else hasher
         if capture_content is None:
             capture_content = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() == "true"
         enforcer = Enforcer(policy, provider) if policy is not None else None
