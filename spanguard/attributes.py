@@ -209,3 +209,27 @@ def run_identity_attributes(
     if feature_flag_state:
         attrs[sc.FEATURE_FLAG_STATE] = feature_flag_state
     return attrs
+
+
+def retrieved_document_attributes(
+    index: int,
+    document_id: str,
+    score: float | None = None,
+    *,
+    content: str | None = None,
+    metadata: str | None = None,
+) -> Attributes:
+    """One retrieved document in OpenInference's flattened ``retrieval.documents.{i}`` form.
+
+    ``metadata`` is a JSON string (what Phoenix expects); ``content`` is only
+    passed when the user opted in to content capture.
+    """
+    prefix = f"{sc.OI_RETRIEVAL_DOCUMENTS}.{index}."
+    attrs: Attributes = {prefix + sc.OI_DOCUMENT_ID: document_id}
+    if score is not None:
+        attrs[prefix + sc.OI_DOCUMENT_SCORE] = score
+    if content is not None:
+        attrs[prefix + sc.OI_DOCUMENT_CONTENT] = content
+    if metadata is not None:
+        attrs[prefix + sc.OI_DOCUMENT_METADATA] = metadata
+    return attrs

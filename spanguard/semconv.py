@@ -163,5 +163,10 @@ RETRIEVAL_QUERY_HASH: Final = "retrieval.query_hash"
 RETRIEVAL_CANDIDATE_COUNT: Final = "retrieval.candidate_count"
 RETRIEVAL_DOCUMENT_IDS: Final = "retrieval.document_ids"
 RETRIEVAL_SCORES: Final = "retrieval.scores"
+# Seed 004's retrieval model separates the source document from the chunk that
+# matched, and asks for a version hash of what was retrieved (no text).
+RETRIEVAL_CHUNK_IDS: Final = "retrieval.chunk_ids"
+RETRIEVAL_CONTENT_HASHES: Final = "retrieval.content_hashes"
+EMBEDDING_INPUT_COUNT: Final = "spanguard.embedding.inputs"
 
 REDACTION_COUNT: Final = "spanguard.redaction.count"

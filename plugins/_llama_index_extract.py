@@ -1,0 +1,152 @@
+"""Read what spanguard records out of LlamaIndex objects (models, nodes, responses).
+
+Kept apart from the handlers so that the translation rules — which field means
+the model, where a provider reports its usage, which node metadata counts as
+provenance — can be read (and tested) in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llama_index.core.schema import NodeWithScore, QueryBundle
+
+from spanguard import semconv as sc
+from spanguard.attributes import Attributes, retrieved_document_attributes
+from spanguard.hashing import KeyedHasher
+
+# Node metadata keys that say where a chunk came from and which version it is.
+# Only these are recorded: arbitrary metadata may hold personal data.
+PROVENANCE_KEYS = ("source", "version", "file_name", "page_label", "doc_version")
+
+_UNKNOWN_MODEL = "unknown"  # LLMMetadata's and BaseEmbedding's default model_name
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    cache_read: int = 0
+    reasoning: int = 0
+
+
+def model_name(instance: Any) -> str | None:
+    """An LLM's ``metadata.model_name`` or an embedding's ``model_name``; None if unset."""
+    metadata = getattr(instance, "metadata", None)
+    name = getattr(metadata, "model_name", None) if metadata is not None else None
+    if not isinstance(name, str):
+        name = getattr(instance, "model_name", None)
+    if not isinstance(name, str) or not name or name == _UNKNOWN_MODEL:
+        return None
+    return name
+
+
+def provider_name(instance: Any) -> str | None:
+    """``openai`` for ``llama_index.llms.openai.base.OpenAI``; None for core classes."""
+    parts = type(instance).__module__.split(".")
+    if len(parts) > 2 and parts[0] == "llama_index" and parts[1] in ("llms", "embeddings"):
+        return parts[2]
+    return None
+
+
+def query_text(query: str | QueryBundle | Any) -> str:
+    if isinstance(query, QueryBundle):
+        return query.query_str
+    return str(query)
+
+
+def retrieval_attributes_for(query: Any, hasher: KeyedHasher, capture: bool) -> Attributes:
+    """Query side of a retrieval: a keyed hash always, the text only when captured."""
+    text = query_text(query)
+    attrs: Attributes = {sc.RETRIEVAL_QUERY_HASH: hasher(text)}
+    if capture:
+        attrs[sc.GEN_AI_RETRIEVAL_QUERY_TEXT] = text
+        attrs[sc.OI_INPUT_VALUE] = text
+    return attrs
+
+
+def retrieved_nodes_attributes(nodes: Sequence[NodeWithScore], capture: bool) -> Attributes:
+    """Candidate count, ids, scores, content hashes and provenance of retrieved nodes."""
+    chunk_ids: list[str] = []
+    document_ids: list[str] = []
+    hashes: list[str] = []
+    scores: list[float] = []
+    attrs: Attributes = {sc.RETRIEVAL_CANDIDATE_COUNT: len(nodes)}
+    for i, scored in enumerate(nodes):
+        node = scored.node
+        chunk_id = node.node_id
+        chunk_ids.append(chunk_id)
+        document_ids.append(node.ref_doc_id or chunk_id)
+        hashes.append("sha256:" + node.hash)
+        if scored.score is not None:
+            scores.append(float(scored.score))
+        attrs.update(retrieved_document_attributes(
+            i, chunk_id, scored.score,
+            content=node.get_content() if capture else None,
+            metadata=_provenance(node.metadata)))
+    attrs[sc.RETRIEVAL_CHUNK_IDS] = chunk_ids
+    attrs[sc.RETRIEVAL_DOCUMENT_IDS] = document_ids
+    attrs[sc.RETRIEVAL_CONTENT_HASHES] = hashes
+    if len(scores) == len(nodes):  # a partial list would misalign with the ids
+        attrs[sc.RETRIEVAL_SCORES] = scores
+    return attrs
+
+
+def _provenance(metadata: Mapping[str, Any]) -> str | None:
+    kept = {key: metadata[key] for key in PROVENANCE_KEYS if key in metadata}
+    return json.dumps(kept, sort_keys=True, default=str) if kept else None
+
+
+def usage_from_response(response: Any) -> Usage | None:
+    """Token usage as providers report it through LlamaIndex, or None if not reported.
+
+    Integrations put it in different places: ``additional_kwargs`` (OpenAI's
+    ``prompt_tokens``/``completion_tokens``), or the provider's raw response
+    (``raw.usage`` as an object or dict, OpenAI or Anthropic field names).
+    """
+    if response is None:
+        return None
+    usage = _usage_from_mapping(getattr(response, "additional_kwargs", None))
+    if usage is not None:
+        return usage
+    raw = getattr(response, "raw", None)
+    block = raw.get("usage") if isinstance(raw, Mapping) else getattr(raw, "usage", None)
+    if block is None:
+        return None
+    if not isinstance(block, Mapping):
+        dump = getattr(block, "model_dump", None)
+        block = dump() if callable(dump) else vars(block) if hasattr(block, "__dict__") else None
+    return _usage_from_mapping(block)
+
+
+def _usage_from_mapping(block: Any) -> Usage | None:
+    if not isinstance(block, Mapping):
+        return None
+    inp = block.get("prompt_tokens", block.get("input_tokens"))
+    out = block.get("completion_tokens", block.get("output_tokens"))
+    if not isinstance(inp, int) or not isinstance(out, int):
+        return None
+    cached = _nested_int(block, "prompt_tokens_details", "cached_tokens") or _int(
+        block.get("cache_read_input_tokens"))
+    reasoning = _nested_int(block, "completion_tokens_details", "reasoning_tokens")
+    return Usage(inp, out, cached, reasoning)
+
+
+def _nested_int(block: Mapping[str, Any], outer: str, inner: str) -> int:
+    details = block.get(outer)
+    if isinstance(details, Mapping):
+        return _int(details.get(inner))
+    return _int(getattr(details, inner, None))
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def response_model(response: Any) -> str | None:
+    raw = getattr(response, "raw", None)
+    model = raw.get("model") if isinstance(raw, Mapping) else getattr(raw, "model", None)
+    return model if isinstance(model, str) and model else None

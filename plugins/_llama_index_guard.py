@@ -1,0 +1,109 @@
+"""Policy enforcement around LlamaIndex LLM calls, in a place where a refusal can stop them.
+
+The instrumentation dispatcher calls span and event handlers inside
+``try: ... except BaseException: pass``: a ``GuardrailViolation`` raised there
+is swallowed and the provider is called anyway. LlamaIndex's callback manager
+does not swallow: ``CallbackManager.on_event_start(CBEventType.LLM)`` runs
+inside ``llm_chat_callback``/``llm_completion_callback`` *before* the LLM's
+``chat``/``complete`` body, and an exception from a handler propagates to the
+caller. So the policy hooks live in a :class:`BaseCallbackHandler` that the
+span handler adds to the ``callback_manager`` of each LLM it sees being called
+(once per manager; :func:`~spanguard.plugins.llama_index.uninstrument` takes it
+off again).
+
+Wrapper methods nest (``acomplete`` calls ``complete`` on some LLMs, each with
+its own callback), so only the outermost start and end of one LLM span are
+given to the enforcer.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
+from llama_index.core.callbacks.base_handler import BaseCallbackHandler
+from llama_index.core.instrumentation.span import active_span_id
+
+from spanguard.guardrails.enforcer import Enforcer
+from spanguard.guardrails.steps import ModelCall, ModelUsage
+from spanguard.plugins._llama_index_extract import usage_from_response
+from spanguard.plugins._llama_index_handlers import LLM, Instrumentation
+
+_LLM_ONLY: list[CBEventType] = [t for t in CBEventType if t is not CBEventType.LLM]
+
+
+class PolicyCallbackHandler(BaseCallbackHandler):
+    """Runs ``before_model_call`` / ``after_model_call`` for the LLM span in progress."""
+
+    def __init__(self, state: Instrumentation, enforcer: Enforcer) -> None:
+        super().__init__(event_starts_to_ignore=_LLM_ONLY, event_ends_to_ignore=_LLM_ONLY)
+        self._state = state
+        self._enforcer = enforcer
+        self._managers: weakref.WeakSet[CallbackManager] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def attach(self, llm: Any) -> None:
+        """Add this handler to ``llm``'s callback manager (idempotent)."""
+        manager = getattr(llm, "callback_manager", None)
+        if not isinstance(manager, CallbackManager) or manager in self._managers:
+            return
+        with self._lock:
+            if manager not in self._managers:
+                manager.add_handler(self)
+                self._managers.add(manager)
+
+    def detach_all(self) -> None:
+        with self._lock:
+            for manager in list(self._managers):
+                if self in manager.handlers:
+                    manager.remove_handler(self)
+            self._managers = weakref.WeakSet()
+
+    def on_event_start(self, event_type: CBEventType, payload: dict[str, Any] | None = None,
+                       event_id: str = "", parent_id: str = "", **kwargs: Any) -> str:
+        entry = self._state.step_for_span(active_span_id.get(), LLM)
+        if entry is None:
+            return event_id
+        step = entry.data
+        step.depth += 1
+        if step.depth == 1:
+            run = self._state.run_state(entry)
+            if run is not None:
+                try:
+                    self._enforcer.before_model_call(run, ModelCall(step.model), entry.span)
+                except BaseException:
+                    step.depth -= 1  # the call's end callback will not come
+                    raise
+        return event_id
+
+    def on_event_end(self, event_type: CBEventType, payload: dict[str, Any] | None = None,
+                     event_id: str = "", **kwargs: Any) -> None:
+        entry = self._state.step_for_span(active_span_id.get(), LLM)
+        if entry is None:
+            return
+        step = entry.data
+        step.depth -= 1
+        if step.depth != 0 or payload is None or EventPayload.EXCEPTION in payload:
+            return
+        run = self._state.run_state(entry)
+        if run is None:
+            return
+        # Chat calls report ``RESPONSE``, completion calls ``COMPLETION``.
+        response = payload.get(EventPayload.RESPONSE, payload.get(EventPayload.COMPLETION))
+        usage = usage_from_response(response)
+        cost = (self._state.prices.cost(step.model, usage.input_tokens, usage.output_tokens,
+                                        usage.cache_read) if usage is not None else None)
+        self._enforcer.after_model_call(
+            run, ModelCall(step.model),
+            ModelUsage(usage.input_tokens if usage else 0,
+                       usage.output_tokens if usage else 0, cost),
+            entry.span)
+
+    def start_trace(self, trace_id: str | None = None) -> None:
+        return None
+
+    def end_trace(self, trace_id: str | None = None,
+                  trace_map: dict[str, list[str]] | None = None) -> None:
+        return None

@@ -1,0 +1,398 @@
+"""LlamaIndex dispatcher handlers that turn its spans and events into spanguard spans.
+
+LlamaIndex opens a dispatcher span for nearly every decorated method (``query``
+and ``_query``, ``retrieve`` and ``_retrieve``, text splitters, prompt programs),
+so a faithful copy would bury the four steps a person cares about. The rules:
+
+* A span is *kept* when its object is a query engine or synthesizer (CHAIN),
+  retriever (RETRIEVER), embedding model (EMBEDDING) or LLM (LLM).
+* A kept span nested directly in a span of the *same object* is the same step
+  (``query`` -> ``_query``, ``predict`` -> ``complete``): it is folded into it.
+* Anything else below a kept span (splitters, prompt programs, response
+  builders' helpers) is plumbing: folded, its children attach to the parent.
+* A span with no parent is what the user called, so it is always kept; if its
+  object is none of the above it becomes a CHAIN named after its class.
+
+Folded spans are aliases in :class:`~spanguard.spantree.SpanTree`, so events
+dispatched inside them (LLM start/end fire inside ``complete``) reach the kept
+span. Roots start under the ambient OpenTelemetry context, which is how a query
+run inside a LangGraph tool lands under that tool's ``execute_tool`` span.
+
+Telemetry fails open: every handler body is guarded and logs at debug level.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.base.llms.base import BaseLLM
+from llama_index.core.base.llms.types import ChatResponse
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent
+from llama_index.core.instrumentation.events.llm import (
+    LLMChatEndEvent,
+    LLMChatStartEvent,
+    LLMCompletionEndEvent,
+    LLMCompletionStartEvent,
+)
+from llama_index.core.instrumentation.events.query import QueryEndEvent, QueryStartEvent
+from llama_index.core.instrumentation.events.retrieval import (
+    RetrievalEndEvent,
+    RetrievalStartEvent,
+)
+from llama_index.core.instrumentation.span import BaseSpan
+from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
+from llama_index.core.response_synthesizers.base import BaseSynthesizer
+from pydantic import PrivateAttr
+
+from spanguard import semconv as sc
+from spanguard.attributes import (
+    KIND_CHAIN,
+    Attributes,
+    chat_span_name,
+    cost_attributes,
+    embedding_attributes,
+    embeddings_span_name,
+    model_attributes,
+    retrieval_attributes,
+    retrieval_span_name,
+    usage_attributes,
+)
+from spanguard.guardrails.enforcer import Enforcer
+from spanguard.guardrails.steps import RunState
+from spanguard.hashing import KeyedHasher
+from spanguard.plugins._llama_index_extract import (
+    model_name,
+    provider_name,
+    query_text,
+    response_model,
+    retrieval_attributes_for,
+    retrieved_nodes_attributes,
+    usage_from_response,
+)
+from spanguard.pricing import PriceTable
+from spanguard.spantree import RunEntry, SpanTree
+
+logger = logging.getLogger("spanguard.plugins.llama_index")
+
+CHAIN = "chain"
+RETRIEVER = "retriever"
+EMBEDDING = "embedding"
+LLM = "llm"
+
+# Checked in order: a class that is both (rare) gets the first role.
+_ROLES: tuple[tuple[type, str], ...] = (
+    (BaseLLM, LLM),
+    (BaseEmbedding, EMBEDDING),
+    (BaseRetriever, RETRIEVER),
+    (BaseQueryEngine, CHAIN),
+    (BaseSynthesizer, CHAIN),
+)
+
+
+class Step:
+    """Adapter state on a kept span (``RunEntry.data``)."""
+
+    __slots__ = ("depth", "instance_id", "model", "role", "run", "usage_done")
+
+    def __init__(self, role: str, instance_id: int, model: str | None = None) -> None:
+        self.role = role
+        self.instance_id = instance_id
+        self.model = model
+        self.run: RunState | None = None  # roots only, when a policy is active
+        # LLM wrappers nest (``acomplete`` -> ``complete``) inside one kept span and
+        # each reports its own start/end: only the outermost policy call and the
+        # first reported usage count, so nothing is enforced or billed twice.
+        self.depth = 0
+        self.usage_done = False
+
+
+class Instrumentation:
+    """Everything the handlers share: the span tree, hashing, prices, policy."""
+
+    def __init__(self, tree: SpanTree, hasher: KeyedHasher, prices: PriceTable,
+                 capture_content: bool, enforcer: Enforcer | None) -> None:
+        self.tree = tree
+        self.hasher = hasher
+        self.prices = prices
+        self.capture = capture_content
+        self.enforcer = enforcer
+        # Called with each LLM about to run (the policy handler attaches itself).
+        self.on_llm_enter: Callable[[Any], None] | None = None
+        self._roles: dict[type, str | None] = {}
+
+    def role_of(self, instance: Any) -> str | None:
+        cls = type(instance)
+        try:
+            return self._roles[cls]
+        except KeyError:
+            role = next((r for base, r in _ROLES if isinstance(instance, base)), None)
+            self._roles[cls] = role
+            return role
+
+    def run_state(self, entry: RunEntry) -> RunState | None:
+        """The policy's per-run state, kept on the root span's step."""
+        if self.enforcer is None:
+            return None
+        root: Step = entry.root.data
+        if root.run is None:
+            ctx = entry.root.span.get_span_context()
+            root.run = self.enforcer.start_run(entry.root.key,
+                                               trace_id=format(ctx.trace_id, "032x"))
+        return root.run
+
+    # --- spans ----------------------------------------------------------------
+    def enter(self, id_: str, instance: Any, parent_id: str | None) -> None:
+        tree = self.tree
+        parent = tree.get(parent_id) if parent_id is not None else None
+        role = self.role_of(instance) if instance is not None else None
+        if parent is not None:
+            if role is None or parent.data.instance_id == id(instance):
+                tree.fold(id_, parent_id)
+                return
+        elif role is None:
+            role = CHAIN
+        name, attrs, model = self._describe(role, instance, id_)
+        entry = tree.start(id_, parent_id if parent is not None else None, name, attrs)
+        entry.data = Step(role, id(instance), model)
+        if role == LLM and self.on_llm_enter is not None:
+            self.on_llm_enter(instance)
+
+    def _describe(self, role: str, instance: Any,
+                  id_: str) -> tuple[str, Attributes, str | None]:
+        if role == LLM:
+            model = model_name(instance)
+            attrs = model_attributes(model, provider_name(instance),
+                                     temperature=_float(getattr(instance, "temperature", None)))
+            return chat_span_name(model), attrs, model
+        if role == EMBEDDING:
+            model = model_name(instance)
+            attrs = embedding_attributes(model)
+            provider = provider_name(instance)
+            if provider:
+                attrs[sc.GEN_AI_PROVIDER_NAME] = provider
+            return embeddings_span_name(model), attrs, model
+        if role == RETRIEVER:
+            source = _retrieval_source(instance)
+            return retrieval_span_name(source), retrieval_attributes(source), None
+        name = type(instance).__name__ if instance is not None else id_[:-37]
+        return name, dict(KIND_CHAIN), None
+
+    def exit(self, id_: str) -> None:
+        entry = self.tree.end(id_)
+        if entry is not None and entry.is_root and self.enforcer is not None:
+            run = entry.data.run
+            if run is not None:
+                self.enforcer.end_run(run)
+
+    def drop(self, id_: str, err: BaseException | None) -> None:
+        error_type = getattr(err, "error_type", None)
+        entry = self.tree.end(id_, error=err, error_type=error_type
+                              if isinstance(error_type, str) else None)
+        if entry is not None and entry.is_root and self.enforcer is not None:
+            run = entry.data.run
+            if run is not None:
+                self.enforcer.end_run(run)
+
+    # --- events ---------------------------------------------------------------
+    def step_for_span(self, span_id: str | None, role: str) -> RunEntry | None:
+        """The kept span that ``span_id`` (or the span it was folded into) stands for."""
+        entry = self.tree.get(span_id) if span_id else None
+        if entry is None or entry.data is None or entry.data.role != role:
+            return None
+        return entry
+
+    def step_for(self, event: BaseEvent, role: str) -> RunEntry | None:
+        return self.step_for_span(event.span_id, role)
+
+    def on_retrieval_start(self, event: RetrievalStartEvent) -> None:
+        entry = self.step_for(event, RETRIEVER)
+        if entry is not None:
+            entry.span.set_attributes(retrieval_attributes_for(
+                event.str_or_query_bundle, self.hasher, self.capture))
+
+    def on_retrieval_end(self, event: RetrievalEndEvent) -> None:
+        entry = self.step_for(event, RETRIEVER)
+        if entry is not None:
+            entry.span.set_attributes(retrieved_nodes_attributes(event.nodes, self.capture))
+
+    def on_embedding_end(self, event: EmbeddingEndEvent) -> None:
+        entry = self.step_for(event, EMBEDDING)
+        if entry is not None:
+            entry.span.set_attribute(sc.EMBEDDING_INPUT_COUNT, len(event.chunks))
+
+    def on_llm_start(self, event: LLMChatStartEvent | LLMCompletionStartEvent) -> None:
+        if not self.capture:
+            return
+        entry = self.step_for(event, LLM)
+        if entry is None:
+            return
+        if isinstance(event, LLMChatStartEvent):
+            messages = [{"role": str(m.role.value), "content": m.content or ""}
+                        for m in event.messages]
+            text = json.dumps(messages, ensure_ascii=False)
+        else:
+            text = json.dumps([{"role": "user", "content": event.prompt}], ensure_ascii=False)
+        entry.span.set_attributes({sc.GEN_AI_INPUT_MESSAGES: text, sc.OI_INPUT_VALUE: text})
+
+    def on_llm_end(self, event: LLMChatEndEvent | LLMCompletionEndEvent) -> None:
+        entry = self.step_for(event, LLM)
+        if entry is None:
+            return
+        step: Step = entry.data
+        if step.usage_done:
+            return
+        step.usage_done = True
+        response = event.response
+        attrs: Attributes = {}
+        served = response_model(response)
+        if served:
+            attrs[sc.GEN_AI_RESPONSE_MODEL] = served
+        usage = usage_from_response(response)
+        cost: float | None = None
+        if usage is not None:
+            attrs.update(usage_attributes(usage.input_tokens, usage.output_tokens,
+                                          cache_read=usage.cache_read,
+                                          reasoning=usage.reasoning))
+            cost = self.prices.cost(served or step.model, usage.input_tokens,
+                                    usage.output_tokens, usage.cache_read)
+            self.tree.add_usage(entry, usage.input_tokens, usage.output_tokens, cost)
+        attrs.update(cost_attributes(cost))
+        if self.capture and response is not None:
+            text = (response.message.content or "" if isinstance(response, ChatResponse)
+                    else response.text)
+            attrs[sc.OI_OUTPUT_VALUE] = text
+            attrs[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(
+                [{"role": "assistant", "content": text}], ensure_ascii=False)
+        entry.span.set_attributes(attrs)
+
+    def on_query_start(self, event: QueryStartEvent) -> None:
+        if self.capture:
+            entry = self.step_for(event, CHAIN)
+            if entry is not None:
+                entry.span.set_attribute(sc.OI_INPUT_VALUE, query_text(event.query))
+
+    def on_query_end(self, event: QueryEndEvent) -> None:
+        if self.capture:
+            entry = self.step_for(event, CHAIN)
+            if entry is not None:
+                entry.span.set_attribute(sc.OI_OUTPUT_VALUE, str(event.response))
+
+
+def _retrieval_source(retriever: Any) -> str:
+    """The index id when the user named it (``index.set_index_id("handbook")``).
+
+    LlamaIndex defaults index ids to a random UUID, which would make every span
+    name unique; then the retriever's class name is used instead.
+    """
+    index = getattr(retriever, "_index", None)
+    index_id = getattr(index, "index_id", None)
+    if isinstance(index_id, str) and index_id and not _is_uuid(index_id):
+        return index_id
+    return type(retriever).__name__
+
+
+def _is_uuid(text: str) -> bool:
+    return len(text) == 36 and text.count("-") == 4
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+_EVENTS: dict[type, Callable[[Instrumentation, Any], None]] = {
+    RetrievalStartEvent: Instrumentation.on_retrieval_start,
+    RetrievalEndEvent: Instrumentation.on_retrieval_end,
+    EmbeddingEndEvent: Instrumentation.on_embedding_end,
+    LLMChatStartEvent: Instrumentation.on_llm_start,
+    LLMCompletionStartEvent: Instrumentation.on_llm_start,
+    LLMChatEndEvent: Instrumentation.on_llm_end,
+    LLMCompletionEndEvent: Instrumentation.on_llm_end,
+    QueryStartEvent: Instrumentation.on_query_start,
+    QueryEndEvent: Instrumentation.on_query_end,
+}
+
+
+class SpanguardSpanHandler(BaseSpanHandler[BaseSpan]):
+    """Receives LlamaIndex span enter/exit/drop; the span tree is the only bookkeeping.
+
+    ``span_enter``/``span_exit``/``span_drop`` are overridden rather than the
+    ``new_span`` trio so that no per-span pydantic object is built on the hot path.
+    """
+
+    _state: Instrumentation = PrivateAttr()
+
+    def __init__(self, state: Instrumentation) -> None:
+        super().__init__()
+        self._state = state
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "SpanguardSpanHandler"
+
+    def span_enter(self, id_: str, bound_args: Any, instance: Any | None = None,
+                   parent_id: str | None = None, tags: dict[str, Any] | None = None,
+                   **kwargs: Any) -> None:
+        try:
+            self._state.enter(id_, instance, parent_id)
+        except Exception:
+            logger.debug("spanguard: span_enter failed for %s", id_, exc_info=True)
+
+    def span_exit(self, id_: str, bound_args: Any, instance: Any | None = None,
+                  result: Any | None = None, **kwargs: Any) -> None:
+        try:
+            self._state.exit(id_)
+        except Exception:
+            logger.debug("spanguard: span_exit failed for %s", id_, exc_info=True)
+
+    def span_drop(self, id_: str, bound_args: Any, instance: Any | None = None,
+                  err: BaseException | None = None, **kwargs: Any) -> None:
+        try:
+            self._state.drop(id_, err)
+        except Exception:
+            logger.debug("spanguard: span_drop failed for %s", id_, exc_info=True)
+
+    def new_span(self, id_: str, bound_args: Any, instance: Any | None = None,
+                 parent_span_id: str | None = None, tags: dict[str, Any] | None = None,
+                 **kwargs: Any) -> BaseSpan | None:
+        return None  # unused: span_enter is overridden
+
+    def prepare_to_exit_span(self, id_: str, bound_args: Any, instance: Any | None = None,
+                             result: Any | None = None, **kwargs: Any) -> BaseSpan | None:
+        return None  # unused: span_exit is overridden
+
+    def prepare_to_drop_span(self, id_: str, bound_args: Any, instance: Any | None = None,
+                             err: BaseException | None = None,
+                             **kwargs: Any) -> BaseSpan | None:
+        return None  # unused: span_drop is overridden
+
+
+class SpanguardEventHandler(BaseEventHandler):
+    """Receives LlamaIndex events and adds what they carry to the open span."""
+
+    _state: Instrumentation = PrivateAttr()
+
+    def __init__(self, state: Instrumentation) -> None:
+        super().__init__()
+        self._state = state
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "SpanguardEventHandler"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        handler = _EVENTS.get(type(event))
+        if handler is None:
+            return
+        try:
+            handler(self._state, event)
+        except Exception:
+            logger.debug("spanguard: %s handling failed", type(event).__name__,
+                         exc_info=True)

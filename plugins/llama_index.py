@@ -1,0 +1,120 @@
+"""LlamaIndex: query engines, retrievals, embeddings and LLM calls in the agent's span tree.
+
+::
+
+    from spanguard.plugins import llama_index as sg_llama
+    sg_llama.instrument()            # tracer_provider=..., policy=..., capture_content=...
+    index.as_query_engine().query("...")
+    sg_llama.uninstrument()
+
+Instrumentation goes through LlamaIndex's own dispatcher (a span handler and an
+event handler on the root dispatcher), not monkey-patching, so it sees every
+component, including ones created before ``instrument()``. Spans start under
+whatever OpenTelemetry span is current when a LlamaIndex operation begins: a
+query engine called inside a LangGraph tool is part of the agent's trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+from llama_index_instrumentation import get_dispatcher
+from opentelemetry import trace
+
+from spanguard import config as sg_config
+from spanguard.guardrails.enforcer import Enforcer
+from spanguard.guardrails.policy import Policy
+from spanguard.hashing import KeyedHasher
+from spanguard.plugins._llama_index_guard import PolicyCallbackHandler
+from spanguard.plugins._llama_index_handlers import (
+    Instrumentation,
+    SpanguardEventHandler,
+    SpanguardSpanHandler,
+)
+from spanguard.pricing import PriceTable
+from spanguard.spantree import SpanTree
+
+__all__ = ["CAPTURE_CONTENT_ENV", "instrument", "is_instrumented", "uninstrument"]
+
+logger = logging.getLogger("spanguard.plugins.llama_index")
+
+CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+_TRACER_NAME = "spanguard.plugins.llama_index"
+
+
+@dataclass
+class _Installed:
+    span_handler: SpanguardSpanHandler
+    event_handler: SpanguardEventHandler
+    policy_handler: PolicyCallbackHandler | None
+
+
+_installed: _Installed | None = None
+_lock = threading.Lock()
+
+
+def instrument(
+    tracer_provider: trace.TracerProvider | None = None,
+    policy: Policy | None = None,
+    *,
+    capture_content: bool | None = None,
+    prices: PriceTable | None = None,
+    hasher: KeyedHasher | None = None,
+) -> None:
+    """Start recording LlamaIndex operations as spans.
+
+    ``capture_content=None`` reads ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``
+    (``true`` turns it on); off, no query, prompt, completion or document text
+    is recorded. ``prices`` and ``hasher`` default to the configured handle's.
+    A second call while instrumented changes nothing (call ``uninstrument()``
+    first to change options).
+    """
+    global _installed
+    with _lock:
+        if _installed is not None:
+            logger.debug("spanguard: LlamaIndex is already instrumented; ignoring")
+            return
+        provider = sg_config.resolve_tracer_provider(tracer_provider)
+        if prices is None or hasher is None:
+            handle = sg_config.current()
+            prices = handle.prices if prices is None else prices
+            hasher = handle.hasher if hasher is None else hasher
+        if capture_content is None:
+            capture_content = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() == "true"
+        enforcer = Enforcer(policy, provider) if policy is not None else None
+        state = Instrumentation(SpanTree(provider.get_tracer(_TRACER_NAME)), hasher, prices,
+                                capture_content, enforcer)
+        policy_handler = None
+        if enforcer is not None and enforcer.active:
+            policy_handler = PolicyCallbackHandler(state, enforcer)
+            state.on_llm_enter = policy_handler.attach
+        installed = _Installed(SpanguardSpanHandler(state), SpanguardEventHandler(state),
+                               policy_handler)
+        dispatcher = get_dispatcher()
+        dispatcher.add_span_handler(installed.span_handler)
+        dispatcher.add_event_handler(installed.event_handler)
+        _installed = installed
+
+
+def uninstrument() -> None:
+    """Remove every handler :func:`instrument` added; harmless when not instrumented."""
+    global _installed
+    with _lock:
+        installed = _installed
+        if installed is None:
+            return
+        dispatcher = get_dispatcher()
+        dispatcher.span_handlers = [h for h in dispatcher.span_handlers
+                                    if h is not installed.span_handler]
+        dispatcher.event_handlers = [h for h in dispatcher.event_handlers
+                                     if h is not installed.event_handler]
+        if installed.policy_handler is not None:
+            installed.policy_handler.detach_all()
+        _installed = None
+
+
+def is_instrumented() -> bool:
+    return _installed is not None
