@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from spanguard.guardrails.retry import RetryPolicy, parse_retry_table
+
 from spanguard._toml import toml_reader
 from spanguard.errors import ConfigError
 
@@ -28,6 +30,7 @@ class Policy:
     name: str = "default"
     version: str | None = None
     # Guards register their parts below (one field per guard module).
+    retry: RetryPolicy | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -70,7 +73,9 @@ class Policy:
 
 
 # TOML table name -> (Policy field, parser). Guard modules add their entry.
-TABLE_PARSERS: dict[str, tuple[str, TableParser]] = {}
+TABLE_PARSERS: dict[str, tuple[str, TableParser]] = {
+    "retry": ("retry", parse_retry_table),
+}
 
 
 def load_policy(policy: Policy | str | os.PathLike[str] | None) -> Policy | None:
