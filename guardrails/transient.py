@@ -27,7 +27,9 @@ from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
-from spanguard.guardrails.errors import GuardrailViolation
+from spanguard.guardrails.errors import AllRoutesFailed, GuardrailViolation
+
+from spanguard.errors import SpanguardError
 
 FailureKind = Literal["transient", "route", "request"]
 
@@ -72,8 +74,10 @@ class Failure:
 
 def classify(error: BaseException, *, now: float | None = None) -> Failure:
     """Classify ``error``; ``now`` (epoch seconds) resolves HTTP-date ``Retry-After``."""
-    if isinstance(error, GuardrailViolation):
-        return Failure("route", error.error_type)
+    if isinstance(error, (GuardrailViolation, AllRoutesFailed)):
+        return Failure("route", error.error_type)  # this route is closed; another may not be
+    if isinstance(error, SpanguardError) and isinstance(getattr(error, "error_type", None), str):
+        return Failure("request", error.error_type)
     status = http_status(error)
     hint = retry_after(error, now=now)
     markers = _markers(error)
