@@ -159,7 +159,7 @@ class Router:
         for index, route, breaker in state.open_routes():
             retrying = AsyncRetrying(sleep=self.asleep, **state.retry_arguments(breaker))
             try:
-                value = await retrying(state.aattempt, call, index, route, breaker)
+                value: T = await retrying(state.aattempt, call, index, route, breaker)
             except Exception as exc:
                 if not state.may_fail_over(exc):
                     raise

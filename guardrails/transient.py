@@ -76,8 +76,9 @@ def classify(error: BaseException, *, now: float | None = None) -> Failure:
     """Classify ``error``; ``now`` (epoch seconds) resolves HTTP-date ``Retry-After``."""
     if isinstance(error, (GuardrailViolation, AllRoutesFailed)):
         return Failure("route", error.error_type)  # this route is closed; another may not be
-    if isinstance(error, SpanguardError) and isinstance(getattr(error, "error_type", None), str):
-        return Failure("request", error.error_type)
+    own_type = getattr(error, "error_type", None)
+    if isinstance(error, SpanguardError) and isinstance(own_type, str):
+        return Failure("request", own_type)
     status = http_status(error)
     hint = retry_after(error, now=now)
     markers = _markers(error)

@@ -45,6 +45,8 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.runnables.config import set_config_context
+from langchain_core.runnables.utils import coro_with_context
 from pydantic import Field, PrivateAttr, model_validator
 from spanguard.guardrails.circuit import CircuitBreakers
 from spanguard.guardrails.errors import AllRoutesFailed
@@ -202,8 +204,13 @@ class ResilientChatModel(BaseChatModel):
 
         def call(attempt: Attempt) -> BaseMessage:
             config = _attempt_config(callbacks, attempt)
-            result: BaseMessage = self._routes[attempt.index].invoke(
-                messages, config, stop=stop, **kwargs)
+            route = self._routes[attempt.index]
+            # Run the attempt with its config as the ambient one: inside a LangGraph
+            # node a RunnableBinding (bind_tools) would otherwise merge in the node's
+            # callbacks and parent the attempt to the node instead of the wrapper.
+            with set_config_context(config) as context:
+                result: BaseMessage = context.run(route.invoke, messages, config, stop=stop,
+                                                  **kwargs)
             return result
 
         message, outcome = self._router.run(call)
@@ -216,9 +223,12 @@ class ResilientChatModel(BaseChatModel):
 
         def call(attempt: Attempt) -> tuple[BaseMessageChunk | None, Iterator[Any]]:
             config = _attempt_config(callbacks, attempt)
-            chunks = iter(self._routes[attempt.index].stream(messages, config, stop=stop,
-                                                              **kwargs))
-            return next(chunks, None), chunks  # failures before the first chunk are retried
+            route = self._routes[attempt.index]
+            with set_config_context(config) as context:
+                chunks = iter(route.stream(messages, config, stop=stop, **kwargs))
+                # failures before the first chunk are retried; after it, they are not
+                first: BaseMessageChunk | None = context.run(next, chunks, None)
+            return first, chunks
 
         (pending, chunks), outcome = self._router.run(call)
         try:
@@ -240,8 +250,10 @@ class ResilientChatModel(BaseChatModel):
 
         async def call(attempt: Attempt) -> BaseMessage:
             config = _attempt_config(callbacks, attempt)
-            result: BaseMessage = await self._routes[attempt.index].ainvoke(
-                messages, config, stop=stop, **kwargs)
+            route = self._routes[attempt.index]
+            with set_config_context(config) as context:
+                result: BaseMessage = await coro_with_context(
+                    route.ainvoke(messages, config, stop=stop, **kwargs), context)
             return result
 
         message, outcome = await self._router.arun(call)
@@ -254,9 +266,11 @@ class ResilientChatModel(BaseChatModel):
 
         async def call(attempt: Attempt) -> tuple[BaseMessageChunk | None, AsyncIterator[Any]]:
             config = _attempt_config(callbacks, attempt)
-            chunks = aiter(self._routes[attempt.index].astream(messages, config, stop=stop,
-                                                                **kwargs))
-            return await anext(chunks, None), chunks
+            route = self._routes[attempt.index]
+            with set_config_context(config) as context:
+                chunks = aiter(route.astream(messages, config, stop=stop, **kwargs))
+                first = await coro_with_context(_first(chunks), context)
+            return first, chunks
 
         (pending, chunks), outcome = await self._router.arun(call)
         try:
@@ -268,6 +282,10 @@ class ResilientChatModel(BaseChatModel):
             if close is not None:
                 await close()
         yield _chunk(pending, outcome.attributes())
+
+
+async def _first(chunks: AsyncIterator[Any]) -> Any:
+    return await anext(chunks, None)
 
 
 def _default_names(models: Sequence[BaseChatModel]) -> list[str]:

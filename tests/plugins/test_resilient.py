@@ -39,11 +39,12 @@ def test_429_twice_then_success_on_the_primary(cap: SpanCapture) -> None:
     clock = FakeClock()
     model, (primary, _) = wrapper(clock, ("gpt-x", [RateLimitError(), RateLimitError(),
                                                     "hello"]), ("claude-y", []))
+    assert len(primary.calls) == 0
     config, handler = traced(cap)
     answer = model.invoke("hi", config)
     assert answer.content == "hello"
     assert answer.response_metadata["spanguard"][sc.ROUTING_ATTEMPTS] == 3
-    assert len(clock.waits) == 2
+    assert len(clock.waits) == 2 and len(primary.calls) == 3
 
     root = cap.tree()
     assert root.name == "chat gpt-x"
