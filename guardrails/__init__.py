@@ -20,8 +20,9 @@ from spanguard.guardrails.approvals import (
     wait_for_decision,
 )
 from spanguard.guardrails.audit import AuditCheck, AuditLog, AuditRecord, open_audit_log
+from spanguard.guardrails.circuit import CircuitBreaker, CircuitBreakers
 from spanguard.guardrails.enforcer import Enforcer, Guard
-from spanguard.guardrails.errors import GuardrailViolation
+from spanguard.guardrails.errors import AllRoutesFailed, GuardrailViolation, RouteFailure
 from spanguard.guardrails.hold_store import HoldRecord, HoldStore, open_hold_store
 from spanguard.guardrails.holds import (
     HoldAlreadyUsed,
@@ -34,6 +35,14 @@ from spanguard.guardrails.holds import (
     hold_result_payload,
 )
 from spanguard.guardrails.policy import Policy, load_policy
+from spanguard.guardrails.retry import (
+    RetryPolicy,
+    ToolCallNotRetried,
+    aretry_tool_call,
+    retry_tool_call,
+    tool_retry_allowed,
+)
+from spanguard.guardrails.routing import Attempt, Router, RoutingOutcome
 from spanguard.guardrails.steps import (
     Decision,
     ModelCall,
@@ -52,11 +61,15 @@ from spanguard.guardrails.verify import (
 )
 
 __all__ = [
+    "AllRoutesFailed",
     "ApprovalError",
     "Approvals",
+    "Attempt",
     "AuditCheck",
     "AuditLog",
     "AuditRecord",
+    "CircuitBreaker",
+    "CircuitBreakers",
     "Decision",
     "Enforcer",
     "Guard",
@@ -77,14 +90,20 @@ __all__ = [
     "ModelUsage",
     "Policy",
     "ReadBackCheck",
+    "RetryPolicy",
+    "RouteFailure",
+    "Router",
+    "RoutingOutcome",
     "RunState",
     "ToolCall",
+    "ToolCallNotRetried",
     "ToolOutcome",
     "Verification",
     "VerificationFailed",
     "VerificationResult",
     "VerifyGuard",
     "approve",
+    "aretry_tool_call",
     "cleared",
     "get_hold",
     "hold_result_payload",
@@ -94,5 +113,7 @@ __all__ = [
     "open_hold_store",
     "record_verification",
     "reject",
+    "retry_tool_call",
+    "tool_retry_allowed",
     "wait_for_decision",
 ]

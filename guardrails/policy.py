@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from spanguard._toml import toml_reader
 from spanguard.errors import ConfigError
+from spanguard.guardrails.retry import RetryPolicy, parse_retry_table
 
 if TYPE_CHECKING:
     from spanguard.guardrails.holds import HoldRules
@@ -34,6 +35,7 @@ class Policy:
     # Guards register their parts below (one field per guard module).
     holds: HoldRules | None = None
     verify: Verification | None = None
+    retry: RetryPolicy | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -76,7 +78,9 @@ class Policy:
 
 
 # TOML table name -> (Policy field, parser). Guard modules add their entry.
-TABLE_PARSERS: dict[str, tuple[str, TableParser]] = {}
+TABLE_PARSERS: dict[str, tuple[str, TableParser]] = {
+    "retry": ("retry", parse_retry_table),
+}
 
 
 def load_policy(policy: Policy | str | os.PathLike[str] | None) -> Policy | None:

@@ -158,6 +158,8 @@ ROUTING_REASON: Final = "routing_reason"
 ROUTING_ATTEMPTS: Final = "spanguard.routing.attempts"
 ROUTING_RETRY_TOKENS: Final = "spanguard.routing.retry_tokens"
 ATTEMPT_NUMBER: Final = "spanguard.attempt"
+ATTEMPT_ROUTE: Final = "spanguard.attempt.route"
+ATTEMPT_IS_RETRY: Final = "spanguard.attempt.is_retry"
 
 RETRIEVAL_QUERY_HASH: Final = "retrieval.query_hash"
 RETRIEVAL_CANDIDATE_COUNT: Final = "retrieval.candidate_count"
