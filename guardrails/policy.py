@@ -13,10 +13,16 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spanguard._toml import toml_reader
 from spanguard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from spanguard.guardrails.budget import LoopBudget
+    from spanguard.guardrails.stores import StoreConfig
+    from spanguard.guardrails.toolloop import ToolLoop
+    from spanguard.guardrails.window import WindowBudget
 
 TableParser = Callable[[Mapping[str, Any], str], Any]
 
@@ -28,6 +34,10 @@ class Policy:
     name: str = "default"
     version: str | None = None
     # Guards register their parts below (one field per guard module).
+    loop_budget: LoopBudget | None = None
+    window_budgets: tuple[WindowBudget, ...] = ()
+    tool_loop: ToolLoop | None = None
+    store: StoreConfig | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
