@@ -233,11 +233,12 @@ class LoopFit:
         skt = n * self._skt - self._sk * st
         srt = n * self._srt - self._sr * st
         det = skk * srr - skr * skr
+        params = 2
         if n >= 3 and det != 0:
             self.u = (srr * skt - skr * srt) / det
             self.r = (skk * srt - skr * skt) / det
             params = 3
-        else:
+        if params == 2 or self.r < 0:  # a repair never shrinks the prompt: refit with r = 0
             self.u = skt / skk
             self.r = 0.0
             params = 2
