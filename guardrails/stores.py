@@ -128,7 +128,7 @@ def parse_store(table: Mapping[str, Any], source: str) -> StoreConfig:
 
 
 def default_store_url() -> str:
-    return f"sqlite:///{resolve_home().resolve() / DB_NAME}"
+    return f"sqlite://{resolve_home().resolve() / DB_NAME}"
 
 
 def open_budget_store(url: str | None = None) -> BudgetStore:
@@ -144,7 +144,7 @@ def open_budget_store(url: str | None = None) -> BudgetStore:
     if scheme == "memory":
         return MemoryBudgetStore()
     if scheme == "sqlite":
-        return SQLiteBudgetStore(Path(rest))
+        return SQLiteBudgetStore(Path("/" + rest.lstrip("/")))
     return RedisBudgetStore(url)
 
 
