@@ -101,7 +101,8 @@ class WindowBudget:
         length = _SECONDS[self.window]
         if self.mode == "rolling":
             size = length / _ROLLING_BUCKETS
-            return int(now // size), _ROLLING_BUCKETS, length + size
+            # The current sub-bucket plus 60 whole ones: at least a full window back.
+            return int(now // size), _ROLLING_BUCKETS + 1, length + size
         return int((now + self._offset(now)) // length), 1, 2.0 * length
 
     def resets_at(self, now: float) -> float | None:
