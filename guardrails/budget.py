@@ -155,8 +155,7 @@ class LoopFit:
     """
 
     __slots__ = (
-        "_k",
-        "_r",
+        "_cache",
         "_sk",
         "_skk",
         "_skr",
@@ -188,9 +187,9 @@ class LoopFit:
         self.reported = False
         self.s = self.u = self.r = 0.0
         self.sd: float | None = None
-        self._k = self._r = 0
         self._sk = self._sr = self._skk = self._skr = self._srr = 0
         self._skt = self._srt = self._st2 = 0
+        self._cache: tuple[bool, float, float, float] | None = None
 
     def absorb(self, run: RunState) -> None:
         """Take in the calls the run has completed since the last look, then refit."""
@@ -218,6 +217,7 @@ class LoopFit:
         self.out_seen = run.output_tokens
         self.last_out = out
         self.max_out = max(self.max_out, out)
+        self._cache = None
         self._refit()
 
     def _refit(self) -> None:
@@ -258,6 +258,10 @@ class LoopFit:
         """Predicted input of the next call, with the safety margin added."""
         if self.n == 0:
             return 0.0
+        cache = self._cache
+        if (cache is not None and cache[0] == is_retry and cache[1] == sigmas
+                and cache[2] == fraction):
+            return cache[3]
         k = self.n + 1
         point = max(self.point(k, self.retries + is_retry), 0.0)
         margin = fraction * point
@@ -266,6 +270,7 @@ class LoopFit:
             spread = (self._skk - self._sk * mean_k) or 1.0
             leverage = math.sqrt(1.0 + 1.0 / self.n + (k - mean_k) ** 2 / spread)
             margin = max(margin, sigmas * self.sd * leverage)
+        self._cache = (is_retry, sigmas, fraction, point + margin)
         return point + margin
 
     def growth(self) -> tuple[float, float]:
@@ -336,8 +341,11 @@ class LoopBudgetGuard(Guard):
         projection = self._projection(run, fit, step)
         if projection is not None:
             return projection
-        return Decision("allow", GUARD_NAME, attributes=self._attributes(
-            metric, limit, spent, prediction, fit, step))
+        # Allow events stay small (each attribute costs the SDK ~1-2 us per call);
+        # the fit and step go on report/deny decisions, where they explain something.
+        return Decision("allow", GUARD_NAME, attributes={
+            sc.BUDGET_METRIC: metric, sc.GUARDRAIL_LIMIT: limit, sc.GUARDRAIL_SPEND: spent,
+            sc.GUARDRAIL_PREDICTION: prediction})
 
     def before_tool_call(self, run: RunState, call: ToolCall) -> Decision | None:
         limit = self.budget.max_tool_calls

@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from spanguard.guardrails import _parse
@@ -42,13 +42,12 @@ _SCHEMES = ("memory", "sqlite", "redis", "rediss")
 _SWEEP_EVERY = 512  # charges between sweeps of expired counters (memory, SQLite)
 
 
-@dataclass(frozen=True, slots=True)
-class Charge:
+class Charge(NamedTuple):
     """One counter's part of a step: add ``amount`` to ``bucket`` if the window fits.
 
     The window is the ``span`` buckets ending at ``bucket``; ``limit`` None means
     "count, never refuse"; ``ttl`` is how long (seconds) the counter must outlive
-    this charge.
+    this charge. A tuple, not a dataclass: several are built per model call.
     """
 
     key: str
@@ -59,8 +58,7 @@ class Charge:
     ttl: float
 
 
-@dataclass(frozen=True, slots=True)
-class ChargeResult:
+class ChargeResult(NamedTuple):
     """``spent`` holds each checked counter's window total before the charge."""
 
     admitted: bool
@@ -165,6 +163,9 @@ class MemoryBudgetStore(BudgetStore):
 
     def __init__(self) -> None:
         self._counters: dict[str, dict[int, float]] = {}
+        # key -> (bucket, span, total): the last window summed, kept current by
+        # _apply, so a rolling window is not re-summed on every check.
+        self._totals: dict[str, tuple[int, int, float]] = {}
         self._expires: dict[str, float] = {}
         self._lock = threading.Lock()
         self._ops = 0
@@ -189,29 +190,42 @@ class MemoryBudgetStore(BudgetStore):
             return self._window(key, bucket, span)
 
     def _window(self, key: str, bucket: int, span: int) -> float:
+        cached = self._totals.get(key)
+        if cached is not None and cached[0] == bucket and cached[1] == span:
+            return cached[2]
         buckets = self._counters.get(key)
         if not buckets:
             return 0.0
-        if span == 1:
-            return buckets.get(bucket, 0.0)
         low = bucket - span
-        return sum(v for b, v in buckets.items() if low < b <= bucket)
+        total = sum(v for b, v in buckets.items() if low < b <= bucket)
+        self._totals[key] = (bucket, span, total)
+        return total
 
     def _apply(self, charges: Sequence[Charge], now: float) -> None:
-        for charge in charges:
-            buckets = self._counters.setdefault(charge.key, {})
-            buckets[charge.bucket] = buckets.get(charge.bucket, 0.0) + charge.amount
-            if len(buckets) > charge.span:
-                low = charge.bucket - charge.span
+        for key, bucket, span, amount, _, ttl in charges:
+            buckets = self._counters.get(key)
+            if buckets is None:
+                buckets = self._counters[key] = {}
+            buckets[bucket] = buckets.get(bucket, 0.0) + amount
+            cached = self._totals.get(key)
+            if cached is not None:
+                if bucket > cached[0]:
+                    del self._totals[key]
+                elif bucket > cached[0] - cached[1]:
+                    self._totals[key] = (cached[0], cached[1], cached[2] + amount)
+            if len(buckets) > span:
+                low = bucket - span
                 for stale in [b for b in buckets if b <= low]:
                     del buckets[stale]
-            self._expires[charge.key] = max(self._expires.get(charge.key, 0.0),
-                                            now + charge.ttl)
+            until = now + ttl
+            if self._expires.get(key, 0.0) < until:
+                self._expires[key] = until
         self._ops += 1
         if self._ops % _SWEEP_EVERY == 0:
             for key in [k for k, until in self._expires.items() if until < now]:
                 del self._expires[key]
                 self._counters.pop(key, None)
+                self._totals.pop(key, None)
 
 
 _SCHEMA = """

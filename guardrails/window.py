@@ -15,6 +15,7 @@ injectable, so tests move time instead of sleeping.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from spanguard.errors import ConfigError, StoreError
 GUARD_NAME = "window_budget"
 ANONYMOUS = "anonymous"
 _PENDING_KEY = "spanguard.window_pending"
+_PREFIX_KEY = "spanguard.window_prefixes"
 _SECONDS = {"hour": 3600, "day": 86400}
 _ROLLING_BUCKETS = 60
 _SCOPES = ("session", "user", "tenant")
@@ -183,32 +185,36 @@ class WindowBudgetGuard(Guard):
         self.clock = clock
         self.margin_sigmas = margin_sigmas
         self.margin_fraction = margin_fraction
+        # Per budget, the (metric, limit) pairs it sets: decided once, not per call.
+        self._limits = tuple(
+            (budget, tuple((metric, limit) for metric, limit in (
+                (METRIC_INPUT, budget.max_input_tokens), (METRIC_TOTAL, budget.max_total_tokens),
+                (METRIC_COST, budget.max_cost_usd), (METRIC_CALLS, budget.max_model_calls))
+                if limit is not None))
+            for budget in self.budgets)
 
     def before_model_call(self, run: RunState, call: ModelCall) -> Decision | None:
         now = self.clock()
         fit = loop_fit(run)
         tokens_in = fit.next_input(call.is_retry, self.margin_sigmas, self.margin_fraction)
-        if call.estimated_input_tokens is not None:
-            tokens_in = max(tokens_in, float(call.estimated_input_tokens))
+        if call.estimated_input_tokens is not None and call.estimated_input_tokens > tokens_in:
+            tokens_in = float(call.estimated_input_tokens)
         tokens = tokens_in + fit.max_out
         seen = fit.spent + run.output_tokens
-        cost = run.cost_usd / seen * tokens if seen else 0.0
-        amounts = {METRIC_INPUT: tokens_in, METRIC_TOTAL: tokens, METRIC_COST: cost,
+        amounts = {METRIC_INPUT: tokens_in, METRIC_TOTAL: tokens,
+                   METRIC_COST: run.cost_usd / seen * tokens if seen else 0.0,
                    METRIC_CALLS: 1.0}
+        prefixes = run.scratch.get(_PREFIX_KEY)
+        if prefixes is None:
+            prefixes = run.scratch[_PREFIX_KEY] = self._prefixes(run)
         charges: list[Charge] = []
         owners: list[tuple[WindowBudget, str]] = []
-        for budget in self.budgets:
+        for (budget, limits), prefix in zip(self._limits, prefixes, strict=True):
             bucket, span, ttl = budget.slot(now)
-            prefix = (f"spanguard:budget:{budget.name}:{budget.scope}:"
-                      f"{getattr(run, budget.scope) or ANONYMOUS}:")
-            for metric, limit in ((METRIC_INPUT, budget.max_input_tokens),
-                                  (METRIC_TOTAL, budget.max_total_tokens),
-                                  (METRIC_COST, budget.max_cost_usd),
-                                  (METRIC_CALLS, budget.max_model_calls)):
-                if limit is not None:
-                    charges.append(Charge(prefix + metric, bucket, span, amounts[metric],
-                                          limit, ttl))
-                    owners.append((budget, metric))
+            for metric, limit in limits:
+                charges.append(Charge(prefix + metric, bucket, span, amounts[metric], limit,
+                                      ttl))
+                owners.append((budget, metric))
         try:
             result = self.store.try_charge(charges, now)
         except StoreError as exc:
@@ -223,11 +229,26 @@ class WindowBudgetGuard(Guard):
                                          budget.resets_at(now))
             return Decision("deny", GUARD_NAME, str(error),
                             _attributes(budget, metric, charge, result.spent[index]), error)
-        run.scratch.setdefault(_PENDING_KEY, {})[id(call)] = (charges, owners)
-        tightest = min(range(len(charges)), key=lambda i: _room(charges[i], result.spent[i]))
+        pending = run.scratch.get(_PENDING_KEY)
+        if pending is None:
+            pending = run.scratch[_PENDING_KEY] = {}
+        pending[id(call)] = (charges, owners)
+        tightest, room = 0, math.inf
+        for index, charge in enumerate(charges):
+            left = _room(charge, result.spent[index])
+            if left < room:
+                tightest, room = index, left
         budget, metric = owners[tightest]
-        return Decision("allow", GUARD_NAME, attributes=_attributes(
-            budget, metric, charges[tightest], result.spent[tightest]))
+        return Decision("allow", GUARD_NAME, attributes={
+            sc.BUDGET_NAME: budget.name, sc.BUDGET_METRIC: metric,
+            sc.GUARDRAIL_LIMIT: charges[tightest].limit or 0.0,
+            sc.GUARDRAIL_SPEND: result.spent[tightest],
+            sc.GUARDRAIL_PREDICTION: charges[tightest].amount})
+
+    def _prefixes(self, run: RunState) -> list[str]:
+        """Counter key prefixes for this run's identities (built once per run)."""
+        return [f"spanguard:budget:{budget.name}:{budget.scope}:"
+                f"{getattr(run, budget.scope) or ANONYMOUS}:" for budget in self.budgets]
 
     def after_model_call(self, run: RunState, call: ModelCall,
                          usage: ModelUsage) -> Decision | None:

@@ -12,7 +12,6 @@ import random
 from dataclasses import dataclass
 
 from opentelemetry.trace import Tracer
-
 from spanguard.guardrails import Enforcer, GuardrailViolation, ModelCall, ModelUsage, RunState
 from spanguard.guardrails.budget import LoopFit
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from spanguard import semconv as sc
 from spanguard.guardrails import (
     Enforcer,
     GuardrailViolation,
@@ -18,6 +16,8 @@ from spanguard.guardrails import (
     Policy,
     ToolCall,
 )
+
+from spanguard import semconv as sc
 from spanguard.testing import SpanCapture
 from tests.guardrails.synthetic import Shape, Step, drive, random_shape, steps, true_total
 
@@ -128,6 +128,9 @@ def test_projected_breach_within_the_step_limit_is_reported_once(cap: SpanCaptur
     assert reports[0][sc.BUDGET_PROJECTED_STEP] == 12
     assert reports[0][sc.BUDGET_PROJECTED_TOTAL] == pytest.approx(102_000)
     assert reports[0][sc.BUDGET_METRIC] == "input_tokens"
+    assert reports[0][sc.BUDGET_STEP] == 4  # reported at the first call after three seen
+    assert len(inputs) == 11  # without stop_on_projected_breach the run goes on until
+    assert refusal.step == 12  # the next call itself would not fit
 
 
 def test_stop_on_projected_breach_stops_at_the_first_confident_projection(

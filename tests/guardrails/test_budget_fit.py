@@ -6,9 +6,9 @@ import random
 import statistics
 
 import pytest
-
 from spanguard.guardrails import Enforcer, LoopBudget, Policy, RunState
 from spanguard.guardrails.budget import LoopFit, loop_fit
+
 from spanguard.testing import SpanCapture
 from tests.guardrails.synthetic import Shape, drive, predicted_total, steps
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from spanguard.errors import ConfigError
 from spanguard.guardrails import (
     LoopBudget,
     Policy,
@@ -15,6 +13,8 @@ from spanguard.guardrails import (
     WindowBudget,
     load_policy,
 )
+
+from spanguard.errors import ConfigError
 
 FULL = """
 name = "agents"

@@ -6,8 +6,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-
-from spanguard import semconv as sc
 from spanguard.guardrails import (
     BudgetStoreUnavailable,
     Enforcer,
@@ -23,6 +21,8 @@ from spanguard.guardrails import (
     WindowBudgetExceeded,
     WindowBudgetGuard,
 )
+
+from spanguard import semconv as sc
 from spanguard.testing import SpanCapture
 from tests.conftest import free_port
 
@@ -157,7 +157,7 @@ def test_decisions_are_on_the_span_tree(cap: SpanCapture) -> None:
     assert allowed[sc.GUARDRAIL_DECISION] == "allow"
     assert (allowed[sc.GUARDRAIL_LIMIT], allowed[sc.GUARDRAIL_SPEND],
             allowed[sc.GUARDRAIL_PREDICTION]) == (1500, 0, 1000)
-    assert allowed[sc.BUDGET_WINDOW] == "rolling day"
+    assert allowed[sc.BUDGET_NAME] == "t"
     denied = chats[1].find("guardrail window_budget").attributes
     assert denied[sc.GUARDRAIL_DECISION] == "deny"
     assert denied[sc.ERROR_TYPE] == "window_budget_exceeded"

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 import redis
-
-from spanguard.errors import ConfigError
 from spanguard.guardrails import (
     BudgetStore,
     MemoryBudgetStore,
@@ -18,6 +16,8 @@ from spanguard.guardrails import (
     open_budget_store,
 )
 from spanguard.guardrails.stores import Charge, redact_url
+
+from spanguard.errors import ConfigError
 from tests.guardrails import _workers
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from spanguard.guardrails import Enforcer, Policy, ToolCall, ToolLoop, ToolLoopDetected
 
 from spanguard import semconv as sc
-from spanguard.guardrails import Enforcer, Policy, ToolCall, ToolLoop, ToolLoopDetected
 from spanguard.hashing import payload_hash
 from spanguard.testing import SpanCapture
 
