@@ -62,6 +62,10 @@ def test_rolling_window_sums_only_its_buckets(store: BudgetStore) -> None:
     assert store.spent("r", 12, 3) == 4.5
     assert store.spent("r", 13, 3) == 3.0  # bucket 10 has left the window
     assert store.try_charge([c("r", 1, 4, bucket=14, span=3)], now=0).spent == (1.5,)
+    # Later adds to buckets inside the window just summed (a settle of an older
+    # reservation included) must show; adds outside it must not.
+    store.add([c("r", 2, None, bucket=13, span=3), c("r", 7, None, bucket=11, span=3)], now=0)
+    assert store.spent("r", 14, 3) == pytest.approx(1.5 + 2 + 1)
 
 
 def test_add_settles_with_negative_amounts(store: BudgetStore) -> None:
