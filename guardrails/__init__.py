@@ -20,6 +20,7 @@ from spanguard.guardrails.approvals import (
     wait_for_decision,
 )
 from spanguard.guardrails.audit import AuditCheck, AuditLog, AuditRecord, open_audit_log
+from spanguard.guardrails.budget import LoopBudget, LoopBudgetExceeded, LoopBudgetGuard
 from spanguard.guardrails.circuit import CircuitBreaker, CircuitBreakers
 from spanguard.guardrails.enforcer import Enforcer, Guard
 from spanguard.guardrails.errors import AllRoutesFailed, GuardrailViolation, RouteFailure
@@ -51,6 +52,15 @@ from spanguard.guardrails.steps import (
     ToolCall,
     ToolOutcome,
 )
+from spanguard.guardrails.stores import (
+    BudgetStore,
+    MemoryBudgetStore,
+    RedisBudgetStore,
+    SQLiteBudgetStore,
+    StoreConfig,
+    open_budget_store,
+)
+from spanguard.guardrails.toolloop import ToolLoop, ToolLoopDetected, ToolLoopGuard
 from spanguard.guardrails.verify import (
     ReadBackCheck,
     Verification,
@@ -58,6 +68,12 @@ from spanguard.guardrails.verify import (
     VerificationResult,
     VerifyGuard,
     record_verification,
+)
+from spanguard.guardrails.window import (
+    BudgetStoreUnavailable,
+    WindowBudget,
+    WindowBudgetExceeded,
+    WindowBudgetGuard,
 )
 
 __all__ = [
@@ -68,6 +84,8 @@ __all__ = [
     "AuditCheck",
     "AuditLog",
     "AuditRecord",
+    "BudgetStore",
+    "BudgetStoreUnavailable",
     "CircuitBreaker",
     "CircuitBreakers",
     "Decision",
@@ -85,23 +103,36 @@ __all__ = [
     "HoldRejected",
     "HoldRules",
     "HoldStore",
+    "LoopBudget",
+    "LoopBudgetExceeded",
+    "LoopBudgetGuard",
     "MakerCheckerViolation",
+    "MemoryBudgetStore",
     "ModelCall",
     "ModelUsage",
     "Policy",
     "ReadBackCheck",
+    "RedisBudgetStore",
     "RetryPolicy",
     "RouteFailure",
     "Router",
     "RoutingOutcome",
     "RunState",
+    "SQLiteBudgetStore",
+    "StoreConfig",
     "ToolCall",
     "ToolCallNotRetried",
+    "ToolLoop",
+    "ToolLoopDetected",
+    "ToolLoopGuard",
     "ToolOutcome",
     "Verification",
     "VerificationFailed",
     "VerificationResult",
     "VerifyGuard",
+    "WindowBudget",
+    "WindowBudgetExceeded",
+    "WindowBudgetGuard",
     "approve",
     "aretry_tool_call",
     "cleared",
@@ -110,6 +141,7 @@ __all__ = [
     "list_holds",
     "load_policy",
     "open_audit_log",
+    "open_budget_store",
     "open_hold_store",
     "record_verification",
     "reject",

@@ -20,8 +20,12 @@ from spanguard.errors import ConfigError
 from spanguard.guardrails.retry import RetryPolicy, parse_retry_table
 
 if TYPE_CHECKING:
+    from spanguard.guardrails.budget import LoopBudget
     from spanguard.guardrails.holds import HoldRules
+    from spanguard.guardrails.stores import StoreConfig
+    from spanguard.guardrails.toolloop import ToolLoop
     from spanguard.guardrails.verify import Verification
+    from spanguard.guardrails.window import WindowBudget
 
 TableParser = Callable[[Mapping[str, Any], str], Any]
 
@@ -36,6 +40,10 @@ class Policy:
     holds: HoldRules | None = None
     verify: Verification | None = None
     retry: RetryPolicy | None = None
+    loop_budget: LoopBudget | None = None
+    window_budgets: tuple[WindowBudget, ...] = ()
+    tool_loop: ToolLoop | None = None
+    store: StoreConfig | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
