@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,6 @@ class Policy:
     window_budgets: tuple[WindowBudget, ...] = ()
     tool_loop: ToolLoop | None = None
     store: StoreConfig | None = None
-    extras: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Policy:
@@ -62,7 +61,7 @@ class Policy:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "policy") -> Policy:
-        known = {f.name for f in fields(cls)} - {"extras"}
+        known = {f.name for f in fields(cls)}
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key in ("name", "version"):
