@@ -17,6 +17,7 @@ from typing import Any
 
 from spanguard._toml import toml_reader
 from spanguard.errors import ConfigError
+from spanguard.redaction import parse_redaction_table
 
 TableParser = Callable[[Mapping[str, Any], str], Any]
 
@@ -28,6 +29,9 @@ class Policy:
     name: str = "default"
     version: str | None = None
     # Guards register their parts below (one field per guard module).
+    # ``[redaction] patterns``: read by the core's configure() too (it may not
+    # import guardrails); kept here so a policy file with the table loads.
+    redaction_patterns: Mapping[str, str] = field(default_factory=dict)
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -71,6 +75,7 @@ class Policy:
 
 # TOML table name -> (Policy field, parser). Guard modules add their entry.
 TABLE_PARSERS: dict[str, tuple[str, TableParser]] = {}
+TABLE_PARSERS["redaction"] = ("redaction_patterns", parse_redaction_table)
 
 
 def load_policy(policy: Policy | str | os.PathLike[str] | None) -> Policy | None:
