@@ -22,6 +22,8 @@ from spanguard.errors import ConfigError, SpanguardError, StoreError, TraceNotFo
 COMMANDS: dict[str, tuple[str, str]] = {
     "traces": ("spanguard.cli.traces", "list and show traces in the local store"),
     "demo": ("spanguard.cli.demo", "run the offline demo and print its span tree"),
+    "report": ("spanguard.cli.report",
+               "runs, errors, latency, tokens, cost and outcomes per model/tenant/agent"),
 }
 
 
