@@ -273,9 +273,9 @@ def _run(trace_id: str, root: StoredSpan, members: list[StoredSpan]) -> Run:
 
 def _attach_outcomes(runs: dict[str, Run], outcomes: list[StoredSpan]) -> None:
     by_conversation: dict[str, list[Run]] = defaultdict(list)
-    for run in runs.values():
-        if run.conversation:
-            by_conversation[run.conversation].append(run)
+    for candidate in runs.values():
+        if candidate.conversation:
+            by_conversation[candidate.conversation].append(candidate)
     for span in outcomes:
         action = str(span.attributes[sc.OUTCOME_ACTION])
         run = runs.get(span.trace_id)
