@@ -103,7 +103,8 @@ class TailSampler(SpanProcessor):
         self.max_trace_age_seconds = max_trace_age_seconds
         self._bound = min(int(ratio * (1 << 64)), 1 << 64)
         self._seed = _mix64(seed & _MASK64)
-        self._traces: dict[int, _Trace] = {}
+        self._traces: dict[int, _Trace] = {}  # every tracked trace, oldest first
+        self._undecided: dict[int, _Trace] = {}  # those still buffering, oldest first
         self._buffered = 0
         self._ends = 0
         self._lock = threading.Lock()
@@ -144,6 +145,7 @@ class TailSampler(SpanProcessor):
             state = self._traces.get(ctx.trace_id)
             if state is None:
                 state = self._traces[ctx.trace_id] = _Trace(time.monotonic())
+                self._undecided[ctx.trace_id] = state
             state.open += 1
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -181,10 +183,12 @@ class TailSampler(SpanProcessor):
                 elif interesting:
                     self.late_interesting_spans_lost += 1
                 if complete:
-                    self._traces.pop(ctx.trace_id, None)
+                    del self._traces[ctx.trace_id]
             self._ends += 1
-            if self._buffered > self.max_buffered_spans or self._ends % _SWEEP_EVERY == 0:
-                forward.extend(self._enforce_limits())
+            if self._buffered > self.max_buffered_spans:
+                forward.extend(self._evict_for_space())
+            if self._ends % _SWEEP_EVERY == 0:
+                forward.extend(self._sweep())
         for kept in forward:
             for processor in self.downstream:
                 processor.on_end(kept)
@@ -193,9 +197,8 @@ class TailSampler(SpanProcessor):
         """Decide whatever is still buffered (on what was seen), flush, and stop downstream."""
         with self._lock:
             forward: list[ReadableSpan] = []
-            for trace_id, state in list(self._traces.items()):
-                if state.decision is None:
-                    forward.extend(self._settle(trace_id, state))
+            for trace_id, state in list(self._undecided.items()):
+                forward.extend(self._settle(trace_id, state))
             self._traces.clear()
         for kept in forward:
             for processor in self.downstream:
@@ -208,6 +211,7 @@ class TailSampler(SpanProcessor):
 
     # --- internals (called with the lock held) --------------------------------------
     def _settle(self, trace_id: int, state: _Trace) -> list[ReadableSpan]:
+        del self._undecided[trace_id]
         state.decision = keep = state.interesting or self.sampled(trace_id)
         if keep:
             self.kept_traces += 1
@@ -217,32 +221,47 @@ class TailSampler(SpanProcessor):
         self._buffered -= len(spans)
         return spans if state.decision else []
 
-    def _enforce_limits(self) -> list[ReadableSpan]:
-        """Oldest first: decide traces early until under the span cap and age limit."""
+    def _evict_for_space(self) -> list[ReadableSpan]:
+        """Decide the oldest buffering traces early until the span cap holds again."""
+        forward: list[ReadableSpan] = []
+        early = 0
+        while self._buffered > self.max_buffered_spans and self._undecided:
+            trace_id, state = next(iter(self._undecided.items()))
+            forward.extend(self._settle(trace_id, state))
+            early += 1
+        self._note_early(early)
+        return forward
+
+    def _sweep(self) -> list[ReadableSpan]:
+        """Forget traces past the age limit, or the oldest past the tracked-trace limit.
+
+        A trace still buffering is decided first (early); later spans of a
+        forgotten trace are handled as described in the module docstring.
+        """
         forward: list[ReadableSpan] = []
         deadline = time.monotonic() - self.max_trace_age_seconds
-        max_tracked = self.max_buffered_spans
         early = 0
-        for trace_id, state in list(self._traces.items()):
-            over_cap = self._buffered > self.max_buffered_spans
-            too_many = len(self._traces) > max_tracked
-            too_old = state.born < deadline
-            if not (over_cap or too_many or too_old):
+        while self._traces:
+            trace_id, state = next(iter(self._traces.items()))
+            if state.born >= deadline and len(self._traces) <= self.max_buffered_spans:
                 break  # insertion order is age order: the rest are younger
             if state.decision is None:
                 forward.extend(self._settle(trace_id, state))
                 early += 1
-            if too_old or too_many:
-                del self._traces[trace_id]
-        if early:
-            self.early_decisions += early
-            if not self._warned:
-                self._warned = True
-                logger.warning(
-                    "spanguard: tail sampler limit reached (%d buffered spans max, %.0f s max "
-                    "trace age): the oldest traces were decided before they completed "
-                    "(kept whole if interesting so far or sampled, otherwise dropped whole). "
-                    "Counters: TailSampler.stats(); raise max_buffered_spans or "
-                    "max_trace_age_seconds if this is frequent. Not logged again.",
-                    self.max_buffered_spans, self.max_trace_age_seconds)
+            del self._traces[trace_id]
+        self._note_early(early)
         return forward
+
+    def _note_early(self, early: int) -> None:
+        if not early:
+            return
+        self.early_decisions += early
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "spanguard: tail sampler limit reached (%d buffered spans max, %.0f s max "
+                "trace age): the oldest traces were decided before they completed "
+                "(kept whole if interesting so far or sampled, otherwise dropped whole). "
+                "Counters: TailSampler.stats(); raise max_buffered_spans or "
+                "max_trace_age_seconds if this is frequent. Not logged again.",
+                self.max_buffered_spans, self.max_trace_age_seconds)
