@@ -4,10 +4,11 @@ Without the outcome, telemetry says what the model did but not whether it
 mattered; "cost per successful outcome" needs it. An outcome is recorded as a
 short span, so every backend that shows traces shows it with its run:
 
-- with ``trace_id``, the span is a CHILD of the run's root (the root's span id
-  comes from a W3C ``traceparent`` if given, else from the local store, else a
-  stand-in; the parent is a non-recording ``SpanContext``) and also carries an
-  OTel Link to it; it appears inside the trace in Phoenix and Langfuse;
+- with ``trace_id``, the span is a CHILD in that trace and carries an OTel Link
+  to its parent: the span a W3C ``traceparent`` names, else the current span
+  when called during the run, else the run's root from the local store, else
+  a stand-in id (the parent is a non-recording ``SpanContext``); it appears
+  inside the trace in Phoenix and Langfuse;
 - with only ``conversation_id``, it is a new trace in the same session
   (``session.id``, which both OpenInference/Phoenix and Langfuse group by),
   linked to the conversation's runs found in the local store.
@@ -160,6 +161,9 @@ def _target_root(target: tuple[int, int | None]) -> tuple[SpanContext, str | Non
     """The run's root as a remote parent, and its conversation id, from the local store."""
     trace_int, span_int = target
     conversation: str | None = None
+    ambient = trace.get_current_span().get_span_context()
+    if span_int is None and ambient.is_valid and ambient.trace_id == trace_int:
+        span_int = ambient.span_id  # recorded during the run: under the current step
     store = current_store()
     if store is not None:
         try:
