@@ -3,8 +3,8 @@
 The span tree already carries everything the dashboards need (seed 002): token
 usage and model on model-call spans, tool name and status on tool spans, run
 cost and hashed tenant on the run's root. :class:`MetricsSpanProcessor` reads
-those attributes in ``on_end`` (a few dictionary lookups; ``on_start`` does
-nothing) and records:
+those attributes (``on_end`` only queues the span for a worker thread;
+``on_start`` does nothing) and records:
 
 - ``gen_ai.client.token.usage`` (histogram, ``{token}``): per model call, by
   operation, provider, request/response model and ``gen_ai.token.type``
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -92,9 +93,20 @@ def _observe_pending_holds(options: CallbackOptions) -> Iterable[Observation]:
 
 
 class MetricsSpanProcessor(SpanProcessor):
-    """Records the metrics above from each finished span's attributes."""
+    """Records the metrics above from each finished span's attributes.
 
-    def __init__(self, meter_provider: metrics.MeterProvider | None = None) -> None:
+    The OTel Python SDK spends about 10 microseconds per instrument update, and
+    a model call updates three; so ``on_end`` only queues the finished span and
+    a worker thread records it (within ``interval_seconds``), like the batch
+    span processor does for export. ``force_flush`` records everything queued
+    before returning. The queue is bounded (``max_queue``); spans past it are
+    counted in ``dropped`` and warned about once, never blocking the agent.
+    """
+
+    def __init__(self, meter_provider: metrics.MeterProvider | None = None, *,
+                 max_queue: int = 20_000, interval_seconds: float = 0.5) -> None:
+        if max_queue < 1 or interval_seconds <= 0:
+            raise ValueError("max_queue and interval_seconds must be positive")
         meter = metrics.get_meter("spanguard", meter_provider=meter_provider)
         self._tokens = meter.create_histogram(
             sc.METRIC_GEN_AI_TOKEN_USAGE, unit="{token}",
@@ -111,12 +123,69 @@ class MetricsSpanProcessor(SpanProcessor):
         meter.create_observable_gauge(
             sc.METRIC_HOLDS_PENDING, callbacks=[_observe_pending_holds], unit="{hold}",
             description="Approval requests waiting for a checker")
+        self._max_queue = max_queue
+        self._interval = interval_seconds
+        self._queue: deque[ReadableSpan] = deque()
+        self._wake = threading.Event()
+        self._drain_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._stopped = False
+        self.dropped = 0
 
     def on_end(self, span: ReadableSpan) -> None:
-        try:
-            self._record(span)
-        except Exception as exc:  # telemetry never raises into the agent
-            logger.debug("spanguard: metrics from span %s failed: %s", span.name, exc)
+        queued = len(self._queue)
+        if queued >= self._max_queue or self._stopped:
+            self.dropped += 1
+            if self.dropped == 1:
+                logger.warning("spanguard: metrics queue full (%d spans) or processor shut "
+                               "down; further spans are not counted in metrics "
+                               "(MetricsSpanProcessor.dropped). Not logged again.",
+                               self._max_queue)
+            return
+        self._queue.append(span)
+        if self._worker is None:
+            self._start_worker()
+        elif queued > self._max_queue // 2:
+            self._wake.set()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        self._drain()
+        return True
+
+    def shutdown(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout=5)
+        self._drain()
+
+    def _start_worker(self) -> None:
+        with self._start_lock:
+            if self._worker is not None or self._stopped:
+                return
+            self._worker = threading.Thread(target=self._run, name="spanguard-metrics",
+                                            daemon=True)
+            self._worker.start()
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self._drain()
+
+    def _drain(self) -> None:
+        with self._drain_lock:
+            while True:
+                try:
+                    span = self._queue.popleft()
+                except IndexError:
+                    return
+                try:
+                    self._record(span)
+                except Exception as exc:  # telemetry never raises into the agent
+                    logger.debug("spanguard: metrics from span %s failed: %s", span.name, exc)
 
     def _record(self, span: ReadableSpan) -> None:
         attrs = span.attributes

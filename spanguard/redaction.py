@@ -170,21 +170,24 @@ class Detector:
     """One kind of sensitive text.
 
     ``hint`` is a cheap pre-check (all of its substrings absent -> skip the
-    regex); ``validate`` rejects look-alikes the pattern cannot tell apart.
+    regex), as is ``digits``; ``validate`` rejects look-alikes the pattern
+    cannot tell apart.
     """
 
     kind: str
     pattern: re.Pattern[str]
     validate: Callable[[re.Match[str]], bool] | None = None
     hint: tuple[str, ...] = ()
+    digits: bool = False  # only text with a decimal digit can match
 
 
 def _d(kind: str, pattern: str, validate: Callable[[re.Match[str]], bool] | None = None,
-       hint: tuple[str, ...] = ()) -> Detector:
-    return Detector(kind, re.compile(pattern), validate, hint)
+       hint: tuple[str, ...] = (), digits: bool = False) -> Detector:
+    return Detector(kind, re.compile(pattern), validate, hint, digits)
 
 
 _END = r"(?![A-Za-z0-9_-])"
+_DIGIT = re.compile(r"\d")
 DEFAULT_DETECTORS: tuple[Detector, ...] = (
     _d("private_key",
        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?"
@@ -213,22 +216,30 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
        r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])",
        hint=("@",)),
-    _d("iban", r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?"
-       r"(?![A-Za-z0-9])", _valid_iban),
-    _d("payment_card", r"(?<![\d.-])\d(?:[ -]?\d){12,18}(?![\d-])", _valid_card),
-    _d("us_ssn", r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])",
-       _valid_ssn, hint=("-",)),
+    # Digit-bearing formats below: each pattern starts with the character it
+    # consumes and checks its left boundary with a lookbehind after it, so the
+    # regex engine can skip non-candidate positions fast; all need a digit.
+    _d("iban", r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?"
+       r"(?![A-Za-z0-9])", _valid_iban, digits=True),
+    _d("payment_card", r"\d(?<![\d.-]\d)(?:[ -]?\d){12,18}(?![\d-])", _valid_card, digits=True),
+    _d("us_ssn", r"\d(?<![\d-]\d)\d\d(?<!000)(?<!666)(?<!9\d\d)-(?!00)\d{2}-(?!0000)\d{4}"
+       r"(?![\d-])", _valid_ssn, hint=("-",), digits=True),
     _d("uk_nino",
-       r"(?<![A-Za-z0-9])(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
-       r" ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![A-Za-z0-9])"),
-    _d("es_dni", r"(?<![A-Za-z0-9])[XYZ0-9]\d{7}[A-Z](?![A-Za-z0-9])", _valid_dni),
+       r"[A-CEGHJ-PR-TW-Z](?<![A-Za-z0-9][A-Z])[A-CEGHJ-NPR-TW-Z](?<!BG|GB|KN|NK|NT|TN|ZZ)"
+       r" ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![A-Za-z0-9])", digits=True),
+    _d("es_dni", r"[XYZ0-9](?<![A-Za-z0-9][XYZ0-9])\d{7}[A-Z](?![A-Za-z0-9])", _valid_dni,
+       digits=True),
     _d("phone",
-       r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?\(?\d{1,4}\)?){2,6}(?![\w-])"
-       r"|(?<![\w.+-])(?:\([2-9]\d{2}\) ?|[2-9]\d{2}[-. ])[2-9]\d{2}[-. ]\d{4}(?![\w-])",
-       _valid_phone),
-    _d("ipv4", r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)", _valid_ipv4, hint=(".",)),
-    _d("ipv6", r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?"
-       r"(?![\w:])", _valid_ipv6, hint=(":",)),
+       r"\+(?<![\w+]\+)[1-9]\d{0,2}(?:[ .-]?\(?\d{1,4}\)?){2,6}(?![\w-])"
+       r"|\((?<![\w.+-]\()[2-9]\d{2}\) ?[2-9]\d{2}[-. ]\d{4}(?![\w-])"
+       r"|[2-9](?<![\w.+-][2-9])\d{2}[-. ][2-9]\d{2}[-. ]\d{4}(?![\w-])",
+       _valid_phone, digits=True),
+    _d("ipv4", r"\d(?<![\w.]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?!\w|\.\d)", _valid_ipv4,
+       hint=(".",), digits=True),
+    _d("ipv6",
+       r"(?:[0-9A-Fa-f](?<![\w:][0-9A-Fa-f])[0-9A-Fa-f]{0,3}:|:(?<![\w:]:))"
+       r"(?:[0-9A-Fa-f]{0,4}:){1,6}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])",
+       _valid_ipv6, hint=(":",), digits=True),
 )
 
 
@@ -289,8 +300,11 @@ class Redactor:
     def redact(self, text: str) -> tuple[str, int]:
         """The redacted text and the number of replacements."""
         counts: Counter[str] | None = None
+        has_digit = _DIGIT.search(text) is not None
         for detector in self.detectors:
             if detector.hint and not any(h in text for h in detector.hint):
+                continue
+            if detector.digits and not has_digit:
                 continue
             replaced = 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -47,11 +49,12 @@ def point(found: dict[str, list[Any]], name: str, **attributes: Any) -> Any:
 
 
 @pytest.fixture
-def metered() -> tuple[TracerProvider, InMemoryMetricReader]:
+def metered() -> Iterator[tuple[TracerProvider, InMemoryMetricReader]]:
     reader = InMemoryMetricReader()
     provider = TracerProvider()
     provider.add_span_processor(MetricsSpanProcessor(MeterProvider(metric_readers=[reader])))
-    return provider, reader
+    yield provider, reader
+    provider.shutdown()
 
 
 def _workload(provider: TracerProvider) -> None:
@@ -78,6 +81,7 @@ def test_metric_values_after_a_known_workload(
         metered: tuple[TracerProvider, InMemoryMetricReader]) -> None:
     provider, reader = metered
     _workload(provider)
+    provider.force_flush()  # the processor records on its worker thread
     found = points(reader)
     model = {sc.GEN_AI_OPERATION_NAME: "chat", sc.GEN_AI_PROVIDER_NAME: "openai",
              sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini"}
@@ -175,3 +179,38 @@ def test_phoenix_preset_gets_no_metric_exporter() -> None:
                                  otlp_endpoint="http://127.0.0.1:9/v1/traces")
     assert handle.meter_provider is None
     handle.shutdown()
+
+
+def test_worker_records_without_a_flush_and_a_full_queue_drops_instead_of_blocking() -> None:
+    reader = InMemoryMetricReader()
+    processor = MetricsSpanProcessor(MeterProvider(metric_readers=[reader]),
+                                     max_queue=3, interval_seconds=0.01)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+
+    def tool_call() -> None:
+        tracer.start_span(tool_span_name("a"), attributes=tool_attributes("a")).end()
+
+    def calls() -> int:
+        found = points(reader)
+        if sc.METRIC_TOOL_CALL_COUNT not in found:
+            return 0
+        return int(point(found, sc.METRIC_TOOL_CALL_COUNT, **{
+            sc.GEN_AI_TOOL_NAME: "a", sc.TOOL_CALL_STATUS: "ok"}).value)
+
+    tool_call()
+    deadline = time.monotonic() + 5
+    while calls() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert calls() == 1  # recorded by the worker, no flush needed
+
+    with processor._drain_lock:  # the worker is busy: the queue fills up
+        for _ in range(5):
+            tool_call()
+        assert processor.dropped == 2
+    provider.force_flush()
+    assert calls() == 4
+    provider.shutdown()
+    tool_call()  # after shutdown: counted as dropped, never blocks
+    assert processor.dropped == 3
