@@ -20,6 +20,7 @@ from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from spanguard import semconv as sc
 from spanguard.attributes import guardrail_attributes, guardrail_span_name
+from spanguard.config import resolve_meter_provider
 from spanguard.guardrails.audit import EnforcerAuditSink
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.policy import Policy
@@ -81,9 +82,12 @@ class Enforcer:
         self.guards: tuple[Guard, ...] = tuple(guards)
         self._tracer: Tracer = trace.get_tracer(
             "spanguard.guardrails", tracer_provider=tracer_provider)
-        meter = metrics.get_meter("spanguard.guardrails", meter_provider=meter_provider)
+        # The same meter provider as configure()'s span-derived metrics, so every
+        # governance metric reaches one destination (docs/governance.md).
+        meter = metrics.get_meter("spanguard.guardrails",
+                                  meter_provider=resolve_meter_provider(meter_provider))
         self._decisions = meter.create_counter(
-            "spanguard.guardrail.decisions", unit="{decision}",
+            sc.METRIC_GUARDRAIL_DECISIONS, unit="{decision}",
             description="Guardrail decisions by guard and kind")
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from spanguard.guardrails.toolloop import ToolLoop
     from spanguard.guardrails.verify import Verification
     from spanguard.guardrails.window import WindowBudget
+from spanguard.redaction import parse_redaction_table
 
 TableParser = Callable[[Mapping[str, Any], str], Any]
 
@@ -44,6 +45,9 @@ class Policy:
     window_budgets: tuple[WindowBudget, ...] = ()
     tool_loop: ToolLoop | None = None
     store: StoreConfig | None = None
+    # ``[redaction] patterns``: read by the core's configure() too (it may not
+    # import guardrails); kept here so a policy file with the table loads.
+    redaction_patterns: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Policy:
@@ -87,6 +91,7 @@ class Policy:
 # TOML table name -> (Policy field, parser). Guard modules add their entry.
 TABLE_PARSERS: dict[str, tuple[str, TableParser]] = {
     "retry": ("retry", parse_retry_table),
+    "redaction": ("redaction_patterns", parse_redaction_table),
 }
 
 

@@ -6,22 +6,40 @@ your MCP servers (``spanguard.mcp_bridge``).
 """
 
 from spanguard.config import SpanguardHandle, configure, current
-from spanguard.errors import ConfigError, SpanguardError, StoreError, TraceNotFound
+from spanguard.errors import (
+    ConfigError,
+    OutcomeError,
+    SpanguardError,
+    StoreError,
+    TraceNotFound,
+)
+from spanguard.exporters.redacting import RedactingExporter
 from spanguard.hashing import KeyedHasher, payload_hash
+from spanguard.metrics import MetricsSpanProcessor, register_pending_holds
+from spanguard.outcomes import record_outcome
 from spanguard.pricing import PriceTable
+from spanguard.redaction import Redactor
+from spanguard.sampling import TailSampler
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
     "KeyedHasher",
+    "MetricsSpanProcessor",
+    "OutcomeError",
     "PriceTable",
+    "RedactingExporter",
+    "Redactor",
     "SpanguardError",
     "SpanguardHandle",
     "StoreError",
+    "TailSampler",
     "TraceNotFound",
     "__version__",
     "configure",
     "current",
     "payload_hash",
+    "record_outcome",
+    "register_pending_holds",
 ]

@@ -15,16 +15,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
+from spanguard._toml import toml_reader
 from spanguard.errors import ConfigError, StoreError
 from spanguard.exporters.console import ConsoleTreeExporter
 from spanguard.exporters.failopen import FailOpenExporter
@@ -32,12 +34,17 @@ from spanguard.exporters.local import LocalStoreExporter
 from spanguard.exporters.otlp import (
     OtlpTarget,
     build_exporter,
+    build_meter_provider,
     langfuse_target,
     phoenix_target,
     target_from_env,
 )
+from spanguard.exporters.redacting import RedactingExporter
 from spanguard.hashing import KeyedHasher, load_or_create_key
+from spanguard.metrics import MetricsSpanProcessor
 from spanguard.pricing import PriceTable
+from spanguard.redaction import Redactor, parse_redaction_table
+from spanguard.sampling import TailSampler
 from spanguard.store import TraceStore
 
 logger = logging.getLogger("spanguard")
@@ -66,17 +73,27 @@ class SpanguardHandle:
     policy_path: Path | None
     exporters: list[FailOpenExporter] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    redactor: Redactor = field(default_factory=Redactor)
+    meter_provider: MeterProvider | None = None
+    sampler: TailSampler | None = None
+    owns_meter_provider: bool = False
 
     @property
     def dropped_spans(self) -> int:
         return sum(exporter.dropped for exporter in self.exporters)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self.tracer_provider.force_flush(timeout_millis)
+        flushed = self.tracer_provider.force_flush(timeout_millis)
+        if self.meter_provider is not None and self.owns_meter_provider:
+            flushed = self.meter_provider.force_flush(timeout_millis) and flushed
+        return flushed
 
     def shutdown(self) -> None:
         """Flush and stop every exporter; safe to call twice."""
         self.tracer_provider.shutdown()
+        if self.meter_provider is not None and self.owns_meter_provider:
+            self.owns_meter_provider = False
+            self.meter_provider.shutdown()
         if self.dropped_spans:
             logger.warning("spanguard: %d span(s) could not be exported: %s",
                            self.dropped_spans,
@@ -113,12 +130,24 @@ def configure(
     exporters: Sequence[SpanExporter] = (),
     set_global: bool = False,
     strict: bool = False,
+    redaction_patterns: Mapping[str, str] | None = None,
+    store_raw_content: bool = False,
+    sample_ratio: float | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> SpanguardHandle:
     """Build a tracer provider with spanguard's exporters and return its handle.
 
     ``exporters`` are extra destinations (wrapped fail-open and batched);
-    ``span_processors`` are added first, in order (e.g. a redacting or sampling
-    processor that must see spans before any exporter).
+    ``span_processors`` are added first, in order.
+
+    Governance (docs/governance.md): every destination gets redacted copies of
+    content attributes (built-in detectors plus ``redaction_patterns`` and the
+    policy file's ``[redaction] patterns``), except the local store when
+    ``store_raw_content=True``; OTLP always gets the redacted form.
+    ``sample_ratio`` (or ``SPANGUARD_SAMPLE_RATIO``) below 1.0 turns on
+    outcome-aware tail sampling in front of the exporters. Metrics derived
+    from spans go to ``meter_provider``, or, when OTLP is configured, to an
+    OTLP metric exporter beside the span exporter.
     """
     problems: list[str] = []
 
@@ -130,27 +159,36 @@ def configure(
 
     home_path = resolve_home(home)
     name = service_name or os.environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME
-    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    resource = Resource.create({"service.name": name})
+    provider = TracerProvider(resource=resource)
     handle_exporters: list[FailOpenExporter] = []
+    export_processors: list[SpanProcessor] = []
     for processor in span_processors:
         provider.add_span_processor(processor)
+    policy_value = policy if policy is not None else os.environ.get("SPANGUARD_POLICY")
+    redactor = _redactor(policy_value, redaction_patterns, problem)
 
-    def add(exporter: SpanExporter, destination: str, batch: bool = True) -> None:
+    def add(exporter: SpanExporter, destination: str, batch: bool = True,
+            redact: bool = True) -> None:
+        if redact:
+            exporter = RedactingExporter(exporter, redactor)
         wrapped = FailOpenExporter(exporter, destination)
         handle_exporters.append(wrapped)
-        provider.add_span_processor(BatchSpanProcessor(wrapped) if batch
-                                    else SimpleSpanProcessor(wrapped))
+        export_processors.append(BatchSpanProcessor(wrapped) if batch
+                                 else SimpleSpanProcessor(wrapped))
 
     store: TraceStore | None = None
     if local_store:
         try:
             store = TraceStore.in_home(home_path)
-            add(LocalStoreExporter(store), f"local store {store.path}")
+            add(LocalStoreExporter(store), f"local store {store.path}",
+                redact=not store_raw_content)
         except StoreError as exc:
             problem(exc)
 
-    for target in _otlp_targets(otlp_endpoint, otlp_headers, preset, langfuse_host,
-                                langfuse_public_key, langfuse_secret_key, problem):
+    targets = _otlp_targets(otlp_endpoint, otlp_headers, preset, langfuse_host,
+                            langfuse_public_key, langfuse_secret_key, problem)
+    for target in targets:
         try:
             add(build_exporter(target), target.describe())
         except ConfigError as exc:
@@ -158,7 +196,26 @@ def configure(
     for extra in exporters:
         add(extra, type(extra).__name__)
     if console:
-        add(ConsoleTreeExporter(), "console", batch=False)
+        add(ConsoleTreeExporter(), "console", batch=False, redact=not store_raw_content)
+
+    owns_meters = False
+    if meter_provider is None:
+        try:
+            meter_provider = build_meter_provider(targets, resource)
+            owns_meters = meter_provider is not None
+        except ConfigError as exc:
+            problem(exc)
+    if meter_provider is not None:
+        provider.add_span_processor(MetricsSpanProcessor(meter_provider))
+
+    sampler: TailSampler | None = None
+    ratio = _sample_ratio(sample_ratio, problem)
+    if ratio < 1.0 and export_processors:
+        sampler = TailSampler(export_processors, ratio)
+        provider.add_span_processor(sampler)
+    else:
+        for export_processor in export_processors:
+            provider.add_span_processor(export_processor)
 
     price_table = PriceTable.default()
     prices_path = prices if prices is not None else os.environ.get("SPANGUARD_PRICES")
@@ -169,14 +226,16 @@ def configure(
             problem(exc)
 
     hasher = _hasher(hash_key, home_path, problems)
-    policy_value = policy if policy is not None else os.environ.get("SPANGUARD_POLICY")
     handle = SpanguardHandle(
         tracer_provider=provider, hasher=hasher, prices=price_table, home=home_path,
         store=store, policy_path=Path(policy_value) if policy_value else None,
-        exporters=handle_exporters, problems=problems,
+        exporters=handle_exporters, problems=problems, redactor=redactor,
+        meter_provider=meter_provider, sampler=sampler, owns_meter_provider=owns_meters,
     )
     if set_global:
         trace.set_tracer_provider(provider)
+        if owns_meters and meter_provider is not None:
+            metrics.set_meter_provider(meter_provider)
     global _current
     with _current_lock:
         _current = handle
@@ -207,6 +266,84 @@ def resolve_tracer_provider(explicit: trace.TracerProvider | None) -> trace.Trac
     if isinstance(global_provider, TracerProvider):
         return global_provider
     return current().tracer_provider
+
+
+def resolve_meter_provider(explicit: metrics.MeterProvider | None) -> metrics.MeterProvider:
+    """Explicit provider, else the one :func:`configure` built or was given, else global."""
+    if explicit is not None:
+        return explicit
+    handle = _current
+    if handle is not None and handle.meter_provider is not None:
+        return handle.meter_provider
+    return metrics.get_meter_provider()
+
+
+def current_store() -> TraceStore | None:
+    """The local store of the last :func:`configure`, if any (never configures)."""
+    handle = _current
+    return handle.store if handle is not None else None
+
+
+def resolve_redactor() -> Redactor:
+    """The configured redactor (with the user's patterns), else the built-in one."""
+    handle = _current
+    return handle.redactor if handle is not None else _DEFAULT_REDACTOR
+
+
+_DEFAULT_REDACTOR = Redactor()
+
+
+def _redactor(policy_path: str | os.PathLike[str] | None, patterns: Mapping[str, str] | None,
+              report: Callable[[ConfigError], None]) -> Redactor:
+    """Built-in detectors plus the policy file's ``[redaction]`` patterns and the argument's.
+
+    The core reads only the ``[redaction]`` table of the policy file (the rest
+    belongs to the guardrails); the argument wins over the file on equal names.
+    """
+    merged: dict[str, str] = {}
+    if policy_path:
+        source = os.fspath(policy_path)
+        try:
+            with open(source, "rb") as handle:
+                table = toml_reader.load(handle).get("redaction")
+            if table is not None:
+                if not isinstance(table, Mapping):
+                    raise ConfigError(source, "[redaction] must be a table")
+                merged.update(parse_redaction_table(table, f"{source} [redaction]"))
+        except OSError as exc:
+            report(ConfigError(source, f"cannot read policy file: {exc.strerror or exc}",
+                               "check the path given to policy= or SPANGUARD_POLICY"))
+        except toml_reader.TOMLDecodeError as exc:
+            report(ConfigError(source, f"not valid TOML: {exc}"))
+        except ConfigError as exc:
+            report(exc)
+    if patterns:
+        merged.update(patterns)
+    try:
+        return Redactor(merged)
+    except ConfigError as exc:
+        report(exc)
+        return Redactor()
+
+
+def _sample_ratio(explicit: float | None, report: Callable[[ConfigError], None]) -> float:
+    source = "sample_ratio"
+    value: object = explicit
+    if value is None:
+        value = os.environ.get("SPANGUARD_SAMPLE_RATIO")
+        source = "SPANGUARD_SAMPLE_RATIO"
+        if not value:
+            return 1.0
+    try:
+        ratio = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        report(ConfigError(source, f"{value!r} is not a ratio between 0 and 1",
+                           "e.g. 0.1 keeps every interesting trace and 10% of the rest; "
+                           "keeping all traces"))
+        return 1.0
+    return ratio
 
 
 def _otlp_targets(endpoint: str | None, headers: dict[str, str] | None, preset: Preset | None,

@@ -43,3 +43,7 @@ class TraceNotFound(SpanguardError, LookupError):
             f"no trace {trace_id!r} in the local store "
             "(run `spanguard traces list` to see the trace ids it holds)"
         )
+
+
+class OutcomeError(SpanguardError, ValueError):
+    """A user outcome cannot be recorded as given (unknown action, no target, bad rating)."""

@@ -32,7 +32,9 @@ from opentelemetry.semconv._incubating.attributes import (
 from opentelemetry.semconv._incubating.attributes import (
     user_attributes as _user,
 )
+from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as _gen_ai_metrics
 from opentelemetry.semconv.attributes import error_attributes as _error
+from opentelemetry.semconv.attributes import exception_attributes as _exception
 
 # --- OpenTelemetry GenAI -----------------------------------------------------
 GEN_AI_OPERATION_NAME: Final = _gen_ai.GEN_AI_OPERATION_NAME
@@ -65,9 +67,19 @@ GEN_AI_INPUT_MESSAGES: Final = _gen_ai.GEN_AI_INPUT_MESSAGES
 GEN_AI_OUTPUT_MESSAGES: Final = _gen_ai.GEN_AI_OUTPUT_MESSAGES
 GEN_AI_RETRIEVAL_QUERY_TEXT: Final = _gen_ai.GEN_AI_RETRIEVAL_QUERY_TEXT
 GEN_AI_TOKEN_TYPE: Final = _gen_ai.GEN_AI_TOKEN_TYPE
+GEN_AI_SYSTEM_INSTRUCTIONS: Final = _gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS
+GEN_AI_PROMPT: Final = _gen_ai.GEN_AI_PROMPT  # deprecated, still sent by older SDKs
+GEN_AI_COMPLETION: Final = _gen_ai.GEN_AI_COMPLETION  # deprecated, likewise
 OperationName = _gen_ai.GenAiOperationNameValues
+TokenType = _gen_ai.GenAiTokenTypeValues
+
+# GenAI client metrics (names from the conventions package).
+METRIC_GEN_AI_TOKEN_USAGE: Final = _gen_ai_metrics.GEN_AI_CLIENT_TOKEN_USAGE
+METRIC_GEN_AI_OPERATION_DURATION: Final = _gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION
 
 ERROR_TYPE: Final = _error.ERROR_TYPE
+EXCEPTION_MESSAGE: Final = _exception.EXCEPTION_MESSAGE
+EXCEPTION_STACKTRACE: Final = _exception.EXCEPTION_STACKTRACE
 SESSION_ID: Final = _session.SESSION_ID
 USER_HASH: Final = _user.USER_HASH
 
@@ -102,6 +114,9 @@ OI_LLM_COST_COMPLETION: Final = SpanAttributes.LLM_COST_COMPLETION
 OI_LLM_FINISH_REASON: Final = SpanAttributes.LLM_FINISH_REASON
 OI_LLM_INPUT_MESSAGES: Final = SpanAttributes.LLM_INPUT_MESSAGES
 OI_LLM_OUTPUT_MESSAGES: Final = SpanAttributes.LLM_OUTPUT_MESSAGES
+OI_LLM_PROMPTS: Final = SpanAttributes.LLM_PROMPTS
+OI_LLM_PROMPT_TEMPLATE_VARIABLES: Final = SpanAttributes.LLM_PROMPT_TEMPLATE_VARIABLES
+OI_EMBEDDING_EMBEDDINGS: Final = SpanAttributes.EMBEDDING_EMBEDDINGS
 OI_TOOL_NAME: Final = SpanAttributes.TOOL_NAME
 OI_TOOL_ID: Final = SpanAttributes.TOOL_ID
 OI_TOOL_PARAMETERS: Final = SpanAttributes.TOOL_PARAMETERS
@@ -186,3 +201,26 @@ RETRIEVAL_CONTENT_HASHES: Final = "retrieval.content_hashes"
 EMBEDDING_INPUT_COUNT: Final = "spanguard.embedding.inputs"
 
 REDACTION_COUNT: Final = "spanguard.redaction.count"
+
+# --- tail sampling and user outcomes ------------------------------------------
+# A user flag: a trace with any span carrying ``spanguard.keep = true`` is always kept.
+KEEP: Final = "spanguard.keep"
+OUTCOME_ACTION: Final = "spanguard.outcome.action"
+OUTCOME_RATING: Final = "spanguard.outcome.rating"
+OUTCOME_TARGET_TRACE_ID: Final = "spanguard.outcome.trace_id"
+
+# Langfuse's documented OTel property mapping (langfuse is not a dependency of
+# the core, so its constants cannot be imported; these match its
+# ``LangfuseOtelSpanAttributes``).
+LANGFUSE_OBSERVATION_TYPE: Final = "langfuse.observation.type"
+LANGFUSE_OBSERVATION_METADATA: Final = "langfuse.observation.metadata"
+LANGFUSE_TRACE_TAGS: Final = "langfuse.trace.tags"
+
+# --- metrics (seed 002 names where the GenAI conventions have none) -----------
+METRIC_TOOL_CALL_COUNT: Final = "agent.tool.call.count"
+METRIC_COST_USD: Final = "agent.cost.usd"
+METRIC_USER_OUTCOME_COUNT: Final = "agent.user.outcome.count"
+METRIC_GUARDRAIL_DECISIONS: Final = "spanguard.guardrail.decisions"
+METRIC_HOLDS_PENDING: Final = "spanguard.holds.pending"
+# Metric-only attribute keys (low cardinality by construction).
+TOOL_CALL_STATUS: Final = "agent.tool.call.status"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spanguard import semconv as sc
 from spanguard.errors import StoreError, TraceNotFound
 
 _SCHEMA = """
@@ -201,6 +202,27 @@ class TraceStore:
                 cost_usd=attrs.get("spanguard.run.cost_usd"),
             ))
         return summaries
+
+    def roots(self, *, trace_id: str | None = None, conversation_id: str | None = None,
+              limit: int = 8) -> list[StoredSpan]:
+        """Local root spans of one trace, or of the traces of one conversation (newest first).
+
+        Used to link a later event (a user outcome) to the run it is about.
+        """
+        params: tuple[Any, ...]
+        if trace_id is not None:
+            where, params = "s.trace_id = ?", (trace_id.lower(),)
+        elif conversation_id is not None:
+            where = "json_extract(s.attributes, ?) = ?"
+            params = (f'$."{sc.GEN_AI_CONVERSATION_ID}"', conversation_id)
+        else:
+            return []
+        rows = self._query(
+            f"""SELECT * FROM spans s WHERE {where} AND (s.parent_span_id IS NULL OR
+                NOT EXISTS (SELECT 1 FROM spans p WHERE p.trace_id = s.trace_id
+                            AND p.span_id = s.parent_span_id))
+                ORDER BY s.start_time DESC LIMIT ?""", (*params, limit))
+        return [_row_to_span(row) for row in rows]
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         try:

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "holds": ("spanguard.guardrails.holds_cli",
               "list, show, approve and reject held tool calls"),
     "audit": ("spanguard.guardrails.audit_cli", "verify and list the governance audit log"),
+    "report": ("spanguard.cli.report",
+               "runs, errors, latency, tokens, cost and outcomes per model/tenant/agent"),
 }
 
 

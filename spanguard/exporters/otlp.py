@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from spanguard.errors import ConfigError
@@ -101,3 +104,47 @@ def build_exporter(target: OtlpTarget) -> SpanExporter:
     timeout = None if os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") else DEFAULT_TIMEOUT_SECONDS
     return OTLPSpanExporter(endpoint=target.endpoint, headers=dict(target.headers),
                             timeout=timeout)
+
+
+def metrics_endpoint(target: OtlpTarget) -> str | None:
+    """Where a generic OTLP target takes metrics; None for trace-only backends.
+
+    Phoenix and Langfuse ingest traces only, so their presets get no metric
+    exporter (it would fail every export). ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``
+    overrides the derived ``.../v1/metrics``.
+    """
+    if target.name != "otlp":
+        return None
+    explicit = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    if explicit:
+        return explicit
+    base = target.endpoint.rstrip("/")
+    if base.endswith("/v1/traces"):
+        base = base[: -len("/v1/traces")]
+    return base + "/v1/metrics"
+
+
+def build_meter_provider(targets: Sequence[OtlpTarget], resource: Resource) -> MeterProvider | None:
+    """A MeterProvider exporting over OTLP/HTTP beside the spans, or None without a target.
+
+    The export interval is the SDK's (``OTEL_METRIC_EXPORT_INTERVAL``, default 60 s).
+    """
+    readers = []
+    for target in targets:
+        endpoint = metrics_endpoint(target)
+        if endpoint is None:
+            continue
+        try:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter,
+            )
+        except ImportError as exc:
+            raise ConfigError(target.describe(), "the OTLP exporter is not installed",
+                              "pip install 'spanguard[otlp]'") from exc
+        timeout = None if os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") else DEFAULT_TIMEOUT_SECONDS
+        exporter = OTLPMetricExporter(endpoint=endpoint, headers=dict(target.headers),
+                                      timeout=timeout)
+        readers.append(PeriodicExportingMetricReader(exporter))
+    if not readers:
+        return None
+    return MeterProvider(metric_readers=readers, resource=resource)
