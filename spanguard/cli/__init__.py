@@ -22,6 +22,7 @@ from spanguard.errors import ConfigError, SpanguardError, StoreError, TraceNotFo
 COMMANDS: dict[str, tuple[str, str]] = {
     "traces": ("spanguard.cli.traces", "list and show traces in the local store"),
     "demo": ("spanguard.cli.demo", "run the offline demo and print its span tree"),
+    "mcp": ("spanguard.mcp_bridge.cli", "wrap an MCP server in a tracing, guarding proxy"),
 }
 
 
