@@ -2,9 +2,9 @@
 
 The MCP stdio transport frames each message as one line of UTF-8 JSON. A peer
 that sends a line longer than the cap must not make the proxy buffer it: the
-reader discards such a line in ``limit``-sized pieces (memory stays bounded by
-the ``StreamReader`` limit) and reports it as :class:`Oversized`, keeping the
-first bytes so the caller can still find the request id and answer it.
+reader discards the rest of such a line chunk by chunk as it arrives (memory
+stays bounded by the cap plus one chunk) and reports it as :class:`Oversized`,
+keeping the first bytes so the caller can still find the request id and answer.
 """
 
 from __future__ import annotations
@@ -39,38 +39,67 @@ class Oversized:
         return int(raw)
 
 
-async def read_frame(reader: asyncio.StreamReader, limit: int) -> bytes | Oversized | None:
-    """The next line (without its newline), an :class:`Oversized` marker, or None at EOF.
+# Bytes asked of the stream per read; also the stream's own limit, so the
+# asyncio buffer below the framer stays around this size (it pauses at 2x).
+CHUNK_BYTES = 256 * 1024
 
-    ``limit`` must equal the reader's own limit: ``readuntil`` raises
-    ``LimitOverrunError`` once that many bytes are buffered without a newline.
+
+class FrameReader:
+    """Splits a byte stream into lines, holding at most ``limit + CHUNK_BYTES`` bytes.
+
+    The framing is done here rather than with ``StreamReader.readuntil``: that
+    one keeps up to twice its limit buffered and copies it again to discard it,
+    so a hostile peer could make the proxy hold several times the cap.
     """
-    try:
-        line = await reader.readuntil(b"\n")
-    except asyncio.IncompleteReadError as exc:
-        # EOF: a final line without a newline is still a message.
-        return exc.partial or None
-    except asyncio.LimitOverrunError as exc:
-        return await _discard_line(reader, exc.consumed, limit)
-    return line[:-1]
 
+    def __init__(self, reader: asyncio.StreamReader, limit: int) -> None:
+        self._reader = reader
+        self._limit = limit
+        self._buffer = bytearray()
+        self._scanned = 0
 
-async def _discard_line(reader: asyncio.StreamReader, consumed: int, limit: int) -> Oversized:
-    head = b""
-    size = 0
-    while True:
-        chunk = await reader.read(max(consumed, 1))
-        if not head:
-            head = chunk[:_HEAD_BYTES]
-        size += len(chunk)
-        if not chunk or chunk.endswith(b"\n"):
-            return Oversized(size, head)
-        try:
-            rest = await reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError as exc:
-            return Oversized(size + len(exc.partial), head)
-        except asyncio.LimitOverrunError as exc:
-            consumed = exc.consumed
-            continue
-        size += len(rest)
-        return Oversized(size, head)
+    async def next(self) -> bytes | Oversized | None:
+        """The next line (without its newline), an :class:`Oversized` marker, or None at EOF."""
+        buffer = self._buffer
+        while True:
+            end = buffer.find(b"\n", self._scanned)
+            if end >= 0:
+                self._scanned = 0
+                if end > self._limit:
+                    oversized = Oversized(end, bytes(buffer[:_HEAD_BYTES]))
+                    del buffer[:end + 1]
+                    return oversized
+                line = bytes(buffer[:end])
+                del buffer[:end + 1]
+                return line
+            self._scanned = len(buffer)
+            if len(buffer) > self._limit:
+                return await self._discard()
+            chunk = await self._reader.read(CHUNK_BYTES)
+            if not chunk:
+                # EOF: a final line without a newline is still a message.
+                self._scanned = 0
+                if not buffer:
+                    return None
+                line = bytes(buffer)
+                buffer.clear()
+                if len(line) > self._limit:
+                    return Oversized(len(line), line[:_HEAD_BYTES])
+                return line
+            buffer += chunk
+
+    async def _discard(self) -> Oversized:
+        buffer = self._buffer
+        head = bytes(buffer[:_HEAD_BYTES])
+        size = len(buffer)
+        buffer.clear()
+        self._scanned = 0
+        while True:
+            chunk = await self._reader.read(CHUNK_BYTES)
+            if not chunk:
+                return Oversized(size, head)
+            end = chunk.find(b"\n")
+            if end >= 0:
+                buffer += chunk[end + 1:]
+                return Oversized(size + end, head)
+            size += len(chunk)

@@ -80,13 +80,13 @@ def run_wrap(args: argparse.Namespace) -> int:
         proxy = McpProxy(command, tracer_provider=handle.tracer_provider, gate=gate,
                          restart=RestartPolicy(enabled=args.restart_on_crash),
                          max_message_bytes=args.max_message_bytes)
-        return asyncio.run(_serve(proxy, args.max_message_bytes))
+        return asyncio.run(_serve(proxy))
     finally:
         handle.shutdown()
 
 
-async def _serve(proxy: McpProxy, limit: int) -> int:
-    reader, writer = await open_stdio(limit)
+async def _serve(proxy: McpProxy) -> int:
+    reader, writer = await open_stdio()
     install_signal_handlers(proxy.shutdown)
     return await proxy.run(reader, writer)
 

@@ -36,7 +36,12 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Span, SpanKind, Tracer
 from spanguard.guardrails import ToolCall
 from spanguard.mcp_bridge import _proxy_spans as spans
-from spanguard.mcp_bridge._proxy_framing import DEFAULT_MAX_MESSAGE_BYTES, Oversized, read_frame
+from spanguard.mcp_bridge._proxy_framing import (
+    CHUNK_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    FrameReader,
+    Oversized,
+)
 from spanguard.mcp_bridge._proxy_guard import ToolGate, flagged_result
 from spanguard.mcp_bridge._proxy_messages import (
     CONNECTION_CLOSED,
@@ -99,7 +104,7 @@ class McpProxy:
                  gate: ToolGate | None = None,
                  restart: RestartPolicy = RestartPolicy(),
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
-        self._upstream = Upstream(command, max_message_bytes)
+        self._upstream = Upstream(command, CHUNK_BYTES)
         self._tracer: Tracer = trace.get_tracer("spanguard.mcp_bridge.proxy",
                                                 tracer_provider=tracer_provider)
         self._gate = gate
@@ -177,9 +182,9 @@ class McpProxy:
     # --- client -> upstream -----------------------------------------------------
 
     async def _pump_client(self, reader: asyncio.StreamReader) -> None:
-        limit = self._limit
+        frames = FrameReader(reader, self._limit)
         while not self._closing:
-            frame = await read_frame(reader, limit)
+            frame = await frames.next()
             if frame is None:
                 return
             if isinstance(frame, Oversized):
@@ -317,10 +322,9 @@ class McpProxy:
                 return
 
     async def _read_upstream(self, reader: asyncio.StreamReader) -> None:
-        limit = self._limit
-        pending = self._pending
+        frames = FrameReader(reader, self._limit)
         while True:
-            frame = await read_frame(reader, limit)
+            frame = await frames.next()
             if frame is None:
                 return
             if isinstance(frame, Oversized):
@@ -336,7 +340,7 @@ class McpProxy:
             if isinstance(message, dict) and "method" not in message:
                 request_id = message.get("id")
                 if _valid_id(request_id):
-                    entry = pending.pop(request_id, None)
+                    entry = self._pending.pop(request_id, None)
                     if entry is not None:
                         frame = self._finish(entry, message, frame)
                     elif isinstance(request_id, str) and request_id in self._own:
@@ -475,7 +479,7 @@ class McpProxy:
         await asyncio.sleep(policy.backoff_seconds * 2 ** len(self._restarts))
         self._restarts.append(time.monotonic())
         logger.warning("%s; restarting it", cause)
-        self._upstream = Upstream(self._upstream.command, self._limit)
+        self._upstream = Upstream(self._upstream.command, CHUNK_BYTES)
         await self._upstream.start()
         return True
 
@@ -512,7 +516,7 @@ def _valid_id(value: object) -> bool:
     return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
-async def open_stdio(limit: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def open_stdio() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """The proxy's own stdin/stdout as asyncio streams, with fd 1 made safe.
 
     The protocol stream gets a private duplicate of stdout, and fd 1 itself is
@@ -523,7 +527,7 @@ async def open_stdio(limit: int) -> tuple[asyncio.StreamReader, asyncio.StreamWr
     protocol_fd = os.dup(sys.stdout.fileno())
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    reader = asyncio.StreamReader(limit=limit)
+    reader = asyncio.StreamReader(limit=CHUNK_BYTES)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
                                  os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0))
     transport, protocol = await loop.connect_write_pipe(
