@@ -16,11 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from spanguard.cli import main
 from spanguard.guardrails import Decision, Guard, GuardrailViolation, Policy, RunState, ToolCall
 from spanguard.guardrails.enforcer import GUARD_BUILDERS
 from spanguard.guardrails.policy import TABLE_PARSERS
 from spanguard.guardrails.steps import ToolOutcome
+
+from spanguard.cli import main
 
 
 class TestRefusal(GuardrailViolation):
