@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from mcp.types import PROTOCOL_VERSION_META_KEY
 from opentelemetry import trace
@@ -512,7 +512,7 @@ class McpProxy:
             logger.debug("client stdout closed")
 
 
-def _valid_id(value: object) -> bool:
+def _valid_id(value: object) -> TypeGuard[RequestId]:
     return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
