@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.mcp.proxyproc import RECORDER, RawProxy, pid_alive, recorded, stored_spans
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 CONNECTION_CLOSED = -32000
 
+# The CLI runs on uvloop when installed; the stdlib loop is the fallback.
+both_loops = pytest.mark.parametrize("loop", ["auto", "asyncio"])
 
+
+@both_loops
 async def test_upstream_crash_fails_every_pending_request_and_the_proxy_exits(
-        tmp_path: Path, spanguard_home: Path) -> None:
+        tmp_path: Path, spanguard_home: Path, loop: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPANGUARD_MCP_LOOP", loop)
     proxy = await RawProxy.start([*RECORDER, str(tmp_path / "log")])
     await proxy.initialize()
     await proxy.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -127,7 +135,10 @@ async def test_bad_traceparent_starts_a_fresh_trace(tmp_path: Path,
     assert traceparent.startswith(f"00-{span.trace_id}-{span.span_id}-")
 
 
-async def test_client_disconnect_terminates_the_upstream(tmp_path: Path) -> None:
+@both_loops
+async def test_client_disconnect_terminates_the_upstream(
+        tmp_path: Path, loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPANGUARD_MCP_LOOP", loop)
     proxy = await RawProxy.start([*RECORDER, str(tmp_path / "log")])
     await proxy.initialize()
     upstream_pid = int((await proxy.call(1, "pid"))["result"]["content"][0]["text"])
