@@ -48,6 +48,9 @@ class Policy:
     # ``[redaction] patterns``: read by the core's configure() too (it may not
     # import guardrails); kept here so a policy file with the table loads.
     redaction_patterns: Mapping[str, str] = field(default_factory=dict)
+    # Tables of guards defined outside spanguard: a TABLE_PARSERS entry whose
+    # field is "extras" returns {table name: config}, merged here.
+    extras: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Policy:
@@ -65,7 +68,7 @@ class Policy:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "policy") -> Policy:
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"extras"}
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key in ("name", "version"):
@@ -76,7 +79,11 @@ class Policy:
                 if not isinstance(value, Mapping):
                     raise ConfigError(source, f"[{key}] must be a table")
                 field_name, parser = TABLE_PARSERS[key]
-                values[field_name] = parser(value, f"{source} [{key}]")
+                parsed = parser(value, f"{source} [{key}]")
+                if field_name == "extras":
+                    values["extras"] = {**values.get("extras", {}), **parsed}
+                else:
+                    values[field_name] = parsed
             else:
                 tables = ", ".join(sorted(TABLE_PARSERS)) or "none"
                 raise ConfigError(source, f"unknown key {key!r}",

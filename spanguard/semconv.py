@@ -27,6 +27,9 @@ from opentelemetry.semconv._incubating.attributes import (
     mcp_attributes as _mcp,
 )
 from opentelemetry.semconv._incubating.attributes import (
+    rpc_attributes as _rpc,
+)
+from opentelemetry.semconv._incubating.attributes import (
     session_attributes as _session,
 )
 from opentelemetry.semconv._incubating.attributes import (
@@ -88,6 +91,7 @@ MCP_METHOD_NAME: Final = _mcp.MCP_METHOD_NAME
 MCP_SESSION_ID: Final = _mcp.MCP_SESSION_ID
 MCP_PROTOCOL_VERSION: Final = _mcp.MCP_PROTOCOL_VERSION
 JSONRPC_REQUEST_ID: Final = _jsonrpc.JSONRPC_REQUEST_ID
+RPC_RESPONSE_STATUS_CODE: Final = _rpc.RPC_RESPONSE_STATUS_CODE
 
 # --- OpenInference ------------------------------------------------------------
 OPENINFERENCE_SPAN_KIND: Final = SpanAttributes.OPENINFERENCE_SPAN_KIND
@@ -155,6 +159,8 @@ ABANDONED: Final = "spanguard.abandoned"
 TOOL_ARGS_HASH: Final = "spanguard.tool.arguments_hash"
 TOOL_ACTION_CLASS: Final = "spanguard.tool.action_class"
 TOOL_RESULT_STATUS: Final = "spanguard.tool.result_status"
+# Set on a request span the MCP proxy closed without an answer from upstream.
+MCP_PROXY_OUTCOME: Final = "spanguard.mcp.proxy_outcome"
 
 GUARDRAIL_NAME: Final = "spanguard.guardrail.name"
 GUARDRAIL_DECISION: Final = "spanguard.guardrail.decision"

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("spanguard.guardrails.audit_cli", "verify and list the governance audit log"),
     "report": ("spanguard.cli.report",
                "runs, errors, latency, tokens, cost and outcomes per model/tenant/agent"),
+    "mcp": ("spanguard.mcp_bridge.cli", "wrap an MCP server in a tracing, guarding proxy"),
 }
 
 

@@ -1,0 +1,57 @@
+"""JSON-RPC messages the proxy writes itself: errors, refusals, and its own requests.
+
+Everything else is forwarded as the bytes that arrived. Error codes come from
+the MCP SDK's types so they match what an SDK client expects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from mcp.types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR
+
+__all__ = [
+    "CONNECTION_CLOSED",
+    "INTERNAL_ERROR",
+    "INVALID_REQUEST",
+    "PARSE_ERROR",
+    "Message",
+    "RequestId",
+    "dumps",
+    "error_response",
+    "loads",
+    "tool_error_result",
+]
+
+RequestId = int | str
+Message = dict[str, Any]
+
+
+def loads(line: bytes) -> Any:
+    """Parse one frame; raises ``ValueError`` (orjson's error subclasses it)."""
+    return orjson.loads(line)
+
+
+def dumps(message: Message) -> bytes:
+    """One frame, newline included."""
+    return orjson.dumps(message) + b"\n"
+
+
+def error_response(request_id: RequestId | None, code: int, message: str,
+                   data: Any = None) -> bytes:
+    error: Message = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return dumps({"jsonrpc": "2.0", "id": request_id, "error": error})
+
+
+def tool_error_result(request_id: RequestId, text: str, structured: Message) -> bytes:
+    """A ``tools/call`` result the model can read: the call did not run, and why.
+
+    A refusal is a tool result (``isError``), not a protocol error, so an agent
+    sees the reason instead of a transport failure and can choose another step.
+    """
+    result = {"content": [{"type": "text", "text": text}],
+              "structuredContent": structured, "isError": True}
+    return dumps({"jsonrpc": "2.0", "id": request_id, "result": result})

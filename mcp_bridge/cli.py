@@ -1,0 +1,116 @@
+"""``spanguard mcp wrap [--policy FILE] [--identity NAME] [--restart-on-crash] -- CMD ARGS...``
+
+Put it in front of any stdio MCP server in a client's config: the client talks
+to the proxy exactly as it talked to the server. Spans go where ``configure()``
+sends them (the local store under SPANGUARD_HOME, plus OTLP when
+``OTEL_EXPORTER_OTLP_*`` is set) and are flushed when the proxy exits. Logs go
+to stderr; stdout carries protocol messages only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from spanguard.cli._common import EXIT_CONFIG
+from spanguard.config import configure
+from spanguard.guardrails import Enforcer, load_policy
+from spanguard.mcp_bridge._proxy_guard import ToolGate
+from spanguard.mcp_bridge.proxy import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    McpProxy,
+    RestartPolicy,
+    install_signal_handlers,
+    open_stdio,
+)
+
+SERVICE_NAME = "spanguard-mcp-proxy"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="mcp_command", metavar="SUBCOMMAND")
+    wrap = sub.add_parser(
+        "wrap", help="run an MCP server behind a tracing, guarding stdio proxy",
+        description="Start CMD ARGS... as an MCP server and serve it on stdio, adding a "
+                    "span per request and the guardrail hook on tools/call.")
+    wrap.add_argument("--policy", help="guardrail policy TOML (default: $SPANGUARD_POLICY)")
+    wrap.add_argument("--identity",
+                      help="who the calls act for (the maker, for holds); default: OS user")
+    wrap.add_argument("--restart-on-crash", action="store_true",
+                      help="restart the server if it exits, replaying the client's initialize")
+    wrap.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
+                      help="largest JSON-RPC message accepted either way (default 10 MiB)")
+    wrap.add_argument("server", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...",
+                      help="the MCP server's command line")
+    wrap.set_defaults(run=run_wrap)
+    parser.set_defaults(run=lambda args: _usage(parser))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_CONFIG
+
+
+def run_wrap(args: argparse.Namespace) -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                        format="spanguard mcp wrap: %(levelname)s %(message)s")
+    command = list(args.server)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        print("spanguard mcp wrap: no server command; usage: "
+              "spanguard mcp wrap [options] -- CMD ARGS...", file=sys.stderr)
+        return EXIT_CONFIG
+    policy = load_policy(args.policy)
+    handle = configure(home=args.home,
+                       service_name=None if os.environ.get("OTEL_SERVICE_NAME") else SERVICE_NAME)
+    try:
+        gate = None
+        if policy is not None:
+            enforcer = Enforcer(policy, handle.tracer_provider)
+            if enforcer.active:
+                state = enforcer.start_run(f"mcp-proxy:{os.getpid()}",
+                                           identity=args.identity or _os_user())
+                gate = ToolGate(enforcer, state)
+        proxy = McpProxy(command, tracer_provider=handle.tracer_provider, gate=gate,
+                         restart=RestartPolicy(enabled=args.restart_on_crash),
+                         max_message_bytes=args.max_message_bytes)
+        return _run_loop(_serve(proxy))
+    finally:
+        handle.shutdown()
+
+
+async def _serve(proxy: McpProxy) -> int:
+    reader, writer = await open_stdio()
+    install_signal_handlers(proxy.shutdown)
+    return await proxy.run(reader, writer)
+
+
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop when it is installed (``spanguard[mcp]`` brings it on POSIX).
+
+    The proxy's own work per request is ~70 µs; the rest of its cost is event
+    loop and syscalls, which uvloop does in C. ``SPANGUARD_MCP_LOOP=asyncio``
+    forces the stdlib loop.
+    """
+    if os.environ.get("SPANGUARD_MCP_LOOP", "auto") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"

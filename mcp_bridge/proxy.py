@@ -1,0 +1,544 @@
+"""The stdio proxy: an MCP server that wraps any MCP server and traces and guards it.
+
+``spanguard mcp wrap -- CMD ARGS...`` starts ``CMD ARGS...`` and pumps
+newline-delimited JSON-RPC both ways. It is transparent by construction: every
+message is forwarded as the bytes that arrived, except client requests, which
+get the proxy's trace context in ``params._meta`` (so the server's own spans,
+if it has any, continue the trace). Each client request gets one SERVER span
+continuing the caller's trace from ``params._meta``; ``tools/call`` also passes
+the guardrail hook, which may answer the client itself instead of forwarding.
+
+Each line is parsed once (orjson) and only requests are re-serialized; no
+message goes through pydantic, which would cost more than the hop itself.
+
+Faults: a dead upstream fails every pending request with a JSON-RPC error that
+names the cause, then the proxy exits (or restarts the server and replays the
+client's ``initialize``); bad client input is answered with a JSON-RPC error
+and the pump goes on; stdin EOF stops the upstream (close, SIGTERM, SIGKILL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from mcp.types import PROTOCOL_VERSION_META_KEY
+from opentelemetry import trace
+from opentelemetry.propagate import extract, inject
+from opentelemetry.trace import Span, SpanKind, Tracer
+
+from spanguard.guardrails import ToolCall
+from spanguard.hashing import payload_hash
+from spanguard.mcp_bridge import _proxy_spans as spans
+from spanguard.mcp_bridge._proxy_framing import (
+    CHUNK_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    FrameReader,
+    Oversized,
+)
+from spanguard.mcp_bridge._proxy_guard import ToolGate, flagged_result
+from spanguard.mcp_bridge._proxy_messages import (
+    CONNECTION_CLOSED,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    Message,
+    RequestId,
+    dumps,
+    error_response,
+    loads,
+)
+from spanguard.mcp_bridge._proxy_upstream import Upstream, describe_exit
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "McpProxy",
+    "RestartPolicy",
+    "install_signal_handlers",
+    "open_stdio",
+]
+
+logger = logging.getLogger("spanguard.mcp_bridge.proxy")
+
+_OWN_ID_PREFIX = "spanguard-proxy-"
+_OWN_REQUEST_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How often a crashed upstream is restarted before the proxy gives up."""
+
+    enabled: bool = False
+    max_restarts: int = 5
+    window_seconds: float = 60.0
+    backoff_seconds: float = 0.2
+
+
+@dataclass(slots=True)
+class _Pending:
+    method: str
+    span: Span
+    call: ToolCall | None = None
+
+
+class _UpstreamGone(Exception):
+    """Raised into waiters when the upstream ended and will not come back."""
+
+
+class McpProxy:
+    """One client session in front of one wrapped server (restarted as needed).
+
+    ``gate`` is the guardrail hook (None: no policy, no hook). ``client_writer``
+    receives protocol frames only.
+    """
+
+    def __init__(self, command: Sequence[str], *,
+                 tracer_provider: trace.TracerProvider | None = None,
+                 gate: ToolGate | None = None,
+                 restart: RestartPolicy = RestartPolicy(),
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self._upstream = Upstream(command, CHUNK_BYTES)
+        self._tracer: Tracer = trace.get_tracer("spanguard.mcp_bridge.proxy",
+                                                tracer_provider=tracer_provider)
+        self._gate = gate
+        self._restart = restart
+        self._limit = max_message_bytes
+        self._pending: dict[RequestId, _Pending] = {}
+        self._own: dict[str, asyncio.Future[Message]] = {}
+        self._own_counter = 0
+        self._annotations: dict[str, dict[str, Any]] = {}
+        self._tools_listed = False
+        self._protocol_version: str | None = None
+        self._session_id: str | None = None
+        self._init_params: dict[str, Any] | None = None
+        self._init_id: RequestId | None = None
+        self._client_initialized = False
+        self._ready = asyncio.Event()
+        self._gone: str | None = None
+        self._closing = False
+        self._restarts: list[float] = []
+        self._client: asyncio.StreamWriter | None = None
+        self._client_task: asyncio.Task[None] | None = None
+
+    @property
+    def upstream_pid(self) -> int | None:
+        return self._upstream.pid
+
+    @property
+    def annotations(self) -> dict[str, dict[str, Any]]:
+        """Tool name -> MCP tool annotations, as the upstream's ``tools/list`` gave them."""
+        return self._annotations
+
+    async def run(self, client_reader: asyncio.StreamReader,
+                  client_writer: asyncio.StreamWriter) -> int:
+        """Pump until the client disconnects (0) or the upstream is gone for good (1)."""
+        self._client = client_writer
+        await self._upstream.start()
+        from_client = asyncio.create_task(self._pump_client(client_reader), name="from-client")
+        from_upstream = asyncio.create_task(self._pump_upstream(), name="from-upstream")
+        self._client_task = from_client
+        try:
+            await asyncio.wait({from_client, from_upstream},
+                               return_when=asyncio.FIRST_COMPLETED)
+            if from_client.done():
+                self._closing = True
+                await self._upstream.stop()
+                await from_upstream
+                self._close_pending("client_disconnected",
+                                    "the client disconnected before the response")
+                exit_code = 0
+            else:
+                exit_code = 1
+                from_client.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await from_client
+            for task in (from_client, from_upstream):
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            self._closing = True
+            for task in (from_client, from_upstream):
+                task.cancel()
+            await self._upstream.stop()
+            self._close_pending("proxy_stopped", "the proxy stopped")
+            if self._gate is not None:
+                self._gate.end()
+            with contextlib.suppress(Exception):
+                client_writer.close()
+        return exit_code
+
+    def shutdown(self) -> None:
+        """Stop as on a client EOF (signal handlers call this): the upstream is stopped too."""
+        if self._client_task is not None:
+            self._client_task.cancel()
+
+    # --- client -> upstream -----------------------------------------------------
+
+    async def _pump_client(self, reader: asyncio.StreamReader) -> None:
+        frames = FrameReader(reader, self._limit)
+        while not self._closing:
+            frame = await frames.next()
+            if frame is None:
+                return
+            if isinstance(frame, Oversized):
+                await self._reject_oversized(frame, "client")
+                continue
+            if not frame.strip():
+                continue
+            try:
+                message = loads(frame)
+            except ValueError as exc:
+                await self._to_client(error_response(None, PARSE_ERROR, f"Parse error: {exc}"))
+                continue
+            if not isinstance(message, dict):
+                # JSON-RPC batches were removed from MCP (2025-06-18); pass arrays on
+                # untouched and let the server answer; anything else is not JSON-RPC.
+                if isinstance(message, list):
+                    await self._to_upstream(frame + b"\n")
+                else:
+                    await self._to_client(error_response(
+                        None, INVALID_REQUEST, "Invalid Request: not a JSON-RPC message"))
+                continue
+            method = message.get("method")
+            if isinstance(method, str) and "id" in message:
+                await self._client_request(message, method, frame)
+            elif isinstance(method, str):
+                self._client_notification(message, method)
+                await self._to_upstream(frame + b"\n")
+            elif "id" in message and ("result" in message or "error" in message):
+                await self._to_upstream(frame + b"\n")
+            else:
+                await self._to_client(error_response(
+                    message.get("id") if _valid_id(message.get("id")) else None,
+                    INVALID_REQUEST, "Invalid Request: neither a request, a notification "
+                    "nor a response"))
+
+    async def _client_request(self, message: Message, method: str, frame: bytes) -> None:
+        request_id = message["id"]
+        if not _valid_id(request_id):
+            await self._to_client(error_response(
+                None, INVALID_REQUEST, "Invalid Request: id must be a string or a number"))
+            return
+        params = message.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        parent = None
+        if isinstance(meta, dict):
+            with contextlib.suppress(ValueError, TypeError):
+                parent = extract(meta)
+            version = meta.get(PROTOCOL_VERSION_META_KEY)
+            if isinstance(version, str):
+                self._protocol_version = version
+        target = spans.request_target(method, params)
+        attributes = spans.request_attributes(method, request_id, self._protocol_version,
+                                              self._session_id)
+        call: ToolCall | None = None
+        if method == "tools/call" and target is not None and isinstance(params, dict):
+            raw_args = params.get("arguments")
+            arguments = raw_args if isinstance(raw_args, dict) else {}
+            args_hash = payload_hash(arguments)
+            attributes.update(spans.tool_call_attributes(target, request_id, args_hash))
+            call = ToolCall(target, arguments, call_id=str(request_id),
+                            arguments_hash=args_hash)
+        span = self._tracer.start_span(spans.request_span_name(method, target), parent,
+                                       kind=SpanKind.SERVER, attributes=attributes)
+        if call is not None and self._gate is not None:
+            call.annotations = await self._tool_annotations(call.tool)
+            refusal = self._gate.before(request_id, call, span)
+            if refusal is not None:
+                span.end()
+                await self._to_client(refusal)
+                return
+        if method == "initialize" and isinstance(params, dict):
+            self._init_params = {k: v for k, v in params.items() if k != "_meta"}
+            self._init_id = request_id
+        if self._gone is not None:
+            spans.finish_unanswered(span, "upstream_exit", self._gone)
+            span.end()
+            await self._to_client(error_response(request_id, CONNECTION_CLOSED, self._gone))
+            return
+        self._pending[request_id] = _Pending(method, span, call)
+        if isinstance(params, dict) or params is None:
+            if params is None:
+                params = message["params"] = {}
+            if not isinstance(meta, dict):
+                meta = params["_meta"] = {}
+            inject(meta, context=trace.set_span_in_context(span))
+            frame = dumps(message)
+        else:
+            frame += b"\n"
+        await self._to_upstream(frame)
+
+    def _client_notification(self, message: Message, method: str) -> None:
+        if method == "notifications/initialized":
+            self._client_initialized = True
+        elif method == "notifications/cancelled":
+            params = message.get("params")
+            request_id = params.get("requestId") if isinstance(params, dict) else None
+            pending = self._pending.pop(request_id, None) if _valid_id(request_id) else None
+            if pending is not None:
+                # The server may never answer a cancelled request: close the span now.
+                spans.finish_unanswered(pending.span, "cancelled", "cancelled by the client")
+                pending.span.end()
+
+    async def _to_upstream(self, frame: bytes) -> None:
+        while not self._ready.is_set():
+            if self._gone is not None:
+                return
+            await self._ready.wait()
+        if not await self._upstream.write(frame):
+            logger.debug("upstream stdin closed; frame dropped (pending requests fail on exit)")
+
+    # --- upstream -> client -----------------------------------------------------
+
+    async def _pump_upstream(self) -> None:
+        restarted = False
+        while True:
+            handshake: asyncio.Task[None] | None = None
+            if restarted:
+                handshake = asyncio.create_task(self._replay_handshake())
+            else:
+                self._ready.set()
+            await self._read_upstream(self._upstream.stdout)
+            self._ready.clear()
+            returncode = await self._upstream.wait()
+            if handshake is not None:
+                handshake.cancel()
+            if self._closing:
+                return
+            cause = describe_exit(self._upstream.display, returncode)
+            self._fail_own(cause)
+            await self._fail_pending(cause)
+            restarted = await self._restart_upstream(cause)
+            if not restarted:
+                self._gone = cause
+                self._ready.set()
+                return
+
+    async def _read_upstream(self, reader: asyncio.StreamReader) -> None:
+        frames = FrameReader(reader, self._limit)
+        while True:
+            frame = await frames.next()
+            if frame is None:
+                return
+            if isinstance(frame, Oversized):
+                await self._reject_oversized(frame, "upstream")
+                continue
+            try:
+                message = loads(frame)
+            except ValueError:
+                if frame.strip():
+                    logger.warning("upstream wrote a non-JSON line to stdout; dropped: %.200r",
+                                   frame)
+                continue
+            if isinstance(message, dict) and "method" not in message:
+                request_id = message.get("id")
+                if _valid_id(request_id):
+                    entry = self._pending.pop(request_id, None)
+                    if entry is not None:
+                        frame = self._finish(entry, message, frame)
+                    elif isinstance(request_id, str) and request_id in self._own:
+                        self._own.pop(request_id).set_result(message)
+                        continue
+            elif isinstance(message, dict) and message.get("method") == \
+                    "notifications/tools/list_changed":
+                self._tools_listed = False
+            await self._to_client(frame + b"\n")
+
+    def _finish(self, entry: _Pending, message: Message, frame: bytes) -> bytes:
+        """End the request's span from its response; returns the frame to forward."""
+        span = entry.span
+        try:
+            if "error" in message:
+                spans.finish_error(span, message["error"])
+                return frame
+            result = message.get("result")
+            if not isinstance(result, dict):
+                return frame
+            if entry.method == "tools/list":
+                self._remember_tools(result)
+            elif entry.method == "initialize":
+                version = result.get("protocolVersion")
+                if isinstance(version, str):
+                    self._protocol_version = version
+            elif entry.call is not None:
+                is_error = result.get("isError") is True
+                if is_error:
+                    spans.finish_tool_error(span)
+                if self._gate is not None:
+                    failed = self._gate.after(entry.call, result, is_error, span)
+                    if failed:
+                        message["result"] = flagged_result(result, failed)
+                        return dumps(message)[:-1]
+            return frame
+        finally:
+            span.end()
+
+    def _remember_tools(self, result: Message) -> None:
+        tools = result.get("tools")
+        if not isinstance(tools, list):
+            return
+        for tool in tools:
+            if isinstance(tool, dict) and isinstance(tool.get("name"), str):
+                annotations = tool.get("annotations")
+                self._annotations[tool["name"]] = (
+                    annotations if isinstance(annotations, dict) else {})
+        if result.get("nextCursor") is None:
+            self._tools_listed = True
+
+    async def _tool_annotations(self, tool: str) -> dict[str, Any] | None:
+        """The tool's annotations; lists the upstream's tools first if they are unknown.
+
+        A client may call a tool it never listed; a policy keyed on
+        ``destructiveHint`` must still see the hint, so the proxy asks itself.
+        """
+        if tool not in self._annotations and not self._tools_listed:
+            cursor: str | None = None
+            while True:
+                params = {"cursor": cursor} if cursor else {}
+                try:
+                    response = await self._own_request("tools/list", params)
+                except (asyncio.TimeoutError, _UpstreamGone) as exc:
+                    logger.warning("could not list upstream tools for annotations: %r", exc)
+                    break
+                result = response.get("result")
+                if not isinstance(result, dict):
+                    break
+                self._remember_tools(result)
+                cursor = result.get("nextCursor")
+                if not isinstance(cursor, str):
+                    break
+        return self._annotations.get(tool)
+
+    async def _own_request(self, method: str, params: Message) -> Message:
+        self._own_counter += 1
+        request_id = f"{_OWN_ID_PREFIX}{self._own_counter}"
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._own[request_id] = future
+        frame = dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        if not await self._upstream.write(frame):
+            self._own.pop(request_id, None)
+            raise _UpstreamGone("upstream stdin closed")
+        try:
+            return await asyncio.wait_for(future, _OWN_REQUEST_TIMEOUT)
+        finally:
+            self._own.pop(request_id, None)
+
+    # --- faults -------------------------------------------------------------------
+
+    async def _reject_oversized(self, frame: Oversized, source: str) -> None:
+        request_id = frame.request_id()
+        reason = (f"message of {frame.size} bytes from the {source} exceeds the proxy's "
+                  f"limit of {self._limit} bytes; it was dropped")
+        logger.warning(reason)
+        if source == "upstream":
+            entry = self._pending.pop(request_id, None) if request_id is not None else None
+            if entry is None:
+                return
+            spans.finish_unanswered(entry.span, "oversized_response", reason)
+            entry.span.end()
+        await self._to_client(error_response(request_id, INVALID_REQUEST, reason))
+
+    async def _fail_pending(self, cause: str) -> None:
+        pending, self._pending = self._pending, {}
+        for request_id, entry in pending.items():
+            message = f"{cause} while handling {entry.method} (request {request_id!r})"
+            spans.finish_unanswered(entry.span, "upstream_exit", message)
+            entry.span.end()
+            await self._to_client(error_response(request_id, CONNECTION_CLOSED, message))
+
+    def _fail_own(self, cause: str) -> None:
+        own, self._own = self._own, {}
+        for future in own.values():
+            if not future.done():
+                future.set_exception(_UpstreamGone(cause))
+
+    def _close_pending(self, outcome: str, description: str) -> None:
+        pending, self._pending = self._pending, {}
+        for entry in pending.values():
+            spans.finish_unanswered(entry.span, outcome, description)
+            entry.span.end()
+
+    async def _restart_upstream(self, cause: str) -> bool:
+        policy = self._restart
+        if not policy.enabled:
+            logger.error("%s; exiting (use --restart-on-crash to restart it)", cause)
+            return False
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < policy.window_seconds]
+        if len(self._restarts) >= policy.max_restarts:
+            logger.error("%s; %d restarts within %.0f s, giving up", cause,
+                         len(self._restarts), policy.window_seconds)
+            return False
+        await asyncio.sleep(policy.backoff_seconds * 2 ** len(self._restarts))
+        self._restarts.append(time.monotonic())
+        logger.warning("%s; restarting it", cause)
+        self._upstream = Upstream(self._upstream.command, CHUNK_BYTES)
+        await self._upstream.start()
+        return True
+
+    async def _replay_handshake(self) -> None:
+        """Re-send the client's ``initialize`` (and ``initialized``) to a restarted server."""
+        try:
+            if self._init_params is not None:
+                response = await self._own_request("initialize", self._init_params)
+                if "error" in response:
+                    logger.error("restarted upstream refused initialize: %s",
+                                 response["error"])
+                if self._client_initialized:
+                    await self._upstream.write(dumps(
+                        {"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        except (asyncio.TimeoutError, _UpstreamGone) as exc:
+            logger.error("restarted upstream did not complete initialize: %r", exc)
+        finally:
+            self._ready.set()
+
+    # --- output -------------------------------------------------------------------
+
+    async def _to_client(self, frame: bytes) -> None:
+        client = self._client
+        if client is None or client.is_closing():
+            return
+        try:
+            client.write(frame)
+            await client.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            logger.debug("client stdout closed")
+
+
+def _valid_id(value: object) -> TypeGuard[RequestId]:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+async def open_stdio() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The proxy's own stdin/stdout as asyncio streams, with fd 1 made safe.
+
+    The protocol stream gets a private duplicate of stdout, and fd 1 itself is
+    pointed at stderr: a stray ``print`` from any library lands in the logs, not
+    in the middle of the JSON-RPC stream.
+    """
+    loop = asyncio.get_running_loop()
+    protocol_fd = os.dup(sys.stdout.fileno())
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    reader = asyncio.StreamReader(limit=CHUNK_BYTES)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                 os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0))
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(protocol_fd, "wb", buffering=0))
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    return reader, writer
+
+
+def install_signal_handlers(stop: Callable[[], None]) -> None:
+    """SIGTERM/SIGINT stop the proxy like a client EOF (the upstream is stopped too)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)

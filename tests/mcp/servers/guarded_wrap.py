@@ -1,0 +1,73 @@
+"""``spanguard`` with a test guard registered, for the proxy's guardrail tests.
+
+The guardrail modules of the other issues are not part of this branch, so the
+tests register a small real guard through the documented extension points
+(``TABLE_PARSERS`` and ``GUARD_BUILDERS``) and then run the real CLI.
+
+Policy table ``[test_tools]``: ``deny = [names]`` refuses those tools,
+``refuse_destructive = true`` refuses tools whose annotations say
+``destructiveHint``, ``fail_after = [names]`` reports a failed post-call check.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from spanguard.cli import main
+from spanguard.guardrails import Decision, Guard, GuardrailViolation, Policy, RunState, ToolCall
+from spanguard.guardrails.enforcer import GUARD_BUILDERS
+from spanguard.guardrails.policy import TABLE_PARSERS
+from spanguard.guardrails.steps import ToolOutcome
+
+
+class TestRefusal(GuardrailViolation):
+    guard = "test_tools"
+    error_type = "test_refusal"
+
+
+@dataclass(frozen=True)
+class TestTools:
+    deny: tuple[str, ...] = ()
+    refuse_destructive: bool = False
+    fail_after: tuple[str, ...] = ()
+
+
+class TestToolsGuard(Guard):
+    name = "test_tools"
+
+    def __init__(self, config: TestTools) -> None:
+        self.config = config
+
+    def before_tool_call(self, run: RunState, call: ToolCall) -> Decision | None:
+        destructive = bool((call.annotations or {}).get("destructiveHint"))
+        if call.tool in self.config.deny or (self.config.refuse_destructive and destructive):
+            reason = f"{call.tool} is not allowed for {run.identity} (call {run.tool_calls})"
+            return Decision("deny", self.name, reason, error=TestRefusal(reason))
+        return Decision("allow", self.name, f"hash {call.arguments_hash}")
+
+    def after_tool_call(self, run: RunState, call: ToolCall,
+                        outcome: ToolOutcome) -> Decision | None:
+        if call.tool in self.config.fail_after:
+            return Decision("deny", self.name, "state not verified")
+        return None
+
+
+def _parse(table: Mapping[str, Any], source: str) -> TestTools:
+    return TestTools(deny=tuple(table.get("deny", ())),
+                     refuse_destructive=bool(table.get("refuse_destructive", False)),
+                     fail_after=tuple(table.get("fail_after", ())))
+
+
+def _build(policy: Policy) -> list[Guard]:
+    config = policy.extras.get("test_tools")
+    return [TestToolsGuard(config)] if config is not None else []
+
+
+TABLE_PARSERS["test_tools"] = ("extras", lambda t, s: {"test_tools": _parse(t, s)})
+GUARD_BUILDERS.append(_build)
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
