@@ -13,6 +13,7 @@ from typing import Final
 
 from openinference.semconv.trace import (
     DocumentAttributes,
+    MessageAttributes,
     OpenInferenceSpanKindValues,
     SpanAttributes,
     ToolCallAttributes,
@@ -106,6 +107,12 @@ OI_TOOL_NAME: Final = SpanAttributes.TOOL_NAME
 OI_TOOL_ID: Final = SpanAttributes.TOOL_ID
 OI_TOOL_PARAMETERS: Final = SpanAttributes.TOOL_PARAMETERS
 OI_TOOL_CALL_ID: Final = ToolCallAttributes.TOOL_CALL_ID
+OI_TOOL_CALL_FUNCTION_NAME: Final = ToolCallAttributes.TOOL_CALL_FUNCTION_NAME
+OI_TOOL_CALL_FUNCTION_ARGUMENTS: Final = ToolCallAttributes.TOOL_CALL_FUNCTION_ARGUMENTS_JSON
+OI_MESSAGE_ROLE: Final = MessageAttributes.MESSAGE_ROLE
+OI_MESSAGE_CONTENT: Final = MessageAttributes.MESSAGE_CONTENT
+OI_MESSAGE_TOOL_CALLS: Final = MessageAttributes.MESSAGE_TOOL_CALLS
+OI_MESSAGE_TOOL_CALL_ID: Final = MessageAttributes.MESSAGE_TOOL_CALL_ID
 OI_AGENT_NAME: Final = SpanAttributes.AGENT_NAME
 OI_GRAPH_NODE_ID: Final = SpanAttributes.GRAPH_NODE_ID
 OI_GRAPH_NODE_NAME: Final = SpanAttributes.GRAPH_NODE_NAME
@@ -158,3 +165,9 @@ RETRIEVAL_DOCUMENT_IDS: Final = "retrieval.document_ids"
 RETRIEVAL_SCORES: Final = "retrieval.scores"
 
 REDACTION_COUNT: Final = "spanguard.redaction.count"
+
+# LangGraph structure (no standard names for a graph's node and superstep).
+LANGGRAPH_NODE: Final = "langgraph.node"
+LANGGRAPH_STEP: Final = "langgraph.step"
+RUN_INTERRUPTED: Final = "spanguard.run.interrupted"
+TOOL_STATUS: Final = "spanguard.tool.status"
