@@ -208,24 +208,33 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         try:
             name = kwargs.get("name") or _serialized_name(serialized, "chain")
             tree = self._tree
-            if parent_run_id is None or tree.get(parent_run_id) is None:
+            parent = tree.get(parent_run_id) if parent_run_id is not None else None
+            if parent is None:
                 agent = self._agent_name or name
                 self._open_root(run_id, agent_span_name(agent), agent_attributes(agent),
                                 metadata)
                 return
-            if not self._keep_plumbing and is_plumbing(name, tags, metadata):
+            fold = not self._keep_plumbing
+            if fold and is_plumbing(name, tags, metadata):
                 tree.fold(run_id, parent_run_id)
                 return
             attrs = dict(KIND_CHAIN)
+            task = None
             if metadata:
                 node = metadata.get("langgraph_node")
                 if node is not None:
+                    # A node's runnable may report itself again under the node's
+                    # name (a named RunnableLambda): same task, so one span.
+                    task = metadata.get("langgraph_checkpoint_ns")
+                    if fold and task is not None and parent.data == task:
+                        tree.fold(run_id, parent_run_id)
+                        return
                     attrs[sc.LANGGRAPH_NODE] = node
                     attrs[sc.OI_GRAPH_NODE_ID] = node
                     step = metadata.get("langgraph_step")
                     if isinstance(step, int):
                         attrs[sc.LANGGRAPH_STEP] = step
-            tree.start(run_id, parent_run_id, name, attrs)
+            tree.start(run_id, parent_run_id, name, attrs).data = task
         except Exception:
             self._failed("on_chain_start")
 
