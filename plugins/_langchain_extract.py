@@ -15,7 +15,6 @@ from typing import Any
 
 from spanguard import semconv as sc
 
-
 _SCALARS = (str, bool, int, float)
 
 

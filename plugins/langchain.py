@@ -32,6 +32,33 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from opentelemetry import trace
+from spanguard.guardrails import (
+    Enforcer,
+    Guard,
+    GuardrailViolation,
+    ModelCall,
+    ModelUsage,
+    Policy,
+    RunState,
+    ToolCall,
+    ToolOutcome,
+    load_policy,
+)
+from spanguard.plugins._langchain_content import (
+    capture_from_env,
+    input_message_attributes,
+    output_message_attributes,
+    value_text,
+)
+from spanguard.plugins._langchain_context import activate, deactivate
+from spanguard.plugins._langchain_extract import (
+    Response,
+    Usage,
+    document_ids,
+    request_model,
+    request_parameters,
+)
+from spanguard.plugins._langchain_fold import is_plumbing
 
 from spanguard import __version__
 from spanguard import config as sg_config
@@ -50,34 +77,7 @@ from spanguard.attributes import (
     tool_span_name,
     usage_attributes,
 )
-from spanguard.guardrails import (
-    Enforcer,
-    Guard,
-    GuardrailViolation,
-    ModelCall,
-    ModelUsage,
-    Policy,
-    RunState,
-    ToolCall,
-    ToolOutcome,
-    load_policy,
-)
 from spanguard.hashing import KeyedHasher, canonical_json, payload_hash
-from spanguard.plugins._langchain_content import (
-    capture_from_env,
-    input_message_attributes,
-    output_message_attributes,
-    value_text,
-)
-from spanguard.plugins._langchain_context import activate, deactivate
-from spanguard.plugins._langchain_extract import (
-    Response,
-    Usage,
-    document_ids,
-    request_model,
-    request_parameters,
-)
-from spanguard.plugins._langchain_fold import is_plumbing
 from spanguard.pricing import PriceTable
 from spanguard.spantree import RunEntry, SpanTree
 
@@ -218,7 +218,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             if fold and is_plumbing(name, tags, metadata):
                 tree.fold(run_id, parent_run_id)
                 return
-            attrs = dict(KIND_CHAIN)
+            attrs: dict[str, Any] = dict(KIND_CHAIN)
             task = None
             if metadata:
                 node = metadata.get("langgraph_node")

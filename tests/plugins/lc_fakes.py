@@ -20,7 +20,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.tools import BaseTool, tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 
 class ScriptedChatModel(BaseChatModel):
@@ -31,7 +31,7 @@ class ScriptedChatModel(BaseChatModel):
     """
 
     model: str = "gpt-4o-mini"
-    tool_names: list[str] = ["add"]
+    tool_names: list[str] = Field(default_factory=lambda: ["add"])
     tool_steps: int = 1
     parallel: int = 1
     temperature: float | None = 0.2

@@ -9,8 +9,8 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 from opentelemetry import trace
-
 from spanguard.plugins.langchain import SpanguardCallbackHandler
+
 from spanguard.testing import SpanCapture
 from tests.plugins.lc_fakes import ScriptedChatModel, react_graph
 

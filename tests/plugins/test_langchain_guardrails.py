@@ -6,8 +6,6 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage
-
-from spanguard import semconv as sc
 from spanguard.guardrails import (
     Decision,
     Enforcer,
@@ -21,6 +19,8 @@ from spanguard.guardrails import (
     ToolOutcome,
 )
 from spanguard.plugins.langchain import SpanguardCallbackHandler
+
+from spanguard import semconv as sc
 from spanguard.testing import SpanCapture
 from tests.plugins.lc_fakes import ScriptedChatModel, add, react_graph
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage
+from spanguard.plugins.langchain import SpanguardCallbackHandler
 
 from spanguard import semconv as sc
-from spanguard.plugins.langchain import SpanguardCallbackHandler
 from spanguard.pricing import PriceTable
 from spanguard.testing import SpanCapture
 from tests.plugins.lc_fakes import ScriptedChatModel, add, react_graph

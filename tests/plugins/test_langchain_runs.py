@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage
+from spanguard.plugins.langchain import SpanguardCallbackHandler
 
 from spanguard import semconv as sc
 from spanguard.hashing import KeyedHasher
-from spanguard.plugins.langchain import SpanguardCallbackHandler
 from spanguard.testing import SpanCapture
 from tests.plugins.lc_fakes import ScriptedChatModel, add, multiply, react_graph
 

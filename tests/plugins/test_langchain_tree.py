@@ -12,9 +12,9 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.types import Command, interrupt
 from opentelemetry.trace import StatusCode
+from spanguard.plugins.langchain import SpanguardCallbackHandler
 
 from spanguard import semconv as sc
-from spanguard.plugins.langchain import SpanguardCallbackHandler
 from spanguard.testing import SpanCapture
 from tests.plugins.lc_fakes import ScriptedChatModel, add, explode, multiply, react_graph
 
