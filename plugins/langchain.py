@@ -208,15 +208,17 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         try:
             name = kwargs.get("name") or _serialized_name(serialized, "chain")
             tree = self._tree
-            parent = tree.get(parent_run_id) if parent_run_id is not None else None
+            key = run_id.int
+            parent_key = parent_run_id.int if parent_run_id is not None else None
+            parent = tree.get(parent_key) if parent_key is not None else None
             if parent is None:
                 agent = self._agent_name or name
-                self._open_root(run_id, agent_span_name(agent), agent_attributes(agent),
+                self._open_root(key, agent_span_name(agent), agent_attributes(agent),
                                 metadata)
                 return
             fold = not self._keep_plumbing
             if fold and is_plumbing(name, tags, metadata):
-                tree.fold(run_id, parent_run_id)
+                tree.fold(key, parent_key)
                 return
             attrs: dict[str, Any] = dict(KIND_CHAIN)
             task = None
@@ -227,14 +229,13 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                     # name (a named RunnableLambda): same task, so one span.
                     task = metadata.get("langgraph_checkpoint_ns")
                     if fold and task is not None and parent.data == task:
-                        tree.fold(run_id, parent_run_id)
+                        tree.fold(key, parent_key)
                         return
-                    attrs[sc.LANGGRAPH_NODE] = node
                     attrs[sc.OI_GRAPH_NODE_ID] = node
                     step = metadata.get("langgraph_step")
                     if isinstance(step, int):
                         attrs[sc.LANGGRAPH_STEP] = step
-            tree.start(run_id, parent_run_id, name, attrs).data = task
+            tree.start(key, parent_key, name, attrs).data = task
         except Exception:
             self._failed("on_chain_start")
 
@@ -246,7 +247,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        self._close(run_id)
+        self._close(run_id.int)
 
     def on_chain_error(
         self,
@@ -256,7 +257,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        self._close_after(run_id, error)
+        self._close_after(run_id.int, error)
 
     # --- model calls ---------------------------------------------------------------
     def on_chat_model_start(
@@ -270,9 +271,9 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        entry = self._open_model(run_id, parent_run_id, metadata, kwargs, messages)
+        entry = self._open_model(run_id.int, _key(parent_run_id), metadata, kwargs, messages)
         if entry is not None and self._enforcer is not None:
-            self._before_model(run_id, entry)
+            self._before_model(run_id.int, entry)
 
     def on_llm_start(
         self,
@@ -285,9 +286,9 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        entry = self._open_model(run_id, parent_run_id, metadata, kwargs, [prompts])
+        entry = self._open_model(run_id.int, _key(parent_run_id), metadata, kwargs, [prompts])
         if entry is not None and self._enforcer is not None:
-            self._before_model(run_id, entry)
+            self._before_model(run_id.int, entry)
 
     def on_llm_new_token(
         self,
@@ -300,8 +301,9 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            entry = self._tree.get(run_id)
-            if entry is None or entry.key != run_id:
+            key = run_id.int
+            entry = self._tree.get(key)
+            if entry is None or entry.key != key:
                 return
             step: _Step = entry.data
             if not step.first_token:
@@ -330,8 +332,9 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         entry: RunEntry | None = None
         usage: ModelUsage | None = None
         try:
-            entry = self._tree.get(run_id)
-            if entry is None or entry.key != run_id:
+            key = run_id.int
+            entry = self._tree.get(key)
+            if entry is None or entry.key != key:
                 return
             usage = self._record_response(entry, response)
         except Exception:
@@ -340,9 +343,9 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             run = self._run_of(entry)
             step = entry.data
             if run is not None and isinstance(step.call, ModelCall):
-                self._guarded(run_id, self._enforcer.after_model_call, run, step.call, usage,
+                self._guarded(run_id.int, self._enforcer.after_model_call, run, step.call, usage,
                               entry.span)
-        self._close(run_id)
+        self._close(run_id.int)
 
     def on_llm_error(
         self,
@@ -353,7 +356,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._close_after(run_id, error)
+        self._close_after(run_id.int, error)
 
     # --- tool calls ----------------------------------------------------------------
     def on_tool_start(
@@ -370,7 +373,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     ) -> None:
         entry: RunEntry | None = None
         try:
-            entry = self._open_tool(run_id, parent_run_id, serialized, input_str, inputs,
+            entry = self._open_tool(run_id.int, _key(parent_run_id), serialized, input_str, inputs,
                                     metadata, kwargs)
         except Exception:
             self._failed("on_tool_start")
@@ -380,7 +383,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         if self._enforcer is not None:
             run = self._run_of(entry)
             if run is not None and isinstance(step.call, ToolCall):
-                self._guarded(run_id, self._enforcer.before_tool_call, run, step.call,
+                self._guarded(run_id.int, self._enforcer.before_tool_call, run, step.call,
                               entry.span)
         try:
             step.token = activate(entry.context)
@@ -395,25 +398,25 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        entry = self._leave_tool(run_id)
+        entry = self._leave_tool(run_id.int)
         if entry is None:
             return
         failed = False
         try:
+            # A ToolMessage with status "error": the tool failed and LangChain
+            # handed the error to the model instead of raising.
             failed = getattr(output, "status", None) == "error"
-            attrs: dict[str, Any] = {sc.TOOL_STATUS: "error" if failed else "success"}
             if self._capture:
                 text = value_text(output)
-                attrs[sc.GEN_AI_TOOL_CALL_RESULT] = text
-                attrs[sc.OI_OUTPUT_VALUE] = text
-            entry.span.set_attributes(attrs)
+                entry.span.set_attributes({sc.GEN_AI_TOOL_CALL_RESULT: text,
+                                           sc.OI_OUTPUT_VALUE: text})
         except Exception:
             self._failed("on_tool_end")
-        self._after_tool(run_id, entry, ToolOutcome(result=output, is_error=failed))
+        self._after_tool(run_id.int, entry, ToolOutcome(result=output, is_error=failed))
         if failed:
-            self._close(run_id, error_type="tool_error")
+            self._close(run_id.int, error_type="tool_error")
         else:
-            self._close(run_id)
+            self._close(run_id.int)
 
     def on_tool_error(
         self,
@@ -423,10 +426,10 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        entry = self._leave_tool(run_id)
+        entry = self._leave_tool(run_id.int)
         if entry is not None and not isinstance(error, _BUBBLE_UP):
-            self._after_tool(run_id, entry, ToolOutcome(result=error, is_error=True))
-        self._close_after(run_id, error)
+            self._after_tool(run_id.int, entry, ToolOutcome(result=error, is_error=True))
+        self._close_after(run_id.int, error)
 
     # --- retrievers ----------------------------------------------------------------
     def on_retriever_start(
@@ -447,7 +450,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             if self._capture:
                 attrs[sc.GEN_AI_RETRIEVAL_QUERY_TEXT] = query
                 attrs[sc.OI_INPUT_VALUE] = query
-            self._open(run_id, parent_run_id, retrieval_span_name(source), attrs, metadata)
+            self._open(run_id.int, _key(parent_run_id), retrieval_span_name(source), attrs, metadata)
         except Exception:
             self._failed("on_retriever_start")
 
@@ -467,7 +470,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                 attrs[sc.RETRIEVAL_DOCUMENT_IDS] = ids
         except Exception:
             self._failed("on_retriever_end")
-        self._close(run_id, attributes=attrs)
+        self._close(run_id.int, attributes=attrs)
 
     def on_retriever_error(
         self,
@@ -477,17 +480,17 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        self._close_after(run_id, error)
+        self._close_after(run_id.int, error)
 
     # --- opening spans -------------------------------------------------------------
-    def _open(self, run_id: UUID, parent_run_id: UUID | None, name: str,
+    def _open(self, run_id: int, parent_run_id: int | None, name: str,
               attrs: dict[str, Any], metadata: Mapping[str, Any] | None) -> RunEntry:
         """A child of the parent run's span, or a new root when there is no known parent."""
         if parent_run_id is not None and self._tree.get(parent_run_id) is not None:
             return self._tree.start(run_id, parent_run_id, name, attrs)
         return self._open_root(run_id, name, attrs, metadata)
 
-    def _open_root(self, run_id: UUID, name: str, attrs: dict[str, Any],
+    def _open_root(self, run_id: int, name: str, attrs: dict[str, Any],
                    metadata: Mapping[str, Any] | None) -> RunEntry:
         run_attrs = self._run_attributes(metadata) if metadata else None
         entry = self._tree.start(run_id, None, name, attrs, run_attributes=run_attrs)
@@ -497,7 +500,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             entry.data = step
         return entry
 
-    def _open_model(self, run_id: UUID, parent_run_id: UUID | None,
+    def _open_model(self, run_id: int, parent_run_id: int | None,
                     metadata: dict[str, Any] | None, kwargs: dict[str, Any],
                     messages: Sequence[Sequence[Any]]) -> RunEntry | None:
         try:
@@ -523,7 +526,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             self._failed("on_chat_model_start")
             return None
 
-    def _open_tool(self, run_id: UUID, parent_run_id: UUID | None,
+    def _open_tool(self, run_id: int, parent_run_id: int | None,
                    serialized: Mapping[str, Any] | None, input_str: str,
                    inputs: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None,
                    kwargs: Mapping[str, Any]) -> RunEntry:
@@ -571,7 +574,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             return ModelUsage(cost_usd=None)
         return ModelUsage(input_tokens=usage.input, output_tokens=usage.output, cost_usd=cost)
 
-    def _leave_tool(self, run_id: UUID) -> RunEntry | None:
+    def _leave_tool(self, run_id: int) -> RunEntry | None:
         """Deactivate the tool span's context first, whatever else fails."""
         try:
             entry = self._tree.get(run_id)
@@ -586,7 +589,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             self._failed("tool end")
             return None
 
-    def _after_tool(self, run_id: UUID, entry: RunEntry, outcome: ToolOutcome) -> None:
+    def _after_tool(self, run_id: int, entry: RunEntry, outcome: ToolOutcome) -> None:
         if self._enforcer is None:
             return
         run = self._run_of(entry)
@@ -595,7 +598,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             self._guarded(run_id, self._enforcer.after_tool_call, run, call, outcome,
                           entry.span)
 
-    def _close(self, run_id: UUID, *, error: BaseException | None = None,
+    def _close(self, run_id: int, *, error: BaseException | None = None,
                error_type: str | None = None, attributes: Mapping[str, Any] | None = None
                ) -> None:
         try:
@@ -608,7 +611,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         except Exception:
             self._failed("span end")
 
-    def _close_after(self, run_id: UUID, error: BaseException) -> None:
+    def _close_after(self, run_id: int, error: BaseException) -> None:
         if isinstance(error, _BUBBLE_UP):
             # An interrupt (human in the loop) or a Command to the parent graph is
             # control flow, not a failure.
@@ -620,13 +623,13 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             self._close(run_id, error=error)
 
     # --- guardrails ----------------------------------------------------------------
-    def _before_model(self, run_id: UUID, entry: RunEntry) -> None:
+    def _before_model(self, run_id: int, entry: RunEntry) -> None:
         run = self._run_of(entry)
         step = entry.data
         if run is not None and self._enforcer is not None and isinstance(step.call, ModelCall):
             self._guarded(run_id, self._enforcer.before_model_call, run, step.call, entry.span)
 
-    def _guarded(self, run_id: UUID, hook: Any, *args: Any) -> None:
+    def _guarded(self, run_id: int, hook: Any, *args: Any) -> None:
         """Run one enforcer hook; a refusal (or a guard failure) ends the span and propagates.
 
         Enforcement fails closed: whatever the hook raises reaches the caller, so
@@ -645,7 +648,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         data = entry.root.data
         return data.run if isinstance(data, _Step) else None
 
-    def _start_run(self, run_id: UUID, metadata: Mapping[str, Any], entry: RunEntry
+    def _start_run(self, run_id: int, metadata: Mapping[str, Any], entry: RunEntry
                    ) -> RunState:
         assert self._enforcer is not None
         conversation = _conversation_id(metadata)
@@ -654,7 +657,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         hasher = self._get_hasher() if conversation or user or tenant else None
         identity = self._identity or _text_id(metadata.get("identity"))
         return self._enforcer.start_run(
-            run_id,
+            UUID(int=run_id),
             identity=identity,
             session=hasher(conversation) if hasher and conversation else None,
             user=hasher(user) if hasher and user else None,
@@ -692,6 +695,11 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         level = logging.WARNING if self.telemetry_errors == 1 else logging.DEBUG
         logger.log(level, "spanguard: telemetry error in %s; the run continues without it",
                    where, exc_info=True)
+
+
+def _key(run_id: UUID | None) -> int | None:
+    # Run ids are UUIDs; their int hashes in C, the UUID's __hash__ is Python code.
+    return run_id.int if run_id is not None else None
 
 
 def _conversation_id(metadata: Mapping[str, Any]) -> str | None:

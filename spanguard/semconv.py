@@ -166,8 +166,6 @@ RETRIEVAL_SCORES: Final = "retrieval.scores"
 
 REDACTION_COUNT: Final = "spanguard.redaction.count"
 
-# LangGraph structure (no standard names for a graph's node and superstep).
-LANGGRAPH_NODE: Final = "langgraph.node"
+# LangGraph's superstep (the node itself is OpenInference's graph.node.id).
 LANGGRAPH_STEP: Final = "langgraph.step"
 RUN_INTERRUPTED: Final = "spanguard.run.interrupted"
-TOOL_STATUS: Final = "spanguard.tool.status"

@@ -44,7 +44,7 @@ def test_react_agent_tree(cap: SpanCapture) -> None:
     assert root.attributes[sc.GEN_AI_OPERATION_NAME] == "invoke_agent"
     agent = root.children[0]
     assert agent.kind == "CHAIN"
-    assert agent.attributes[sc.LANGGRAPH_NODE] == "agent"
+    assert agent.attributes[sc.OI_GRAPH_NODE_ID] == "agent"
     assert agent.attributes[sc.LANGGRAPH_STEP] == 1
     assert root.children[1].attributes[sc.LANGGRAPH_STEP] == 2
     tool = root.find("execute_tool add")
