@@ -247,7 +247,12 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        self._close(run_id.int)
+        try:
+            entry = self._tree.end(run_id.int)
+            if entry is not None and entry.parent is None and self._enforcer is not None:
+                self._end_run(entry)
+        except Exception:
+            self._failed("on_chain_end")
 
     def on_chain_error(
         self,
@@ -329,23 +334,24 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
+        key = run_id.int
         entry: RunEntry | None = None
         usage: ModelUsage | None = None
         try:
-            key = run_id.int
             entry = self._tree.get(key)
             if entry is None or entry.key != key:
                 return
             usage = self._record_response(entry, response)
         except Exception:
             self._failed("on_llm_end")
-        if entry is not None and usage is not None and self._enforcer is not None:
+        if usage is not None and entry is not None:
             run = self._run_of(entry)
             step = entry.data
-            if run is not None and isinstance(step.call, ModelCall):
-                self._guarded(run_id.int, self._enforcer.after_model_call, run, step.call, usage,
+            if run is not None and self._enforcer is not None and isinstance(step.call,
+                                                                             ModelCall):
+                self._guarded(key, self._enforcer.after_model_call, run, step.call, usage,
                               entry.span)
-        self._close(run_id.int)
+        self._close(key)
 
     def on_llm_error(
         self,
@@ -412,7 +418,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                                            sc.OI_OUTPUT_VALUE: text})
         except Exception:
             self._failed("on_tool_end")
-        self._after_tool(run_id.int, entry, ToolOutcome(result=output, is_error=failed))
+        if self._enforcer is not None:
+            self._after_tool(run_id.int, entry, ToolOutcome(result=output, is_error=failed))
         if failed:
             self._close(run_id.int, error_type="tool_error")
         else:
@@ -427,7 +434,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         entry = self._leave_tool(run_id.int)
-        if entry is not None and not isinstance(error, _BUBBLE_UP):
+        if entry is not None and self._enforcer is not None and not isinstance(
+                error, _BUBBLE_UP):
             self._after_tool(run_id.int, entry, ToolOutcome(result=error, is_error=True))
         self._close_after(run_id.int, error)
 
@@ -450,7 +458,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             if self._capture:
                 attrs[sc.GEN_AI_RETRIEVAL_QUERY_TEXT] = query
                 attrs[sc.OI_INPUT_VALUE] = query
-            self._open(run_id.int, _key(parent_run_id), retrieval_span_name(source), attrs, metadata)
+            self._open(run_id.int, _key(parent_run_id), retrieval_span_name(source), attrs,
+                       metadata)
         except Exception:
             self._failed("on_retriever_start")
 
@@ -551,7 +560,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         return entry
 
     # --- closing spans -------------------------------------------------------------
-    def _record_response(self, entry: RunEntry, response: LLMResult) -> ModelUsage:
+    def _record_response(self, entry: RunEntry, response: LLMResult) -> ModelUsage | None:
+        """Set the response attributes; the usage for the guards when a policy is active."""
         step: _Step = entry.data
         info = Response(response)
         usage = info.usage or step.usage
@@ -570,6 +580,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         if self._capture:
             attrs.update(output_message_attributes(response))
         entry.span.set_attributes(attrs)
+        if self._enforcer is None:
+            return None
         if usage is None:
             return ModelUsage(cost_usd=None)
         return ModelUsage(input_tokens=usage.input, output_tokens=usage.output, cost_usd=cost)
@@ -590,8 +602,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             return None
 
     def _after_tool(self, run_id: int, entry: RunEntry, outcome: ToolOutcome) -> None:
-        if self._enforcer is None:
-            return
+        assert self._enforcer is not None
         run = self._run_of(entry)
         call = entry.data.call
         if run is not None and isinstance(call, ToolCall):
@@ -605,11 +616,14 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             entry = self._tree.end(run_id, error=error, error_type=error_type,
                                    attributes=attributes)
             if entry is not None and entry.parent is None and self._enforcer is not None:
-                run = self._run_of(entry)
-                if run is not None:
-                    self._enforcer.end_run(run)
+                self._end_run(entry)
         except Exception:
             self._failed("span end")
+
+    def _end_run(self, root: RunEntry) -> None:
+        run = self._run_of(root)
+        if run is not None and self._enforcer is not None:
+            self._enforcer.end_run(run)
 
     def _close_after(self, run_id: int, error: BaseException) -> None:
         if isinstance(error, _BUBBLE_UP):
