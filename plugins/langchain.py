@@ -512,6 +512,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     def _open_model(self, run_id: int, parent_run_id: int | None,
                     metadata: dict[str, Any] | None, kwargs: dict[str, Any],
                     messages: Sequence[Sequence[Any]]) -> RunEntry | None:
+        model: str | None = None
         try:
             params = kwargs.get("invocation_params")
             model = request_model(params, metadata)
@@ -520,6 +521,11 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                                      **request_parameters(params, metadata))
             if self._capture:
                 attrs.update(input_message_attributes(messages))
+        except Exception:
+            # Still open the span (and so still enforce) with what is known.
+            self._failed("on_chat_model_start")
+            attrs = model_attributes(model)
+        try:
             entry = self._open(run_id, parent_run_id, chat_span_name(model), attrs, metadata)
             step = entry.data
             if step is None:
@@ -543,12 +549,18 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         arguments: Any = inputs if inputs is not None else input_str
         call_id = kwargs.get("tool_call_id")
         call_id = call_id if isinstance(call_id, str) else None
-        digest = payload_hash(arguments)
-        attrs = tool_attributes(name, call_id, digest)
-        if self._capture:
-            text = value_text(arguments)
-            attrs[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = text
-            attrs[sc.OI_INPUT_VALUE] = text
+        digest: str | None = None
+        try:
+            digest = payload_hash(arguments)
+            attrs = tool_attributes(name, call_id, digest)
+            if self._capture:
+                text = value_text(arguments)
+                attrs[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = text
+                attrs[sc.OI_INPUT_VALUE] = text
+        except Exception:
+            # Unhashable arguments (a cycle): still open the span, and still enforce.
+            self._failed("on_tool_start")
+            attrs = tool_attributes(name, call_id)
         entry = self._open(run_id, parent_run_id, tool_span_name(name), attrs, metadata)
         step = entry.data
         if step is None:

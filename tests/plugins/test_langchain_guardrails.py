@@ -176,3 +176,28 @@ def test_policy_path_from_environment(cap: SpanCapture, tmp_path: Any,
 def test_enforcer_instance_records_on_the_same_provider(cap: SpanCapture) -> None:
     enforcer = Enforcer(None, cap.tracer_provider, guards=[RefuseSecondModelCall()])
     assert enforcer.active
+
+
+def test_unhashable_tool_arguments_are_still_enforced(cap: SpanCapture) -> None:
+    """A telemetry problem (arguments that cannot be hashed) must not skip the guard."""
+    from uuid import uuid4
+
+    refused: list[ToolCall] = []
+
+    class Deny(Guard):
+        name = "deny"
+
+        def before_tool_call(self, run: RunState, call: ToolCall) -> Decision | None:
+            refused.append(call)
+            return Decision("deny", self.name, "no")
+
+    handler = SpanguardCallbackHandler(cap.tracer_provider, guards=[Deny()])
+    cyclic: dict[str, Any] = {}
+    cyclic["self"] = cyclic
+    root = uuid4()
+    handler.on_chain_start({}, {}, run_id=root, name="agent")
+    with pytest.raises(GuardrailViolation):
+        handler.on_tool_start({"name": "wire"}, "...", run_id=uuid4(), parent_run_id=root,
+                              inputs=cyclic)
+    assert len(refused) == 1 and refused[0].arguments_hash is None
+    assert handler.telemetry_errors == 1

@@ -140,3 +140,29 @@ def test_text_llm_is_traced_too(cap: SpanCapture) -> None:
     root = cap.tree()
     assert root.kind == "LLM"
     assert root.name.startswith("chat")
+
+
+def test_usage_from_chunks_when_the_final_message_has_none(cap: SpanCapture) -> None:
+    """Some providers report usage only on stream chunks; the handler sums them."""
+    from uuid import uuid4
+
+    from langchain_core.messages import AIMessageChunk
+    from langchain_core.outputs import ChatGenerationChunk, LLMResult
+
+    handler = SpanguardCallbackHandler(cap.tracer_provider)
+    run_id = uuid4()
+    handler.on_chat_model_start({}, [[HumanMessage("hi")]], run_id=run_id,
+                                invocation_params={"model": "gpt-4o"})
+    for usage in ({"input_tokens": 7, "output_tokens": 1, "total_tokens": 8},
+                  {"input_tokens": 0, "output_tokens": 4, "total_tokens": 4,
+                   "output_token_details": {"reasoning": 3}}):
+        chunk = ChatGenerationChunk(message=AIMessageChunk(content="x",
+                                                           usage_metadata=usage))  # type: ignore[arg-type]
+        handler.on_llm_new_token("x", chunk=chunk, run_id=run_id)
+    final = ChatGenerationChunk(message=AIMessageChunk(content="xx"))
+    handler.on_llm_end(LLMResult(generations=[[final]]), run_id=run_id)
+    attrs = cap.tree().attributes
+    assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == 7
+    assert attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 5
+    assert attrs[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == 3
+    assert attrs[sc.COST_USD] == pytest.approx(PriceTable.default().cost("gpt-4o", 7, 5))
