@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from spanguard.guardrails import (
     Enforcer,
     Guard,
@@ -147,6 +147,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     ``identity``: the maker the runs act for (guardrails' holds use it).
     ``agent_name``: root span name (default: the top-level run's name).
     ``hasher``/``prices``: default to those of :func:`spanguard.configure`.
+    ``meter_provider``: for the guardrail decision counters.
     """
 
     run_inline = True
@@ -164,6 +165,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         hasher: KeyedHasher | None = None,
         prices: PriceTable | None = None,
         guards: Sequence[Guard] | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
         max_open_runs: int = 10_000,
     ) -> None:
         super().__init__()
@@ -178,7 +180,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         handle = sg_config.configured()
         self._prices = prices or (handle.prices if handle is not None else PriceTable.default())
         loaded = load_policy(policy)
-        enforcer = (Enforcer(loaded, provider, guards=guards)
+        enforcer = (Enforcer(loaded, provider, meter_provider, guards=guards)
                     if loaded is not None or guards is not None else None)
         self._enforcer = enforcer if enforcer is not None and enforcer.active else None
         self.telemetry_errors = 0
