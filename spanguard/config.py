@@ -256,6 +256,16 @@ def current() -> SpanguardHandle:
     return configure()
 
 
+def configured() -> SpanguardHandle | None:
+    """The handle of the last :func:`configure` call, or None; never configures.
+
+    For plugins given an explicit provider: they can still use the app's prices
+    and hasher when it configured spanguard, without creating a local store.
+    """
+    with _current_lock:
+        return _current
+
+
 def resolve_tracer_provider(explicit: trace.TracerProvider | None) -> trace.TracerProvider:
     """Explicit provider, else an SDK provider the app set globally, else ours."""
     if explicit is not None:

@@ -80,10 +80,14 @@ def load_or_create_key(home: Path | None) -> tuple[bytes, str | None]:
     return secrets.token_bytes(32), None
 
 
+# One encoder, built once: json.dumps would build an identical one on every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              default=str)
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no spaces, so equal payloads give equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=str)
+    return _CANONICAL.encode(value)
 
 
 def payload_hash(value: Any) -> str:

@@ -13,6 +13,7 @@ from typing import Final
 
 from openinference.semconv.trace import (
     DocumentAttributes,
+    MessageAttributes,
     OpenInferenceSpanKindValues,
     SpanAttributes,
     ToolCallAttributes,
@@ -125,6 +126,12 @@ OI_TOOL_NAME: Final = SpanAttributes.TOOL_NAME
 OI_TOOL_ID: Final = SpanAttributes.TOOL_ID
 OI_TOOL_PARAMETERS: Final = SpanAttributes.TOOL_PARAMETERS
 OI_TOOL_CALL_ID: Final = ToolCallAttributes.TOOL_CALL_ID
+OI_TOOL_CALL_FUNCTION_NAME: Final = ToolCallAttributes.TOOL_CALL_FUNCTION_NAME
+OI_TOOL_CALL_FUNCTION_ARGUMENTS: Final = ToolCallAttributes.TOOL_CALL_FUNCTION_ARGUMENTS_JSON
+OI_MESSAGE_ROLE: Final = MessageAttributes.MESSAGE_ROLE
+OI_MESSAGE_CONTENT: Final = MessageAttributes.MESSAGE_CONTENT
+OI_MESSAGE_TOOL_CALLS: Final = MessageAttributes.MESSAGE_TOOL_CALLS
+OI_MESSAGE_TOOL_CALL_ID: Final = MessageAttributes.MESSAGE_TOOL_CALL_ID
 OI_AGENT_NAME: Final = SpanAttributes.AGENT_NAME
 OI_GRAPH_NODE_ID: Final = SpanAttributes.GRAPH_NODE_ID
 OI_GRAPH_NODE_NAME: Final = SpanAttributes.GRAPH_NODE_NAME
@@ -230,3 +237,6 @@ METRIC_GUARDRAIL_DECISIONS: Final = "spanguard.guardrail.decisions"
 METRIC_HOLDS_PENDING: Final = "spanguard.holds.pending"
 # Metric-only attribute keys (low cardinality by construction).
 TOOL_CALL_STATUS: Final = "agent.tool.call.status"
+# LangGraph's superstep (the node itself is OpenInference's graph.node.id).
+LANGGRAPH_STEP: Final = "langgraph.step"
+RUN_INTERRUPTED: Final = "spanguard.run.interrupted"

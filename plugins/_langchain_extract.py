@@ -1,0 +1,188 @@
+"""Read model parameters, usage and finish reasons out of LangChain callback payloads.
+
+LangChain reports the same facts in several places depending on the provider
+package and its age (``invocation_params``, ``ls_*`` metadata, ``llm_output``,
+``response_metadata``, ``usage_metadata``). These functions look in each, in a
+fixed order, duck-typed so that no provider package needs to be importable.
+They never raise on odd values: a field that is not the expected type is
+treated as absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from spanguard import semconv as sc
+
+_SCALARS = (str, bool, int, float)
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return 0
+
+
+def request_model(params: Mapping[str, Any] | None,
+                  metadata: Mapping[str, Any] | None) -> str | None:
+    """The model asked for: the invocation parameters first, then ``ls_model_name``."""
+    if params:
+        for key in ("model", "model_name", "model_id"):
+            name = _str(params.get(key))
+            if name:
+                return name
+    if metadata:
+        return _str(metadata.get("ls_model_name"))
+    return None
+
+
+def request_parameters(params: Mapping[str, Any] | None,
+                       metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """temperature / top_p / max_tokens as ``model_attributes`` keyword arguments."""
+    params = params or {}
+    metadata = metadata or {}
+    out: dict[str, Any] = {}
+    temperature = _num(params.get("temperature"))
+    if temperature is None:
+        temperature = _num(metadata.get("ls_temperature"))
+    if temperature is not None:
+        out["temperature"] = temperature
+    top_p = _num(params.get("top_p"))
+    if top_p is not None:
+        out["top_p"] = top_p
+    for source, key in ((params, "max_tokens"), (params, "max_completion_tokens"),
+                        (params, "max_output_tokens"), (metadata, "ls_max_tokens")):
+        value = _num(source.get(key))
+        if value is not None:
+            out["max_tokens"] = int(value)
+            break
+    return out
+
+
+class Usage:
+    """Token counts of one model call, summed over streamed chunks when needed."""
+
+    __slots__ = ("cache_creation", "cache_read", "input", "output", "reasoning")
+
+    def __init__(self) -> None:
+        self.input = 0
+        self.output = 0
+        self.cache_read = 0
+        self.cache_creation = 0
+        self.reasoning = 0
+
+    def add(self, usage: Mapping[str, Any]) -> None:
+        """Add one LangChain ``UsageMetadata`` mapping."""
+        self.input += _int(usage.get("input_tokens"))
+        self.output += _int(usage.get("output_tokens"))
+        details = usage.get("input_token_details")
+        if details:
+            self.cache_read += _int(details.get("cache_read"))
+            self.cache_creation += _int(details.get("cache_creation"))
+        details = usage.get("output_token_details")
+        if details:
+            self.reasoning += _int(details.get("reasoning"))
+
+    @classmethod
+    def from_openai_style(cls, token_usage: Mapping[str, Any]) -> Usage:
+        """Older integrations report ``llm_output["token_usage"]`` in OpenAI's names."""
+        usage = cls()
+        usage.input = _int(token_usage.get("prompt_tokens"))
+        usage.output = _int(token_usage.get("completion_tokens"))
+        return usage
+
+
+class Response:
+    """What ``on_llm_end`` says about the answer, collected in one pass."""
+
+    __slots__ = ("extra", "finish_reasons", "model", "response_id", "usage")
+
+    def __init__(self, result: Any) -> None:
+        self.usage: Usage | None = None
+        self.finish_reasons: list[str] = []
+        self.model: str | None = None
+        self.response_id: str | None = None
+        self.extra: Mapping[str, Any] | None = None
+        for candidates in result.generations:
+            for generation in candidates:
+                self._read_generation(generation)
+        output = result.llm_output
+        if isinstance(output, Mapping):
+            self.model = self.model or _str(output.get("model_name")) or _str(
+                output.get("model"))
+            token_usage = output.get("token_usage")
+            if self.usage is None and isinstance(token_usage, Mapping):
+                self.usage = Usage.from_openai_style(token_usage)
+            extra = output.get("spanguard")
+            if isinstance(extra, Mapping):
+                self.extra = extra
+
+    def _read_generation(self, generation: Any) -> None:
+        info = generation.generation_info
+        if info:
+            self._finish(info.get("finish_reason"))
+        message = getattr(generation, "message", None)
+        if message is None:
+            return
+        usage = getattr(message, "usage_metadata", None)
+        if usage and self.usage is None:
+            self.usage = Usage()
+            self.usage.add(usage)
+        metadata = getattr(message, "response_metadata", None)
+        if metadata:
+            if not info or "finish_reason" not in info:
+                self._finish(metadata.get("finish_reason") or metadata.get("stop_reason"))
+            if self.model is None:
+                self.model = _str(metadata.get("model_name")) or _str(metadata.get("model"))
+        if self.response_id is None:
+            message_id = _str(getattr(message, "id", None))
+            # LangChain invents "run-..."/"lc_run-..." ids when the provider sent none.
+            if message_id and not message_id.startswith(("run-", "lc_run")):
+                self.response_id = message_id
+
+    def _finish(self, reason: Any) -> None:
+        if isinstance(reason, str) and reason:
+            self.finish_reasons.append(reason)
+
+    def attributes(self) -> dict[str, Any]:
+        """Response-side attributes other than usage and cost."""
+        attrs: dict[str, Any] = {}
+        if self.model:
+            attrs[sc.GEN_AI_RESPONSE_MODEL] = self.model
+        if self.response_id:
+            attrs[sc.GEN_AI_RESPONSE_ID] = self.response_id
+        if self.finish_reasons:
+            attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = self.finish_reasons
+            attrs[sc.OI_LLM_FINISH_REASON] = self.finish_reasons[0]
+        if self.extra:
+            for key, value in self.extra.items():
+                if isinstance(value, _SCALARS):
+                    attrs[str(key)] = value
+                elif isinstance(value, (list, tuple)) and all(
+                        isinstance(item, _SCALARS) for item in value):
+                    attrs[str(key)] = list(value)
+        return attrs
+
+
+def document_ids(documents: Any) -> list[str]:
+    """Ids of retrieved documents that carry one (``Document.id`` or metadata ``id``)."""
+    ids: list[str] = []
+    for document in documents:
+        doc_id = getattr(document, "id", None)
+        if not doc_id:
+            metadata = getattr(document, "metadata", None)
+            doc_id = metadata.get("id") if isinstance(metadata, Mapping) else None
+        if doc_id:
+            ids.append(str(doc_id))
+    return ids
