@@ -16,7 +16,7 @@ from spanguard import semconv as sc
 from spanguard.attributes import agent_attributes, run_identity_attributes
 from spanguard.errors import OutcomeError
 from spanguard.store import StoredSpan
-from tests.test_metrics import point, points
+from tests.governance.test_metrics import point, points
 
 
 def _run(handle: spanguard.SpanguardHandle, conversation: str) -> str:
