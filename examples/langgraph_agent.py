@@ -52,8 +52,8 @@ def weather(city: str) -> str:
     return "sunny, 24°C"
 
 
-def main() -> None:
-    handle = spanguard.configure(console=True)
+def run(handle: spanguard.SpanguardHandle) -> str:
+    """Run the agent once with spanguard's handler on ``handle``'s provider."""
     model = WeatherModel()
 
     def agent(state: MessagesState) -> dict[str, Any]:
@@ -69,10 +69,15 @@ def main() -> None:
 
     result = graph.invoke(
         {"messages": [HumanMessage("What's the weather in Lisbon?")]},
-        {"callbacks": [SpanguardCallbackHandler()],
+        {"callbacks": [SpanguardCallbackHandler(tracer_provider=handle.tracer_provider)],
          "configurable": {"thread_id": "demo-thread"},
          "metadata": {"user_id": "alice@example.com", "prompt_version": "v3"}})
-    print(result["messages"][-1].content)
+    return str(result["messages"][-1].content)
+
+
+def main() -> None:
+    handle = spanguard.configure(console=True)
+    print(run(handle))
     handle.shutdown()
 
 

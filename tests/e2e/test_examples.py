@@ -1,0 +1,94 @@
+"""Every example runs, offline, and does what its header says."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spanguard.guardrails import Policy
+from spanguard.store import TraceStore
+from tests.conftest import repo_root
+from tests.otlp_receiver import otlp_receiver
+
+EXAMPLES = repo_root() / "examples"
+
+
+def run_example(name: str, home: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = dict(os.environ, SPANGUARD_HOME=str(home), **env)
+    result = subprocess.run([sys.executable, str(EXAMPLES / name)], env=environment,
+                            cwd=home.parent, capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_every_example_is_covered_here() -> None:
+    tested = {"langgraph_agent.py", "llamaindex_rag.py", "fallback_retries.py",
+              "mcp_wrap_server.py", "export_phoenix.py", "export_langfuse.py", "demo.py"}
+    assert {p.name for p in EXAMPLES.glob("*.py")} == tested
+
+
+def test_policy_file_with_every_option_loads(tmp_path: Path) -> None:
+    policy = Policy.from_file(EXAMPLES / "policy.toml")
+    assert policy.name == "support-prod"
+    assert policy.loop_budget is not None and policy.loop_budget.max_input_tokens == 200000
+    assert policy.holds is not None and policy.verify is not None
+    assert policy.retry is not None and policy.retry.max_attempts == 3
+    assert len(policy.window_budgets) == 1 and policy.tool_loop is not None
+    assert policy.redaction_patterns == {"order_id": "ORD-[0-9]{6}"}
+
+
+def test_langgraph_quickstart(spanguard_home: Path) -> None:
+    result = run_example("langgraph_agent.py", spanguard_home)
+    assert "It is sunny" in result.stdout
+    assert "invoke_agent weather-agent [AGENT]" in result.stderr  # the console tree
+    (summary,) = TraceStore.in_home(spanguard_home).traces()
+    assert summary.root_name == "invoke_agent weather-agent" and summary.input_tokens == 480
+
+
+def test_llamaindex_rag(spanguard_home: Path) -> None:
+    result = run_example("llamaindex_rag.py", spanguard_home)
+    assert "retrieval handbook [RETRIEVER]" in result.stderr
+    spans = TraceStore.in_home(spanguard_home).spans()
+    retrieval = next(s for s in spans if s.name == "retrieval handbook")
+    assert retrieval.attributes["retrieval.candidate_count"] == 2
+
+
+def test_fallback_retries(spanguard_home: Path) -> None:
+    result = run_example("fallback_retries.py", spanguard_home)
+    assert "answer from claude-3-5-haiku (failover)" in result.stdout
+    spans = TraceStore.in_home(spanguard_home).spans()
+    attempts = [s for s in spans if s.name == "chat gpt-4o"]
+    assert len(attempts) >= 2 and all(s.status == "ERROR" for s in attempts[1:])
+
+
+def test_wrapping_an_mcp_server(spanguard_home: Path) -> None:
+    result = run_example("mcp_wrap_server.py", spanguard_home)
+    assert "get_current_time, convert_time" in result.stdout
+    spans = TraceStore.in_home(spanguard_home).spans()
+    caller = next(s for s in spans if s.name == "execute_tool get_current_time")
+    proxied = next(s for s in spans if s.name == "tools/call get_current_time")
+    assert proxied.trace_id == caller.trace_id
+
+
+@pytest.mark.parametrize(
+    ("example", "env", "path"),
+    [
+        ("export_phoenix.py", {"PHOENIX_COLLECTOR_ENDPOINT": "{url}"}, "/v1/traces"),
+        ("export_langfuse.py", {"LANGFUSE_HOST": "{url}", "LANGFUSE_PUBLIC_KEY": "pk-lf-1",
+                                "LANGFUSE_SECRET_KEY": "sk-lf-1"},
+         "/api/public/otel/v1/traces"),
+    ],
+)
+def test_export_examples_reach_their_backend(spanguard_home: Path, example: str,
+                                             env: dict[str, str], path: str) -> None:
+    with otlp_receiver() as receiver:
+        run_example(example, spanguard_home,
+                    **{k: v.format(url=receiver.endpoint) for k, v in env.items()})
+    assert set(receiver.requests) == {path}
+    names = {span["name"] for span in receiver.spans}
+    assert "invoke_agent weather-agent" in names and "execute_tool weather" in names
