@@ -28,6 +28,7 @@ from spanguard.guardrails import (
     GuardrailViolation,
     HoldError,
     HoldPending,
+    HoldRejected,
     ModelCall,
     ModelUsage,
     RunState,
@@ -110,21 +111,33 @@ class ToolGate:
             # The caller spent these tokens whatever the answer: the run's totals stay true.
             self.enforcer.after_model_call(self.state, call, spent, span)
 
-    def waits_for(self, violation: GuardrailViolation) -> str | None:
-        """The hold id to wait on under ``--hold-wait``, else None (answer at once)."""
+    def waits_for(self, violation: GuardrailViolation) -> HoldPending | None:
+        """The hold to wait on under ``--hold-wait``, else None (answer at once)."""
         if self.hold_wait > 0 and isinstance(violation, HoldPending):
-            return violation.hold_id
+            return violation
         return None
 
-    async def wait(self, hold_id: str) -> None:
-        """Block (in a thread, not the event loop) until the hold is decided or time is up."""
+    async def wait(self, held: HoldPending) -> GuardrailViolation | None:
+        """Wait (in a thread, not on the event loop) for a checker's decision.
+
+        Returns the answer when there is nothing to run (rejected, still pending
+        when time is up, or the proxy is stopping), or None when it was decided
+        otherwise and the guards must be asked again (an approval is consumed
+        by that check, not here).
+        """
         def sleep(seconds: float) -> None:
             if self._stop.wait(seconds):
                 raise _WaitStopped
         try:
-            await asyncio.to_thread(wait_for_decision, hold_id, self.hold_wait, sleep=sleep)
+            record = await asyncio.to_thread(wait_for_decision, held.hold_id,
+                                             self.hold_wait, sleep=sleep)
         except _WaitStopped:
-            return
+            return held
+        if record.status == "rejected":
+            return HoldRejected(record)
+        if record.status == "pending":
+            return held
+        return None
 
     def refusal(self, request_id: RequestId, call: ToolCall, violation: GuardrailViolation,
                 span: Span) -> bytes:

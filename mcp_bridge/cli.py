@@ -1,4 +1,4 @@
-"""``spanguard mcp wrap [--policy F] [--identity NAME] [--hold-wait S] [--restart-on-crash] -- CMD...``
+"""``spanguard mcp wrap [--policy F] [--identity NAME] [--hold-wait S] ... -- CMD ARGS...``
 
 Put it in front of any stdio MCP server in a client's config: the client talks
 to the proxy exactly as it talked to the server. Spans go where ``configure()``

@@ -39,6 +39,7 @@ from spanguard import semconv as sc
 from spanguard.attributes import tool_attributes
 from spanguard.guardrails import (
     GuardrailViolation,
+    HoldPending,
     RetryPolicy,
     ToolCall,
     ToolCallNotRetried,
@@ -295,12 +296,12 @@ class McpProxy:
             usage = meta.get(USAGE_META_KEY) if isinstance(meta, dict) else None
             violation = self._gate.check(call, span, usage if isinstance(usage, dict) else None)
             if violation is not None:
-                hold_id = self._gate.waits_for(violation)
-                if hold_id is None:
+                held = self._gate.waits_for(violation)
+                if held is None:
                     await self._refuse(request_id, call, violation, span)
                     return
                 self._held[request_id] = self._spawn(self._wait_then_forward(
-                    hold_id, message, request_id, method, span, call, frame))
+                    held, message, request_id, method, span, call, frame))
                 return
         await self._forward(message, request_id, method, span, call, frame)
 
@@ -311,14 +312,15 @@ class McpProxy:
         span.end()
         await self._to_client(refusal)
 
-    async def _wait_then_forward(self, hold_id: str, message: Message, request_id: RequestId,
-                                 method: str, span: Span, call: ToolCall,
-                                 frame: bytes) -> None:
+    async def _wait_then_forward(self, held: HoldPending, message: Message,
+                                 request_id: RequestId, method: str, span: Span,
+                                 call: ToolCall, frame: bytes) -> None:
         """``--hold-wait``: wait for the checker off the pump, then ask the guards again."""
         assert self._gate is not None
         try:
-            await self._gate.wait(hold_id)
-            violation = self._gate.check(call, span)
+            violation = await self._gate.wait(held)
+            if violation is None:
+                violation = self._gate.check(call, span)
             if violation is not None:
                 await self._refuse(request_id, call, violation, span)
                 return
