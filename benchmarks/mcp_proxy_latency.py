@@ -3,7 +3,9 @@
 Both sessions use the real SDK client over stdio and stay open for the whole
 run; calls alternate in blocks (direct block, proxied block, ...) so machine
 noise hits both alike. The proxy runs with tracing into the local store and a
-policy with an active guard, so the guardrail hook runs on every call.
+real policy file (``POLICY``): the hold, tool-loop and loop-budget guards all
+look at every call, none of them refuses one, so each call takes the path every
+allowed call takes in production.
 
     python benchmarks/mcp_proxy_latency.py            # 2,000 calls each way
     python benchmarks/mcp_proxy_latency.py --calls 200
@@ -24,9 +26,16 @@ from pathlib import Path
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-HERE = Path(__file__).resolve().parent
 TIME_SERVER = [sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"]
 ARGS = {"timezone": "UTC"}
+POLICY = """
+[holds]
+tools = ["never_*"]
+[tool_loop]
+identical_calls = 1000000
+[loop_budget]
+max_tool_calls = 1000000
+"""
 
 
 async def open_session(stack: AsyncExitStack, command: list[str],
@@ -55,10 +64,10 @@ def percentile(values: list[float], q: float) -> float:
 
 async def run(calls: int, block: int, guard: bool, home: Path) -> None:
     env = {**os.environ, "SPANGUARD_HOME": str(home)}
-    wrap: list[str] = [sys.executable, str(HERE / "_guarded_proxy.py"), "mcp", "wrap"]
+    wrap: list[str] = [sys.executable, "-m", "spanguard", "mcp", "wrap"]
     if guard:
         policy = home / "policy.toml"
-        policy.write_text('[bench_rule]\ndeny = ["delete_everything"]\n')
+        policy.write_text(POLICY)
         wrap += ["--policy", str(policy)]
     wrap += ["--", *TIME_SERVER]
     direct: list[float] = []
@@ -82,8 +91,8 @@ def report(calls: int, block: int, guard: bool, direct: list[float],
     d50, p50 = statistics.median(direct), statistics.median(proxied)
     d99, p99 = percentile(direct, 0.99), percentile(proxied, 0.99)
     print(f"mcp proxy latency: {calls} tools/call get_current_time each way, "
-          f"alternating blocks of {block}; proxy: tracing on, guard "
-          f"{'on' if guard else 'off'}")
+          f"alternating blocks of {block}; proxy: tracing on, guards "
+          f"{'on (holds, tool_loop, loop_budget)' if guard else 'off'}")
     print(f"{'':10}{'p50 ms':>10}{'p99 ms':>10}")
     print(f"{'direct':10}{d50:10.3f}{d99:10.3f}")
     print(f"{'proxied':10}{p50:10.3f}{p99:10.3f}")

@@ -179,13 +179,27 @@ class HoldPending(HoldError):
 
     error_type = "held_for_approval"
 
-    def __init__(self, hold: HoldRecord) -> None:
+    def __init__(self, hold: HoldRecord, previous: HoldRecord | None = None) -> None:
         self.summary = hold.summary
         self.approve_command = approve_command(hold.id)
         self.reject_command = f"spanguard holds reject {hold.id} --as NAME --reason TEXT"
+        # A caller without call ids (MCP) re-making a call whose last request was
+        # rejected or expired gets a new request; the old one's fate is reported here.
+        self.previous = previous
         super().__init__(hold, f"{hold.tool} is held for approval (request {hold.id}, "
                                f"risk {hold.risk_tier}): {hold.reason}. A different "
-                               f"identity must approve it: {self.approve_command}")
+                               f"identity must approve it: {self.approve_command}"
+                               f"{_previous_text(previous)}")
+
+
+def _previous_text(previous: HoldRecord | None) -> str:
+    if previous is None:
+        return ""
+    if previous.status == "rejected":
+        why = f": {previous.decision_reason}" if previous.decision_reason else ""
+        return (f". The previous request {previous.id} for this call was rejected by "
+                f"{previous.checker}{why}")
+    return f". The previous request {previous.id} for this call expired undecided"
 
 
 class HoldRejected(HoldError):
@@ -221,6 +235,11 @@ def hold_result_payload(error: HoldError) -> dict[str, Any]:
     if isinstance(error, HoldPending):
         structured["approve_command"] = error.approve_command
         structured["reject_command"] = error.reject_command
+        if error.previous is not None:
+            structured["previous"] = {
+                "hold_id": error.previous.id, "status": error.previous.status,
+                "checker": error.previous.checker,
+                "decision_reason": error.previous.decision_reason}
     if hold.checker:
         structured["checker"] = hold.checker
         structured["decision_reason"] = hold.decision_reason
@@ -290,7 +309,7 @@ class HoldGuard(Guard):
         if _CLEARED.get() == (call.tool, digest):
             return None
         maker = maker or default_identity()
-        hold = self._existing(call, digest, maker)
+        hold, previous = self._existing(call, digest, maker)
         if hold is not None and hold.status == "approved":
             used = self.approvals.consume(hold, digest)
             if used is not None:
@@ -313,10 +332,12 @@ class HoldGuard(Guard):
             expires_after=self.rules.expires_after if self.rules else 3600.0,
             summary=self._summary(call, maker, reason), call_id=call.call_id,
             trace_id=trace_id, span_id=span_id)
-        return _decision("hold", created, HoldPending(created))
+        return _decision("hold", created, HoldPending(created, previous))
 
-    def _existing(self, call: ToolCall, digest: str, maker: str) -> HoldRecord | None:
-        """The hold this call answers to, or None when a new one is needed.
+    def _existing(self, call: ToolCall, digest: str,
+                  maker: str) -> tuple[HoldRecord | None, HoldRecord | None]:
+        """The hold this call answers to (None: a new one is needed), and when a new
+        one is needed for a caller without call ids, its last rejected/expired one.
 
         With a call id (LangGraph's tool_call id, stable across a resumed node) only
         that call's own hold counts; without one (an MCP client retrying), the
@@ -330,14 +351,18 @@ class HoldGuard(Guard):
             own = next((h for h in mine if h.call_id == call.call_id), None)
             if own is not None and own.expired(now):
                 own = self.approvals.expire(own)
-            return own if own is not None and own.status != "expired" else None
+            return (own if own is not None and own.status != "expired" else None), None
         for hold in mine:
             if hold.status in ACTIVE:
                 if hold.expired(now):
                     self.approvals.expire(hold)
                     continue
-                return hold
-        return None
+                return hold, None
+        newest = mine[0] if mine else None
+        if newest is not None and newest.status in ACTIVE:  # expired just now, above
+            newest = self.approvals.get(newest.id)
+        return None, newest if newest is not None and newest.status in (
+            "rejected", "expired") else None
 
     def _summary(self, call: ToolCall, maker: str, reason: str) -> str:
         text = f"{maker} asks to run {call.tool}"

@@ -10,6 +10,7 @@
 - :mod:`spanguard.mcp_bridge.guard` turns guardrail decisions into MCP results.
 """
 
+from spanguard.mcp_bridge._proxy_guard import USAGE_META_KEY, VERIFICATION_META_KEY
 from spanguard.mcp_bridge.annotations import ToolAnnotations
 from spanguard.mcp_bridge.correlation import Correlation, correlation, correlation_from_meta
 from spanguard.mcp_bridge.guard import apply_decisions, refusal_result
@@ -17,6 +18,8 @@ from spanguard.mcp_bridge.proxy import McpProxy, RestartPolicy
 from spanguard.mcp_bridge.server import SpanguardServerMiddleware, instrument_server
 
 __all__ = [
+    "USAGE_META_KEY",
+    "VERIFICATION_META_KEY",
     "Correlation",
     "McpProxy",
     "RestartPolicy",

@@ -1,4 +1,4 @@
-"""``spanguard mcp wrap [--policy FILE] [--identity NAME] [--restart-on-crash] -- CMD ARGS...``
+"""``spanguard mcp wrap [--policy F] [--identity NAME] [--hold-wait S] ... -- CMD ARGS...``
 
 Put it in front of any stdio MCP server in a client's config: the client talks
 to the proxy exactly as it talked to the server. Spans go where ``configure()``
@@ -42,8 +42,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     wrap.add_argument("--policy", help="guardrail policy TOML (default: $SPANGUARD_POLICY)")
     wrap.add_argument("--identity",
                       help="who the calls act for (the maker, for holds); default: OS user")
+    wrap.add_argument("--hold-wait", type=float, default=0.0, metavar="SECONDS",
+                      help="a held tools/call waits up to SECONDS for a checker's decision "
+                           "instead of answering 'held' at once (default 0)")
     wrap.add_argument("--restart-on-crash", action="store_true",
-                      help="restart the server if it exits, replaying the client's initialize")
+                      help="restart the server if it exits, replaying the client's "
+                           "initialize; readOnlyHint/idempotentHint tool calls in flight "
+                           "are re-sent (per the policy's [retry])")
     wrap.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
                       help="largest JSON-RPC message accepted either way (default 10 MiB)")
     wrap.add_argument("server", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...",
@@ -67,6 +72,9 @@ def run_wrap(args: argparse.Namespace) -> int:
         print("spanguard mcp wrap: no server command; usage: "
               "spanguard mcp wrap [options] -- CMD ARGS...", file=sys.stderr)
         return EXIT_CONFIG
+    if args.hold_wait < 0:
+        print("spanguard mcp wrap: --hold-wait must be 0 or more seconds", file=sys.stderr)
+        return EXIT_CONFIG
     policy = load_policy(args.policy)
     handle = configure(home=args.home,
                        service_name=None if os.environ.get("OTEL_SERVICE_NAME") else SERVICE_NAME)
@@ -77,9 +85,10 @@ def run_wrap(args: argparse.Namespace) -> int:
             if enforcer.active:
                 state = enforcer.start_run(f"mcp-proxy:{os.getpid()}",
                                            identity=args.identity or _os_user())
-                gate = ToolGate(enforcer, state)
+                gate = ToolGate(enforcer, state, hold_wait=args.hold_wait)
         proxy = McpProxy(command, tracer_provider=handle.tracer_provider, gate=gate,
                          restart=RestartPolicy(enabled=args.restart_on_crash),
+                         retry=policy.retry if policy is not None else None,
                          max_message_bytes=args.max_message_bytes)
         return _run_loop(_serve(proxy))
     finally:

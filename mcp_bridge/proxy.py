@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -35,7 +35,18 @@ from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Span, SpanKind, Tracer
 
-from spanguard.guardrails import ToolCall
+from spanguard import semconv as sc
+from spanguard.attributes import tool_attributes
+from spanguard.guardrails import (
+    GuardrailViolation,
+    HoldPending,
+    RetryPolicy,
+    ToolCall,
+    ToolCallNotRetried,
+    aretry_tool_call,
+    tool_retry_allowed,
+)
+from spanguard.guardrails.transient import error_type_name
 from spanguard.hashing import payload_hash
 from spanguard.mcp_bridge import _proxy_spans as spans
 from spanguard.mcp_bridge._proxy_framing import (
@@ -44,7 +55,7 @@ from spanguard.mcp_bridge._proxy_framing import (
     FrameReader,
     Oversized,
 )
-from spanguard.mcp_bridge._proxy_guard import ToolGate, flagged_result
+from spanguard.mcp_bridge._proxy_guard import USAGE_META_KEY, ToolGate, flagged_result
 from spanguard.mcp_bridge._proxy_messages import (
     CONNECTION_CLOSED,
     INVALID_REQUEST,
@@ -86,10 +97,21 @@ class _Pending:
     method: str
     span: Span
     call: ToolCall | None = None
+    # Set while a task awaits the answer (a repeatable tool call): it gets
+    # (message, frame), or the transport failure that may be retried.
+    future: asyncio.Future[tuple[Message, bytes]] | None = None
 
 
 class _UpstreamGone(Exception):
     """Raised into waiters when the upstream ended and will not come back."""
+
+
+class _UpstreamCrashed(ConnectionError):
+    """The upstream died with the request pending; a transport failure, maybe retried."""
+
+
+class _Cancelled(Exception):
+    """The client cancelled the request; its span is already closed."""
 
 
 class McpProxy:
@@ -103,16 +125,20 @@ class McpProxy:
                  tracer_provider: trace.TracerProvider | None = None,
                  gate: ToolGate | None = None,
                  restart: RestartPolicy = RestartPolicy(),
+                 retry: RetryPolicy | None = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self._upstream = Upstream(command, CHUNK_BYTES)
         self._tracer: Tracer = trace.get_tracer("spanguard.mcp_bridge.proxy",
                                                 tracer_provider=tracer_provider)
         self._gate = gate
         self._restart = restart
+        self._retry = retry or RetryPolicy()
         self._limit = max_message_bytes
         self._pending: dict[RequestId, _Pending] = {}
         self._own: dict[str, asyncio.Future[Message]] = {}
         self._own_counter = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._held: dict[RequestId, asyncio.Task[None]] = {}
         self._annotations: dict[str, dict[str, Any]] = {}
         self._tools_listed = False
         self._protocol_version: str | None = None
@@ -164,15 +190,28 @@ class McpProxy:
                     raise task.exception()  # type: ignore[misc]
         finally:
             self._closing = True
-            for task in (from_client, from_upstream):
-                task.cancel()
-            await self._upstream.stop()
-            self._close_pending("proxy_stopped", "the proxy stopped")
             if self._gate is not None:
                 self._gate.end()
+            for task in (from_client, from_upstream, *self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._upstream.stop()
+            self._close_pending("proxy_stopped", "the proxy stopped")
             with contextlib.suppress(Exception):
                 client_writer.close()
         return exit_code
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Work that must not hold up the pump (a hold wait, a retry, a read-back)."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("proxy task failed", exc_info=task.exception())
 
     def shutdown(self) -> None:
         """Stop as on a client EOF (signal handlers call this): the upstream is stopped too."""
@@ -244,17 +283,59 @@ class McpProxy:
             arguments = raw_args if isinstance(raw_args, dict) else {}
             args_hash = payload_hash(arguments)
             attributes.update(spans.tool_call_attributes(target, request_id, args_hash))
-            call = ToolCall(target, arguments, call_id=str(request_id),
-                            arguments_hash=args_hash)
+            # No call id: the JSON-RPC id changes when a client re-makes a held call,
+            # and the re-made call must find its approval by maker and payload.
+            call = ToolCall(target, arguments, arguments_hash=args_hash)
         span = self._tracer.start_span(spans.request_span_name(method, target), parent,
                                        kind=SpanKind.SERVER, attributes=attributes)
+        if call is not None and (self._gate is not None or self._restart.enabled):
+            # {} for a tool the server gave no hints for (or that it did not list):
+            # None would mean "not classified" and let a high-risk rule pass it.
+            call.annotations = await self._tool_annotations(call.tool) or {}
         if call is not None and self._gate is not None:
-            call.annotations = await self._tool_annotations(call.tool)
-            refusal = self._gate.before(request_id, call, span)
-            if refusal is not None:
-                span.end()
-                await self._to_client(refusal)
+            usage = meta.get(USAGE_META_KEY) if isinstance(meta, dict) else None
+            violation = self._gate.check(call, span, usage if isinstance(usage, dict) else None)
+            if violation is not None:
+                held = self._gate.waits_for(violation)
+                if held is None:
+                    await self._refuse(request_id, call, violation, span)
+                    return
+                self._held[request_id] = self._spawn(self._wait_then_forward(
+                    held, message, request_id, method, span, call, frame))
                 return
+        await self._forward(message, request_id, method, span, call, frame)
+
+    async def _refuse(self, request_id: RequestId, call: ToolCall,
+                      violation: GuardrailViolation, span: Span) -> None:
+        assert self._gate is not None
+        refusal = self._gate.refusal(request_id, call, violation, span)
+        span.end()
+        await self._to_client(refusal)
+
+    async def _wait_then_forward(self, held: HoldPending, message: Message,
+                                 request_id: RequestId, method: str, span: Span,
+                                 call: ToolCall, frame: bytes) -> None:
+        """``--hold-wait``: wait for the checker off the pump, then ask the guards again."""
+        assert self._gate is not None
+        try:
+            violation = await self._gate.wait(held)
+            if violation is None:
+                violation = self._gate.check(call, span)
+            if violation is not None:
+                await self._refuse(request_id, call, violation, span)
+                return
+            await self._forward(message, request_id, method, span, call, frame)
+        except asyncio.CancelledError:
+            if span.is_recording():
+                spans.finish_unanswered(span, "cancelled", "cancelled while held")
+                span.end()
+            raise
+        finally:
+            self._held.pop(request_id, None)
+
+    async def _forward(self, message: Message, request_id: RequestId, method: str,
+                       span: Span, call: ToolCall | None, frame: bytes) -> None:
+        params = message.get("params")
         if method == "initialize" and isinstance(params, dict):
             self._init_params = {k: v for k, v in params.items() if k != "_meta"}
             self._init_id = request_id
@@ -263,17 +344,80 @@ class McpProxy:
             span.end()
             await self._to_client(error_response(request_id, CONNECTION_CLOSED, self._gone))
             return
-        self._pending[request_id] = _Pending(method, span, call)
         if isinstance(params, dict) or params is None:
             if params is None:
                 params = message["params"] = {}
+            meta = params.get("_meta")
             if not isinstance(meta, dict):
                 meta = params["_meta"] = {}
             inject(meta, context=trace.set_span_in_context(span))
             frame = dumps(message)
         else:
             frame += b"\n"
+        entry = _Pending(method, span, call)
+        self._pending[request_id] = entry
+        if call is not None and self._restart.enabled and \
+                tool_retry_allowed(call.annotations)[0]:
+            entry.future = asyncio.get_running_loop().create_future()
+            await self._to_upstream(frame)
+            self._spawn(self._retrying(request_id, entry, frame))
+            return
         await self._to_upstream(frame)
+
+    async def _retrying(self, request_id: RequestId, entry: _Pending, frame: bytes) -> None:
+        """Await a repeatable tool call's answer; re-send it if the upstream restarts.
+
+        The retry policy and the rule of which tools may be repeated are the
+        guardrails' (:func:`~spanguard.guardrails.aretry_tool_call`); this only
+        re-sends the same frame and carries the answer to the client.
+        """
+        call = entry.call
+        assert call is not None and entry.future is not None
+        span = entry.span
+        attempts = 0
+
+        async def attempt() -> tuple[Message, bytes]:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:  # the first one was sent by _forward, in order
+                entry.future = asyncio.get_running_loop().create_future()
+                self._pending[request_id] = entry
+                await self._to_upstream(frame)
+                if self._gone is not None:
+                    self._pending.pop(request_id, None)
+                    raise _UpstreamGone(self._gone)
+            assert entry.future is not None
+            return await entry.future
+
+        def on_retry(number: int, error: BaseException, wait: float) -> None:
+            span.add_event(sc.TOOL_RETRY_EVENT, {
+                sc.ATTEMPT_NUMBER: number, sc.ERROR_TYPE: error_type_name(error),
+                sc.RETRY_WAIT_SECONDS: wait, sc.RETRY_REASON: str(error)[:200]})
+
+        try:
+            message, raw = await aretry_tool_call(attempt, call.annotations, self._retry,
+                                                  tool=call.tool, on_retry=on_retry)
+        except _Cancelled:
+            return
+        except asyncio.CancelledError:
+            if span.is_recording():
+                spans.finish_unanswered(span, "proxy_stopped", "the proxy stopped")
+                span.end()
+            raise
+        except Exception as exc:
+            self._pending.pop(request_id, None)
+            reason = (f"{exc} while handling tools/call (request {request_id!r}); "
+                      f"gave up after {attempts} attempt(s)")
+            if span.is_recording():
+                span.set_attribute(sc.ATTEMPT_NUMBER, attempts)
+                spans.finish_unanswered(span, "upstream_exit", reason)
+                span.end()
+            await self._to_client(error_response(request_id, CONNECTION_CLOSED, reason))
+            return
+        span.set_attribute(sc.ATTEMPT_NUMBER, attempts)
+        answer = self._finish(entry, message, raw)
+        if answer is not None:
+            await self._to_client(answer + b"\n")
 
     def _client_notification(self, message: Message, method: str) -> None:
         if method == "notifications/initialized":
@@ -281,11 +425,18 @@ class McpProxy:
         elif method == "notifications/cancelled":
             params = message.get("params")
             request_id = params.get("requestId") if isinstance(params, dict) else None
-            pending = self._pending.pop(request_id, None) if _valid_id(request_id) else None
+            if not _valid_id(request_id):
+                return
+            held = self._held.pop(request_id, None)
+            if held is not None:  # waiting for a checker: it must never run now
+                held.cancel()
+            pending = self._pending.pop(request_id, None)
             if pending is not None:
                 # The server may never answer a cancelled request: close the span now.
                 spans.finish_unanswered(pending.span, "cancelled", "cancelled by the client")
                 pending.span.end()
+                if pending.future is not None and not pending.future.done():
+                    pending.future.set_exception(_Cancelled())
 
     async def _to_upstream(self, frame: bytes) -> None:
         while not self._ready.is_set():
@@ -341,8 +492,15 @@ class McpProxy:
                 request_id = message.get("id")
                 if _valid_id(request_id):
                     entry = self._pending.pop(request_id, None)
+                    if entry is not None and entry.future is not None:
+                        if not entry.future.done():
+                            entry.future.set_result((message, frame))
+                        continue
                     if entry is not None:
-                        frame = self._finish(entry, message, frame)
+                        answer = self._finish(entry, message, frame)
+                        if answer is None:
+                            continue
+                        frame = answer
                     elif isinstance(request_id, str) and request_id in self._own:
                         self._own.pop(request_id).set_result(message)
                         continue
@@ -351,9 +509,14 @@ class McpProxy:
                 self._tools_listed = False
             await self._to_client(frame + b"\n")
 
-    def _finish(self, entry: _Pending, message: Message, frame: bytes) -> bytes:
-        """End the request's span from its response; returns the frame to forward."""
+    def _finish(self, entry: _Pending, message: Message, frame: bytes) -> bytes | None:
+        """End the request's span from its response; returns the frame to forward.
+
+        None when a verifier's read-back must run first: a task answers the
+        client and ends the span when it is done.
+        """
         span = entry.span
+        handed_off = False
         try:
             if "error" in message:
                 spans.finish_error(span, message["error"])
@@ -372,13 +535,56 @@ class McpProxy:
                 if is_error:
                     spans.finish_tool_error(span)
                 if self._gate is not None:
-                    failed = self._gate.after(entry.call, result, is_error, span)
-                    if failed:
-                        message["result"] = flagged_result(result, failed)
+                    if not is_error and self._gate.read_back_request(entry.call) is not None:
+                        self._spawn(self._verify_then_answer(entry, message))
+                        handed_off = True  # the task ends the span
+                        return None
+                    failed, checked = self._gate.settle(entry.call, result, is_error, span)
+                    if failed or checked is not None:
+                        message["result"] = flagged_result(result, failed, checked)
                         return dumps(message)[:-1]
             return frame
         finally:
+            if not handed_off:
+                span.end()
+
+    async def _verify_then_answer(self, entry: _Pending, message: Message) -> None:
+        """Read back through the upstream, let the verify guard judge, then answer."""
+        assert self._gate is not None and entry.call is not None
+        span = entry.span
+        try:
+            result = message["result"]
+            failed, checked = await self._gate.after(entry.call, result, False, span,
+                                                     read_back=self._read_back(span))
+            message["result"] = flagged_result(result, failed, checked)
+            await self._to_client(dumps(message))
+        finally:
             span.end()
+
+    def _read_back(self, parent: Span) -> Callable[[str, Mapping[str, Any]], Any]:
+        """A verifier's read-back: a hidden ``tools/call`` to the upstream (own request id),
+        traced as a CLIENT span under the verified call's span."""
+        async def read_back(tool: str, arguments: Mapping[str, Any]) -> Any:
+            attributes = tool_attributes(tool, arguments_hash=payload_hash(dict(arguments)))
+            attributes[sc.MCP_METHOD_NAME] = "tools/call"
+            child = self._tracer.start_span(
+                spans.request_span_name("tools/call", tool), trace.set_span_in_context(parent),
+                kind=SpanKind.CLIENT, attributes=attributes)
+            try:
+                meta: Message = {}
+                inject(meta, context=trace.set_span_in_context(child))
+                response = await self._own_request(
+                    "tools/call", {"name": tool, "arguments": dict(arguments), "_meta": meta})
+                if "error" in response:
+                    spans.finish_error(child, response["error"])
+                    raise RuntimeError(f"read-back {tool} failed: {response['error']}")
+                result = response.get("result")
+                if isinstance(result, dict) and result.get("isError") is True:
+                    spans.finish_tool_error(child)
+                return result
+            finally:
+                child.end()
+        return read_back
 
     def _remember_tools(self, result: Message) -> None:
         tools = result.get("tools")
@@ -449,9 +655,26 @@ class McpProxy:
         pending, self._pending = self._pending, {}
         for request_id, entry in pending.items():
             message = f"{cause} while handling {entry.method} (request {request_id!r})"
+            if entry.future is not None:  # a repeatable tool call: its task decides
+                if not entry.future.done():
+                    entry.future.set_exception(_UpstreamCrashed(message))
+                continue
+            if entry.call is not None:
+                message = self._not_retried(entry.call, message)
             spans.finish_unanswered(entry.span, "upstream_exit", message)
             entry.span.end()
             await self._to_client(error_response(request_id, CONNECTION_CLOSED, message))
+
+    def _not_retried(self, call: ToolCall, message: str) -> str:
+        """Why a tool call that died with the upstream is not repeated."""
+        allowed, why = tool_retry_allowed(call.annotations)
+        if allowed:
+            return f"{message}; not retried: the proxy restarts the server only with " \
+                   "--restart-on-crash"
+        if call.annotations is None:
+            why = "its annotations are unknown (the proxy reads them with a policy or " \
+                  "--restart-on-crash), so it is treated as non-idempotent"
+        return str(ToolCallNotRetried(call.tool, why, _UpstreamCrashed(message)))
 
     def _fail_own(self, cause: str) -> None:
         own, self._own = self._own, {}
@@ -462,8 +685,9 @@ class McpProxy:
     def _close_pending(self, outcome: str, description: str) -> None:
         pending, self._pending = self._pending, {}
         for entry in pending.values():
-            spans.finish_unanswered(entry.span, outcome, description)
-            entry.span.end()
+            if entry.span.is_recording():
+                spans.finish_unanswered(entry.span, outcome, description)
+                entry.span.end()
 
     async def _restart_upstream(self, cause: str) -> bool:
         policy = self._restart

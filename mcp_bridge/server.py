@@ -46,6 +46,7 @@ from spanguard.attributes import tool_attributes
 from spanguard.config import resolve_tracer_provider
 from spanguard.guardrails.enforcer import Enforcer
 from spanguard.guardrails.errors import GuardrailViolation
+from spanguard.guardrails.holds import HoldError, hold_result_payload
 from spanguard.guardrails.policy import Policy
 from spanguard.guardrails.steps import RunState, ToolCall, ToolOutcome
 from spanguard.hashing import payload_hash
@@ -151,9 +152,11 @@ class SpanguardServerMiddleware:
             state = self._run_state(connection, session_id, ids, span)
             if self.tools.get(tool) is None:  # first call, or a tool added since
                 await self._list_tools(ctx)
-            call = ToolCall(tool, arguments,
-                            call_id=str(ctx.request_id) if ctx.request_id is not None else None,
-                            annotations=self.tools.get(tool), arguments_hash=arguments_hash)
+            # No call id: a client re-making a held call sends a new JSON-RPC id, and
+            # the call must still find its approval. {} for a tool without hints: None
+            # would mean "not classified" and let a high-risk rule pass it.
+            call = ToolCall(tool, arguments, annotations=self.tools.get(tool) or {},
+                            arguments_hash=arguments_hash)
             try:
                 self.enforcer.before_tool_call(state, call, span)
             except GuardrailViolation as violation:
@@ -304,6 +307,9 @@ def _refuse(span: Span, violation: GuardrailViolation, tool: str) -> CallToolRes
         sc.ERROR_TYPE: TOOL_ERROR,
     })
     span.set_status(StatusCode.ERROR, violation.error_type)
+    if isinstance(violation, HoldError):  # the approval id and the command to approve it
+        span.set_attribute(sc.HOLD_ID, violation.hold_id)
+        return CallToolResult.model_validate(hold_result_payload(violation))
     return refusal_result(violation, tool)
 
 

@@ -202,6 +202,10 @@ ROUTING_RETRY_TOKENS: Final = "spanguard.routing.retry_tokens"
 ATTEMPT_NUMBER: Final = "spanguard.attempt"
 ATTEMPT_ROUTE: Final = "spanguard.attempt.route"
 ATTEMPT_IS_RETRY: Final = "spanguard.attempt.is_retry"
+# An MCP tool call repeated after a transport failure (upstream crash and restart).
+TOOL_RETRY_EVENT: Final = "spanguard.tool.retry"
+RETRY_WAIT_SECONDS: Final = "spanguard.retry.wait_seconds"
+RETRY_REASON: Final = "spanguard.retry.reason"
 
 RETRIEVAL_QUERY_HASH: Final = "retrieval.query_hash"
 RETRIEVAL_CANDIDATE_COUNT: Final = "retrieval.candidate_count"
