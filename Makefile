@@ -45,12 +45,12 @@ phoenix: $(STAMP) system-deps $(PHOENIX_VENV)/bin/phoenix
 		$(PHOENIX_VENV)/bin/phoenix serve > .phoenix.log 2>&1 & pid=$$!; \
 	trap "kill $$pid" INT TERM EXIT; \
 	for i in $$(seq 1 120); do curl -sf http://127.0.0.1:$(PHOENIX_PORT)/healthz >/dev/null && break; sleep 1; done; \
-	OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:$(PHOENIX_PORT)/v1/traces $(BIN)/spanguard demo; \
+	OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:$(PHOENIX_PORT)/v1/traces $(BIN)/python examples/demo.py; \
 	echo "Phoenix: http://127.0.0.1:$(PHOENIX_PORT)  (log: .phoenix.log; Ctrl-C to stop)"; \
 	wait $$pid
 
 demo: $(STAMP) system-deps
-	$(BIN)/spanguard demo
+	$(BIN)/python examples/demo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check spanguard plugins mcp_bridge guardrails tests benchmarks examples

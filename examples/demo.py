@@ -165,7 +165,7 @@ async def run_support_story(handler: SpanguardCallbackHandler, retriever: Any, r
         async def git(tool_name: str, **args: Any) -> str:
             result = await session.call_tool(tool_name, {"repo_path": str(repo), **args})
             text = "\n".join(getattr(block, "text", "") for block in result.content)
-            return ("ERROR: " if result.isError else "") + text
+            return ("ERROR: " if result.is_error else "") + text
 
         @tool
         def search_kb(query: str) -> str:

@@ -92,3 +92,22 @@ def test_export_examples_reach_their_backend(spanguard_home: Path, example: str,
     assert set(receiver.requests) == {path}
     names = {span["name"] for span in receiver.spans}
     assert "invoke_agent weather-agent" in names and "execute_tool weather" in names
+
+
+def test_the_demo_tells_the_whole_story(spanguard_home: Path) -> None:
+    result = run_example("demo.py", spanguard_home)
+    out = result.stdout
+    assert "reviewer 'maria' runs: spanguard holds approve hold_" in out
+    assert "docs: answer the annual-plan refund question in the FAQ" in out  # git log -1
+    assert "LoopBudgetExceeded: loop budget exceeded" in out
+    assert "status=executed" in out and "Audit chain: True" in out
+    store = TraceStore.in_home(spanguard_home)
+    runs = [t for t in store.traces() if t.root_name == "invoke_agent support_agent"]
+    assert len(runs) == 2
+    story = max(runs, key=lambda t: -t.start_time)  # the first run: the commit story
+    spans = {s.name: s for s in store.trace(story.trace_id)}
+    commit = spans["tools/call git_commit"]
+    assert commit.attributes["verification.status"] == "verified"
+    assert commit.parent_span_id == spans["execute_tool git_commit"].span_id
+    assert spans["retrieval support_kb"].parent_span_id == spans["execute_tool search_kb"].span_id
+    assert spans["guardrail holds"].attributes["spanguard.guardrail.decision"] == "hold"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from spanguard.store import TraceStore
+from tests.conftest import repo_root
 from tests.integration.phoenix_server import phoenix_spans, running_phoenix
 
 
@@ -24,8 +25,9 @@ def test_demo_trace_in_phoenix_has_the_same_tree(phoenix: str, tmp_path: Path) -
     home = tmp_path / "home"
     env = dict(os.environ, SPANGUARD_HOME=str(home),
                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"{phoenix}/v1/traces")
-    result = subprocess.run([sys.executable, "-m", "spanguard", "demo"], env=env,
-                            capture_output=True, text=True, timeout=600, check=False)
+    result = subprocess.run([sys.executable, str(repo_root() / "examples" / "demo.py")],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            check=False)
     assert result.returncode == 0, result.stderr
 
     local = TraceStore.in_home(home).spans()
@@ -44,9 +46,19 @@ def test_demo_trace_in_phoenix_has_the_same_tree(phoenix: str, tmp_path: Path) -
             if key in mine.attributes:
                 assert theirs["attributes"][key] == pytest.approx(mine.attributes[key])
     kinds = {span["span_kind"] for span in remote}
-    assert {"AGENT", "LLM", "TOOL"} <= kinds
-    roots = [span for span in remote if span["parent_id"] is None]
-    assert roots and all(root["span_kind"] == "AGENT" for root in roots)
-    llm_tokens = sum(span["attributes"].get("llm.token_count.prompt", 0)
-                     for span in remote if span["span_kind"] == "LLM")
-    assert llm_tokens == sum(root["attributes"]["llm.token_count.prompt"] for root in roots)
+    assert {"AGENT", "CHAIN", "LLM", "TOOL", "RETRIEVER", "EMBEDDING", "GUARDRAIL"} <= kinds
+    # The MCP proxy's spans (another process) sit in the agent's trace, under its tool span.
+    proxied = next(span for span in remote if span["name"] == "tools/call git_commit")
+    parent = by_id[proxied["parent_id"]]
+    assert parent["name"] == "execute_tool git_commit"
+    assert proxied["context"]["trace_id"] == parent["context"]["trace_id"]
+    assert proxied["attributes"]["verification.status"] == "verified"
+    agents = [span for span in remote if span["parent_id"] is None
+              and span["span_kind"] == "AGENT"]
+    assert len(agents) == 2
+    for agent in agents:
+        trace_id = agent["context"]["trace_id"]
+        llm_tokens = sum(span["attributes"].get("llm.token_count.prompt", 0) for span in remote
+                         if span["span_kind"] == "LLM" and span["context"]["trace_id"] == trace_id)
+        assert llm_tokens == agent["attributes"]["llm.token_count.prompt"] > 0
+        assert agent["attributes"]["llm.cost.total"] > 0
