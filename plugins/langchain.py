@@ -62,6 +62,7 @@ from spanguard.guardrails import (
     ToolOutcome,
     load_policy,
 )
+from spanguard.guardrails.transient import classify, error_usage
 from spanguard.hashing import KeyedHasher, canonical_json, payload_hash
 from spanguard.plugins._langchain_content import (
     capture_from_env,
@@ -78,6 +79,14 @@ from spanguard.plugins._langchain_extract import (
     request_parameters,
 )
 from spanguard.plugins._langchain_fold import is_plumbing
+from spanguard.plugins.resilient import (
+    ResilientChatModel,
+    attempt_attributes,
+    attempt_is_retry,
+    error_routing_attributes,
+    is_router_run,
+    routing_attributes,
+)
 from spanguard.pricing import PriceTable
 from spanguard.spantree import RunEntry, SpanTree
 
@@ -87,7 +96,7 @@ if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
     from langchain_core.outputs import LLMResult
 
-__all__ = ["SpanguardCallbackHandler"]
+__all__ = ["ResilientChatModel", "SpanguardCallbackHandler"]
 
 logger = logging.getLogger("spanguard.plugins.langchain")
 
@@ -106,12 +115,13 @@ _INTERRUPTED = {sc.RUN_INTERRUPTED: True}
 class _Step:
     """Per-run adapter state kept on ``RunEntry.data`` (only for runs that need it)."""
 
-    __slots__ = ("call", "first_token", "model", "run", "started", "token", "usage")
+    __slots__ = ("call", "first_token", "model", "router", "run", "started", "token", "usage")
 
     def __init__(self) -> None:
         self.call: ModelCall | ToolCall | None = None
         self.first_token = False
         self.model: str | None = None
+        self.router = False  # a ResilientChatModel's own run: its attempts carry the usage
         self.run: RunState | None = None  # roots only, when a policy is active
         self.started = 0.0
         self.token: object | None = None  # OTel context token of an active tool span
@@ -364,7 +374,34 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._close_after(run_id.int, error)
+        key = run_id.int
+        entry: RunEntry | None = None
+        error_type: str | None = None
+        attrs: dict[str, Any] | None = None
+        usage: ModelUsage | None = None
+        try:
+            entry = self._tree.get(key)
+            if entry is not None and entry.key == key and not isinstance(error, _BUBBLE_UP):
+                # One taxonomy for every model failure (quota_throttled, timeout, ...):
+                # the retry wrapper's attempts and a plain model's call alike.
+                error_type = classify(error).reason
+                if entry.data.router:
+                    attrs = error_routing_attributes(error)
+                else:
+                    usage = self._record_failed_usage(entry, error)
+        except Exception:
+            self._failed("on_llm_error")
+        if usage is not None and entry is not None and self._enforcer is not None:
+            # A failed attempt that reported tokens spent them: they count (retry tokens).
+            run = self._run_of(entry)
+            call = entry.data.call
+            if run is not None and isinstance(call, ModelCall):
+                self._guarded(key, self._enforcer.after_model_call, run, call, usage,
+                              entry.span)
+        if error_type is None:
+            self._close_after(key, error)
+        else:
+            self._close(key, error=error, error_type=error_type, attributes=attrs)
 
     # --- tool calls ----------------------------------------------------------------
     def on_tool_start(
@@ -521,6 +558,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             provider = metadata.get("ls_provider") if metadata else None
             attrs = model_attributes(model, provider if isinstance(provider, str) else None,
                                      **request_parameters(params, metadata))
+            attrs.update(attempt_attributes(metadata))
             if self._capture:
                 attrs.update(input_message_attributes(messages))
         except Exception:
@@ -533,10 +571,11 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             if step is None:
                 step = entry.data = _Step()
             step.model = model
-            if self._enforcer is not None:
-                attempt = metadata.get(sc.ATTEMPT_NUMBER) if metadata else None
-                step.call = ModelCall(model=model, is_retry=isinstance(attempt, int)
-                                      and attempt > 1)
+            # The retry wrapper's own run is recorded but never budgeted: each of its
+            # attempts is a model run of its own, checked and charged (retries as such).
+            step.router = is_router_run(metadata)
+            if self._enforcer is not None and not step.router:
+                step.call = ModelCall(model=model, is_retry=attempt_is_retry(metadata))
             step.started = time.perf_counter()
             return entry
         except Exception:
@@ -578,8 +617,17 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         """Set the response attributes; the usage for the guards when a policy is active."""
         step: _Step = entry.data
         info = Response(response)
-        usage = info.usage or step.usage
         attrs = info.attributes()
+        if step.router:
+            # Its usage is its last attempt's, already counted on that attempt's span.
+            routing = routing_attributes(response)
+            if routing:
+                attrs.update(routing)
+            if self._capture:
+                attrs.update(output_message_attributes(response))
+            entry.span.set_attributes(attrs)
+            return None
+        usage = info.usage or step.usage
         cost: float | None = None
         if usage is not None:
             attrs.update(usage_attributes(usage.input, usage.output, cache_read=usage.cache_read,
@@ -599,6 +647,20 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         if usage is None:
             return ModelUsage(cost_usd=None)
         return ModelUsage(input_tokens=usage.input, output_tokens=usage.output, cost_usd=cost)
+
+    def _record_failed_usage(self, entry: RunEntry, error: BaseException) -> ModelUsage | None:
+        """Usage a failed call reported (few providers do), like a successful call's."""
+        inputs, outputs = error_usage(error)
+        if not (inputs or outputs):
+            return None
+        step: _Step = entry.data
+        cost = self._prices.cost(step.model, inputs, outputs, 0)
+        entry.span.set_attributes({**usage_attributes(inputs, outputs),
+                                   **cost_attributes(cost)})
+        self._tree.add_usage(entry, inputs, outputs, cost)
+        if self._enforcer is None:
+            return None
+        return ModelUsage(input_tokens=inputs, output_tokens=outputs, cost_usd=cost)
 
     def _leave_tool(self, run_id: int) -> RunEntry | None:
         """Deactivate the tool span's context first, whatever else fails."""
