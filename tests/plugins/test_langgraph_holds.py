@@ -235,11 +235,16 @@ async def test_async_graph_holds_and_resumes(cap: SpanCapture) -> None:
                                 tracer_provider=cap.tracer_provider)
     agent = create_agent(ScriptedModel(script=[pay_call("c-a"), AIMessage("done")]),
                          [ledger.send], middleware=[middleware], checkpointer=InMemorySaver())
-    config = {"configurable": {"thread_id": "t5"}}
+    config = {"configurable": {"thread_id": "t5"},
+              "callbacks": [SpanguardCallbackHandler(cap.tracer_provider)]}
     paused = await agent.ainvoke({"messages": [HumanMessage("pay")]}, config)
     approve(paused["__interrupt__"][0].value["hold_id"], "carol")
     await agent.ainvoke(Command(resume=True), config)
     assert ledger.sent == [("bob", 5)]
+    held, resumed = cap.trees()
+    assert held.find("guardrail holds").attributes[sc.GUARDRAIL_DECISION] == "hold"
+    executed = resumed.find("execute_tool payments_send")
+    assert executed.attributes[sc.VERIFICATION_STATUS] == "verified"
 
 
 def test_create_agent_middleware_with_the_handler_one_trace_per_run(cap: SpanCapture) -> None:
