@@ -7,6 +7,8 @@ blocks so that machine noise hits them all alike:
   (a) no callbacks
   (b) floor: a minimal hand-written handler, one span per callback, no attributes
   (c) spanguard's SpanguardCallbackHandler
+  (h) the same with a ``LoopBudget`` policy (guard checks before and after every
+      model call, the decision as a span event; a limit never reached)
   (d) OpenInference's LangChainInstrumentor
   (e) Langfuse's LangChain CallbackHandler (v5, OTel-based), export going nowhere
   (f) the official OpenTelemetry GenAI LangChain instrumentation
@@ -209,6 +211,7 @@ def _provider(exporter: DiscardingExporter) -> TracerProvider:
 
 
 def build_configs(only: set[str] | None) -> list[Config]:
+    from spanguard.guardrails import LoopBudget, Policy
     from spanguard.plugins.langchain import SpanguardCallbackHandler
 
     configs = [Config("a", "no callbacks", [], DiscardingExporter())]
@@ -220,6 +223,12 @@ def build_configs(only: set[str] | None) -> list[Config]:
     configs.append(Config("c", "spanguard",
                           [SpanguardCallbackHandler(tracer_provider=_provider(sg_exporter))],
                           sg_exporter))
+    budget_exporter = DiscardingExporter()
+    budget = Policy(loop_budget=LoopBudget(max_input_tokens=10**9))
+    configs.append(Config("h", "spanguard with a LoopBudget policy",
+                          [SpanguardCallbackHandler(tracer_provider=_provider(budget_exporter),
+                                                    policy=budget)],
+                          budget_exporter))
     try:
         from openinference.instrumentation.langchain import LangChainInstrumentor
 
@@ -354,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "c" in added and "b" in added and added["b"] > 0:
         print(f"spanguard added / floor added:         {added['c'] / added['b']:.2f}x "
               "(target <= 1.5x)")
+    if "h" in added and "c" in added and added["c"] > 0:
+        print(f"with a LoopBudget / without:           {added['h'] / added['c']:.2f}x "
+              f"(+{(added['h'] - added['c']) / (TOOL_STEPS + 1) * 1000:.0f} us per model call)")
     if "c" in added and "d" in added and added["d"] > 0:
         print(f"spanguard added / OpenInference added: {added['c'] / added['d']:.2f}x "
               "(target <= 0.2x)")

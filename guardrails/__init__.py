@@ -24,6 +24,7 @@ from spanguard.guardrails.budget import LoopBudget, LoopBudgetExceeded, LoopBudg
 from spanguard.guardrails.circuit import CircuitBreaker, CircuitBreakers
 from spanguard.guardrails.enforcer import Enforcer, Guard
 from spanguard.guardrails.errors import AllRoutesFailed, GuardrailViolation, RouteFailure
+from spanguard.guardrails.gating import GatedCall, gate_for, gated
 from spanguard.guardrails.hold_store import HoldRecord, HoldStore, open_hold_store
 from spanguard.guardrails.holds import (
     HoldAlreadyUsed,
@@ -32,7 +33,6 @@ from spanguard.guardrails.holds import (
     HoldPending,
     HoldRejected,
     HoldRules,
-    cleared,
     hold_result_payload,
 )
 from spanguard.guardrails.policy import Policy, load_policy
@@ -68,6 +68,7 @@ from spanguard.guardrails.verify import (
     VerificationResult,
     VerifyGuard,
     record_verification,
+    verification_of,
 )
 from spanguard.guardrails.window import (
     BudgetStoreUnavailable,
@@ -90,6 +91,7 @@ __all__ = [
     "CircuitBreakers",
     "Decision",
     "Enforcer",
+    "GatedCall",
     "Guard",
     "GuardrailViolation",
     "HoldAlreadyUsed",
@@ -135,7 +137,8 @@ __all__ = [
     "WindowBudgetGuard",
     "approve",
     "aretry_tool_call",
-    "cleared",
+    "gate_for",
+    "gated",
     "get_hold",
     "hold_result_payload",
     "list_holds",
@@ -147,5 +150,6 @@ __all__ = [
     "reject",
     "retry_tool_call",
     "tool_retry_allowed",
+    "verification_of",
     "wait_for_decision",
 ]

@@ -17,12 +17,10 @@ server gave none, which by the rule above makes the tool high risk.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import getpass
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextvars import ContextVar
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +32,7 @@ from spanguard.guardrails.approvals import Approvals, same_identity
 from spanguard.guardrails.audit import SELF_AUDITING_GUARDS
 from spanguard.guardrails.enforcer import GUARD_BUILDERS, Guard
 from spanguard.guardrails.errors import GuardrailViolation
+from spanguard.guardrails.gating import gate_for
 from spanguard.guardrails.hold_store import ACTIVE, HoldRecord
 from spanguard.guardrails.policy import TABLE_PARSERS
 from spanguard.guardrails.steps import Decision, RunState, ToolCall
@@ -255,22 +254,6 @@ def default_identity() -> str:
         return "unknown"
 
 
-# (tool, payload hash) of an approved call being executed right now in this context:
-# a second check of that same call (e.g. by a callback handler inside the tool) passes.
-_CLEARED: ContextVar[tuple[str, str] | None] = ContextVar("spanguard_hold_cleared",
-                                                          default=None)
-
-
-@contextlib.contextmanager
-def cleared(call: ToolCall) -> Iterator[None]:
-    """Scope for executing a call the hold guard just allowed on an approval."""
-    token = _CLEARED.set((call.tool, payload_hash(dict(call.arguments))))
-    try:
-        yield
-    finally:
-        _CLEARED.reset(token)
-
-
 class HoldGuard(Guard):
     """Holds matched calls; releases each approved one exactly once."""
 
@@ -292,6 +275,8 @@ class HoldGuard(Guard):
         return self._approvals
 
     def before_tool_call(self, run: RunState, call: ToolCall) -> Decision | None:
+        if gate_for(call.tool, call.call_id) is not None:
+            return None  # a gate around this call checked it already (gating.py)
         return self.check(call, maker=run.identity, trace_id=run.trace_id)
 
     def check(self, call: ToolCall, *, maker: str | None = None, trace_id: str | None = None,
@@ -306,8 +291,6 @@ class HoldGuard(Guard):
         if reason is None:
             return None
         digest = payload_hash(dict(call.arguments))
-        if _CLEARED.get() == (call.tool, digest):
-            return None
         maker = maker or default_identity()
         hold, previous = self._existing(call, digest, maker)
         if hold is not None and hold.status == "approved":

@@ -27,7 +27,7 @@ are not verified: they are already not a success.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -39,6 +39,7 @@ from spanguard.guardrails.approvals import Approvals
 from spanguard.guardrails.audit import SELF_AUDITING_GUARDS
 from spanguard.guardrails.enforcer import GUARD_BUILDERS, Guard
 from spanguard.guardrails.errors import GuardrailViolation
+from spanguard.guardrails.gating import gate_for
 from spanguard.guardrails.policy import TABLE_PARSERS, Policy
 from spanguard.guardrails.steps import Decision, RunState, ToolCall, ToolOutcome
 
@@ -200,6 +201,16 @@ def _function_result(tool: str, value: object) -> VerificationResult:
     return VerificationResult(tool, "unknown", f"verifier returned {value!r}")
 
 
+def verification_of(tool: str, decisions: Sequence[Decision]) -> VerificationResult | None:
+    """The verification among ``Enforcer.after_tool_call``'s decisions, if any ran."""
+    for decision in decisions:
+        if decision.guard == GUARD_NAME:
+            status = decision.attributes.get(sc.VERIFICATION_STATUS)
+            return VerificationResult(tool, status if status in STATUSES else "unknown",
+                                      decision.reason)
+    return None
+
+
 def record_verification(span: Span | None, result: VerificationResult | None) -> None:
     """Put the status on the tool span; anything but verified makes the span ERROR."""
     if result is None or span is None or not span.is_recording():
@@ -229,8 +240,8 @@ class VerifyGuard(Guard):
 
     def after_tool_call(self, run: RunState, call: ToolCall,
                         outcome: ToolOutcome) -> Decision | None:
-        if outcome.is_error:
-            return None
+        if outcome.is_error or gate_for(call.tool, call.call_id) is not None:
+            return None  # not a success; or a gate around the call verifies it (gating.py)
         result = self.verification.verify(call.tool, call.arguments, outcome.result,
                                           outcome.read_back)
         return self.settle(result, maker=run.identity, trace_id=run.trace_id)

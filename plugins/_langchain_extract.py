@@ -15,8 +15,6 @@ from typing import Any
 
 from spanguard import semconv as sc
 
-_SCALARS = (str, bool, int, float)
-
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
@@ -106,14 +104,13 @@ class Usage:
 class Response:
     """What ``on_llm_end`` says about the answer, collected in one pass."""
 
-    __slots__ = ("extra", "finish_reasons", "model", "response_id", "usage")
+    __slots__ = ("finish_reasons", "model", "response_id", "usage")
 
     def __init__(self, result: Any) -> None:
         self.usage: Usage | None = None
         self.finish_reasons: list[str] = []
         self.model: str | None = None
         self.response_id: str | None = None
-        self.extra: Mapping[str, Any] | None = None
         for candidates in result.generations:
             for generation in candidates:
                 self._read_generation(generation)
@@ -124,9 +121,6 @@ class Response:
             token_usage = output.get("token_usage")
             if self.usage is None and isinstance(token_usage, Mapping):
                 self.usage = Usage.from_openai_style(token_usage)
-            extra = output.get("spanguard")
-            if isinstance(extra, Mapping):
-                self.extra = extra
 
     def _read_generation(self, generation: Any) -> None:
         info = generation.generation_info
@@ -165,13 +159,6 @@ class Response:
         if self.finish_reasons:
             attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = self.finish_reasons
             attrs[sc.OI_LLM_FINISH_REASON] = self.finish_reasons[0]
-        if self.extra:
-            for key, value in self.extra.items():
-                if isinstance(value, _SCALARS):
-                    attrs[str(key)] = value
-                elif isinstance(value, (list, tuple)) and all(
-                        isinstance(item, _SCALARS) for item in value):
-                    attrs[str(key)] = list(value)
         return attrs
 
 

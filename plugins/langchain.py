@@ -32,6 +32,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from opentelemetry import metrics, trace
+from opentelemetry.trace import Span
 
 from spanguard import __version__
 from spanguard import config as sg_config
@@ -61,7 +62,12 @@ from spanguard.guardrails import (
     ToolCall,
     ToolOutcome,
     load_policy,
+    record_verification,
+    verification_of,
 )
+from spanguard.guardrails.gating import GatedCall, gate_for
+from spanguard.guardrails.holds import HoldPending
+from spanguard.guardrails.transient import classify, error_usage
 from spanguard.hashing import KeyedHasher, canonical_json, payload_hash
 from spanguard.plugins._langchain_content import (
     capture_from_env,
@@ -78,6 +84,14 @@ from spanguard.plugins._langchain_extract import (
     request_parameters,
 )
 from spanguard.plugins._langchain_fold import is_plumbing
+from spanguard.plugins.resilient import (
+    ResilientChatModel,
+    attempt_attributes,
+    attempt_is_retry,
+    error_routing_attributes,
+    is_router_run,
+    routing_attributes,
+)
 from spanguard.pricing import PriceTable
 from spanguard.spantree import RunEntry, SpanTree
 
@@ -87,7 +101,7 @@ if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
     from langchain_core.outputs import LLMResult
 
-__all__ = ["SpanguardCallbackHandler"]
+__all__ = ["HeldWithoutGate", "ResilientChatModel", "SpanguardCallbackHandler", "run_span"]
 
 logger = logging.getLogger("spanguard.plugins.langchain")
 
@@ -106,12 +120,15 @@ _INTERRUPTED = {sc.RUN_INTERRUPTED: True}
 class _Step:
     """Per-run adapter state kept on ``RunEntry.data`` (only for runs that need it)."""
 
-    __slots__ = ("call", "first_token", "model", "run", "started", "token", "usage")
+    __slots__ = ("call", "first_token", "gate", "model", "router", "run", "started", "token",
+                 "usage")
 
     def __init__(self) -> None:
         self.call: ModelCall | ToolCall | None = None
         self.first_token = False
+        self.gate: GatedCall | None = None  # a hold gate around this tool call verifies it
         self.model: str | None = None
+        self.router = False  # a ResilientChatModel's own run: its attempts carry the usage
         self.run: RunState | None = None  # roots only, when a policy is active
         self.started = 0.0
         self.token: object | None = None  # OTel context token of an active tool span
@@ -133,6 +150,24 @@ def _text_id(value: Any) -> str | None:
     if value is None or value == "":
         return None
     return value if isinstance(value, str) else canonical_json(value)
+
+
+class HeldWithoutGate(HoldPending):
+    """A held tool call in a graph with no hold gate: the call did not run, the run stops.
+
+    A callback can refuse a step but cannot pause a graph; ``HoldGate`` /
+    ``HoldMiddleware`` (:mod:`spanguard.plugins.langgraph_holds`) pause it with
+    ``interrupt()`` and resume it after approval.
+    """
+
+    def __init__(self, held: HoldPending) -> None:
+        super().__init__(held.hold)
+        self.args = (f"{self.args[0]}. The call did not run and this run stopped here: "
+                     "the callback handler alone cannot pause a graph. Add "
+                     "HoldGate(policy) as ToolNode(wrap_tool_call=...), or "
+                     "HoldMiddleware(policy) to create_agent(middleware=[...]), to pause "
+                     "with interrupt() and resume after approval; or, with a checkpointer, "
+                     "re-run the stopped step after approval: graph.invoke(None, config).",)
 
 
 class SpanguardCallbackHandler(BaseCallbackHandler):
@@ -364,7 +399,34 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._close_after(run_id.int, error)
+        key = run_id.int
+        entry: RunEntry | None = None
+        error_type: str | None = None
+        attrs: dict[str, Any] | None = None
+        usage: ModelUsage | None = None
+        try:
+            entry = self._tree.get(key)
+            if entry is not None and entry.key == key and not isinstance(error, _BUBBLE_UP):
+                # One taxonomy for every model failure (quota_throttled, timeout, ...):
+                # the retry wrapper's attempts and a plain model's call alike.
+                error_type = classify(error).reason
+                if entry.data.router:
+                    attrs = error_routing_attributes(error)
+                else:
+                    usage = self._record_failed_usage(entry, error)
+        except Exception:
+            self._failed("on_llm_error")
+        if usage is not None and entry is not None and self._enforcer is not None:
+            # A failed attempt that reported tokens spent them: they count (retry tokens).
+            run = self._run_of(entry)
+            call = entry.data.call
+            if run is not None and isinstance(call, ModelCall):
+                self._guarded(key, self._enforcer.after_model_call, run, call, usage,
+                              entry.span)
+        if error_type is None:
+            self._close_after(key, error)
+        else:
+            self._close(key, error=error, error_type=error_type, attributes=attrs)
 
     # --- tool calls ----------------------------------------------------------------
     def on_tool_start(
@@ -391,8 +453,13 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         if self._enforcer is not None:
             run = self._run_of(entry)
             if run is not None and isinstance(step.call, ToolCall):
-                self._guarded(run_id.int, self._enforcer.before_tool_call, run, step.call,
-                              entry.span)
+                try:
+                    self._guarded(run_id.int, self._enforcer.before_tool_call, run,
+                                  step.call, entry.span)
+                except HoldPending as held:
+                    if isinstance(held, HeldWithoutGate):
+                        raise
+                    raise HeldWithoutGate(held) from held
         try:
             step.token = activate(entry.context)
         except Exception:
@@ -420,6 +487,10 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                                            sc.OI_OUTPUT_VALUE: text})
         except Exception:
             self._failed("on_tool_end")
+        gate = entry.data.gate
+        if gate is not None:
+            # The hold gate verifies; the span is still open, so the status lands on it.
+            gate.settle(entry.span, output, failed)
         if self._enforcer is not None:
             self._after_tool(run_id.int, entry, ToolOutcome(result=output, is_error=failed))
         if failed:
@@ -521,6 +592,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             provider = metadata.get("ls_provider") if metadata else None
             attrs = model_attributes(model, provider if isinstance(provider, str) else None,
                                      **request_parameters(params, metadata))
+            attrs.update(attempt_attributes(metadata))
             if self._capture:
                 attrs.update(input_message_attributes(messages))
         except Exception:
@@ -533,10 +605,11 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             if step is None:
                 step = entry.data = _Step()
             step.model = model
-            if self._enforcer is not None:
-                attempt = metadata.get(sc.ATTEMPT_NUMBER) if metadata else None
-                step.call = ModelCall(model=model, is_retry=isinstance(attempt, int)
-                                      and attempt > 1)
+            # The retry wrapper's own run is recorded but never budgeted: each of its
+            # attempts is a model run of its own, checked and charged (retries as such).
+            step.router = is_router_run(metadata)
+            if self._enforcer is not None and not step.router:
+                step.call = ModelCall(model=model, is_retry=attempt_is_retry(metadata))
             step.started = time.perf_counter()
             return entry
         except Exception:
@@ -567,6 +640,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         step = entry.data
         if step is None:
             step = entry.data = _Step()
+        step.gate = gate_for(name, call_id)
         if self._enforcer is not None:
             step.call = ToolCall(tool=name, arguments=inputs if inputs is not None
                                  else {"input": input_str},
@@ -578,8 +652,17 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         """Set the response attributes; the usage for the guards when a policy is active."""
         step: _Step = entry.data
         info = Response(response)
-        usage = info.usage or step.usage
         attrs = info.attributes()
+        if step.router:
+            # Its usage is its last attempt's, already counted on that attempt's span.
+            routing = routing_attributes(response)
+            if routing:
+                attrs.update(routing)
+            if self._capture:
+                attrs.update(output_message_attributes(response))
+            entry.span.set_attributes(attrs)
+            return None
+        usage = info.usage or step.usage
         cost: float | None = None
         if usage is not None:
             attrs.update(usage_attributes(usage.input, usage.output, cache_read=usage.cache_read,
@@ -599,6 +682,20 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         if usage is None:
             return ModelUsage(cost_usd=None)
         return ModelUsage(input_tokens=usage.input, output_tokens=usage.output, cost_usd=cost)
+
+    def _record_failed_usage(self, entry: RunEntry, error: BaseException) -> ModelUsage | None:
+        """Usage a failed call reported (few providers do), like a successful call's."""
+        inputs, outputs = error_usage(error)
+        if not (inputs or outputs):
+            return None
+        step: _Step = entry.data
+        cost = self._prices.cost(step.model, inputs, outputs, 0)
+        entry.span.set_attributes({**usage_attributes(inputs, outputs),
+                                   **cost_attributes(cost)})
+        self._tree.add_usage(entry, inputs, outputs, cost)
+        if self._enforcer is None:
+            return None
+        return ModelUsage(input_tokens=inputs, output_tokens=outputs, cost_usd=cost)
 
     def _leave_tool(self, run_id: int) -> RunEntry | None:
         """Deactivate the tool span's context first, whatever else fails."""
@@ -620,8 +717,9 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         run = self._run_of(entry)
         call = entry.data.call
         if run is not None and isinstance(call, ToolCall):
-            self._guarded(run_id, self._enforcer.after_tool_call, run, call, outcome,
-                          entry.span)
+            decisions = self._guarded(run_id, self._enforcer.after_tool_call, run, call,
+                                      outcome, entry.span)
+            record_verification(entry.span, verification_of(call.tool, decisions))
 
     def _close(self, run_id: int, *, error: BaseException | None = None,
                error_type: str | None = None, attributes: Mapping[str, Any] | None = None
@@ -657,14 +755,14 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         if run is not None and self._enforcer is not None and isinstance(step.call, ModelCall):
             self._guarded(run_id, self._enforcer.before_model_call, run, step.call, entry.span)
 
-    def _guarded(self, run_id: int, hook: Any, *args: Any) -> None:
+    def _guarded(self, run_id: int, hook: Any, *args: Any) -> Any:
         """Run one enforcer hook; a refusal (or a guard failure) ends the span and propagates.
 
         Enforcement fails closed: whatever the hook raises reaches the caller, so
         the refused model or tool is never invoked.
         """
         try:
-            hook(*args)
+            return hook(*args)
         except BaseException as exc:
             if isinstance(exc, GuardrailViolation):
                 self._close(run_id, error=exc, error_type=exc.error_type)
@@ -723,6 +821,25 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         level = logging.WARNING if self.telemetry_errors == 1 else logging.DEBUG
         logger.log(level, "spanguard: telemetry error in %s; the run continues without it",
                    where, exc_info=True)
+
+
+def run_span(callbacks: Any) -> Span | None:
+    """The span of the run that ``callbacks`` (a run's child callback manager) belong to,
+    when a :class:`SpanguardCallbackHandler` among them traces it; else None.
+
+    Lets code running inside a step (a tool-call interceptor, say) record under the
+    step's span, in the run's trace, without the handler making every step's span
+    the current OpenTelemetry span (which would cost every run).
+    """
+    parent = getattr(callbacks, "parent_run_id", None)
+    if parent is None:
+        return None
+    for handler in getattr(callbacks, "handlers", ()):
+        if isinstance(handler, SpanguardCallbackHandler):
+            entry = handler._tree.get(parent.int)
+            if entry is not None:
+                return entry.span
+    return None
 
 
 def _key(run_id: UUID | None) -> int | None:

@@ -37,7 +37,6 @@ from langgraph.types import Command, interrupt
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
-from spanguard import semconv as sc
 from spanguard.attributes import KIND_GUARDRAIL, guardrail_span_name
 from spanguard.config import resolve_tracer_provider
 from spanguard.guardrails import (
@@ -51,13 +50,16 @@ from spanguard.guardrails import (
     VerificationResult,
     load_policy,
     record_verification,
+    verification_of,
 )
-from spanguard.guardrails.holds import build_hold_guards, cleared, default_identity
+from spanguard.guardrails.gating import GatedCall, gated
+from spanguard.guardrails.holds import build_hold_guards, default_identity
 from spanguard.guardrails.verify import (
     VerificationFailed,
     VerifyGuard,
     build_verify_guards,
 )
+from spanguard.plugins.langchain import run_span
 
 IDENTITY_METADATA_KEY = "spanguard.identity"
 INTERRUPT_TYPE = "spanguard.hold"
@@ -104,42 +106,50 @@ class HoldGate:
         run, call, refusal = self._admit(request)
         if refusal is not None:
             return refusal
-        with cleared(call):
+        check = _Check(self, run, call)
+        with gated(call, check.settle) as gate:
             result = execute(request)
-        return self._verify(run, call, request, result)
+        return check.finish(gate, result)
 
     async def acall(self, request: ToolCallRequest,
                     execute: Callable[[ToolCallRequest], Awaitable[ToolResult]]) -> ToolResult:
         run, call, refusal = self._admit(request)
         if refusal is not None:
             return refusal
-        with cleared(call):
+        check = _Check(self, run, call)
+        with gated(call, check.settle) as gate:
             result = await execute(request)
-        return self._verify(run, call, request, result)
+        return check.finish(gate, result)
 
     # --- steps ---------------------------------------------------------------------
     def _maker(self, request: ToolCallRequest) -> str:
         if self.identity:
             return self.identity
-        runtime = getattr(request, "runtime", None)
-        config = getattr(runtime, "config", None) or {}
-        metadata = config.get("metadata") or {}
+        metadata = _config(request).get("metadata") or {}
         named = metadata.get(IDENTITY_METADATA_KEY)
         return str(named) if named else default_identity()
 
     def _admit(self, request: ToolCallRequest) -> tuple[RunState, ToolCall, ToolMessage | None]:
-        """Ask the guards until they allow or refuse; pause on every pending answer."""
+        """Ask the guards until they allow or refuse; pause on every pending answer.
+
+        Decisions go under the span of the node running the tools when a
+        :class:`~spanguard.plugins.langchain.SpanguardCallbackHandler` traces it (the
+        run's own trace, not a trace of their own), else under the current span.
+        """
         tool_call = request.tool_call
         call = ToolCall(tool=tool_call["name"], arguments=dict(tool_call.get("args") or {}),
                         call_id=tool_call.get("id"))
-        span = trace.get_current_span()
+        span = run_span(_config(request).get("callbacks")) or trace.get_current_span()
         context = span.get_span_context()
         run = self.enforcer.start_run(
             call.call_id, identity=self._maker(request),
             trace_id=format(context.trace_id, "032x") if context.is_valid else None)
         while True:
             try:
-                self.enforcer.before_tool_call(run, call, span if context.is_valid else None)
+                with trace.use_span(span, end_on_exit=False, record_exception=False,
+                                    set_status_on_exception=False):
+                    self.enforcer.before_tool_call(run, call,
+                                                   span if context.is_valid else None)
                 return run, call, None
             except HoldPending as held:
                 interrupt(interrupt_value(held))
@@ -151,44 +161,69 @@ class HoldGate:
                                                      "hold_status": refused.hold.status}})
 
     def _read_back(self, tool: str, arguments: Mapping[str, Any]) -> Any:
+        """The verifier's read: part of this gate's verification, not an agent action, so
+        it is gated too (a handler traces it but neither holds nor verifies it)."""
         if tool not in self._tools:
             raise LookupError(f"read-back tool {tool!r} was not given to HoldGate(tools=...)")
-        return self._tools[tool].invoke(dict(arguments))
+        with gated(ToolCall(tool, arguments), _nothing_to_settle):
+            return self._tools[tool].invoke(dict(arguments))
 
-    def _verify(self, run: RunState, call: ToolCall, request: ToolCallRequest,
-                result: ToolResult) -> ToolResult:
+
+class _Check:
+    """Verification of one executed call: on the handler's ``execute_tool`` span while it
+    is open (the handler calls :meth:`settle` from its tool-end callback), else, with no
+    handler tracing the call, after the execution on a ``guardrail verify`` span."""
+
+    __slots__ = ("call", "gate", "result", "run")
+
+    def __init__(self, gate: HoldGate, run: RunState, call: ToolCall) -> None:
+        self.gate = gate
+        self.run = run
+        self.call = call
+        self.result: VerificationResult | None = None
+
+    def settle(self, span: Span | None, result: Any, is_error: bool) -> None:
+        content = result.content if isinstance(result, ToolMessage) else result
+        outcome = ToolOutcome(content, is_error=is_error, read_back=self.gate._read_back)
+        decisions = self.gate.enforcer.after_tool_call(self.run, self.call, outcome, span)
+        self.result = verification_of(self.call.tool, decisions)
+        if self.result is None:
+            return
+        if span is not None and span.is_recording():
+            record_verification(span, self.result)
+            return
+        with self.gate._tracer.start_as_current_span(
+                guardrail_span_name(VerifyGuard.name), attributes=dict(KIND_GUARDRAIL),
+                end_on_exit=True) as own:
+            record_verification(own, self.result)
+
+    def finish(self, gate: GatedCall, result: ToolResult) -> ToolResult:
+        """The tool message as the model should see it: never "done" unless verified."""
         if not isinstance(result, ToolMessage):
             return result
-        outcome = ToolOutcome(result.content, is_error=result.status == "error",
-                              read_back=self._read_back)
-        span = trace.get_current_span()
-        decisions = self.enforcer.after_tool_call(run, call, outcome,
-                                                  span if span.is_recording() else None)
-        verification = next((d for d in decisions if d.guard == VerifyGuard.name), None)
-        if verification is None:
+        if not gate.settled:  # no handler traced the call: verify now
+            gate.settle(None, result, result.status == "error")
+        if gate.error is not None:
+            raise gate.error
+        checked = self.result
+        if checked is None:
             return result
-        status = verification.attributes.get(sc.VERIFICATION_STATUS, "unknown")
-        checked = VerificationResult(call.tool, status, verification.reason)
-        self._record(span, checked)
+        metadata = {**result.response_metadata, "spanguard": {"verification": checked.status}}
         if checked.confirmed:
-            return result.model_copy(update={"response_metadata": {
-                **result.response_metadata, "spanguard": {"verification": status}}})
+            return result.model_copy(update={"response_metadata": metadata})
         return result.model_copy(update={
             "content": f"[{VerificationFailed(checked)}; do not report this action as "
                        f"done]\n{result.content}",
-            "status": "error",
-            "response_metadata": {**result.response_metadata,
-                                  "spanguard": {"verification": status}}})
+            "status": "error", "response_metadata": metadata})
 
-    def _record(self, span: Span, result: VerificationResult) -> None:
-        """On the tool span when it is still open, else on a ``guardrail verify`` span."""
-        if span.is_recording():
-            record_verification(span, result)
-            return
-        with self._tracer.start_as_current_span(
-                guardrail_span_name(VerifyGuard.name), attributes=dict(KIND_GUARDRAIL),
-                end_on_exit=True) as own:
-            record_verification(own, result)
+
+def _nothing_to_settle(span: Span | None, result: Any, is_error: bool) -> None:
+    return None
+
+
+def _config(request: ToolCallRequest) -> Mapping[str, Any]:
+    runtime = getattr(request, "runtime", None)
+    return getattr(runtime, "config", None) or {}
 
 
 class HoldMiddleware(AgentMiddleware):

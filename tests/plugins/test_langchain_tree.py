@@ -269,5 +269,5 @@ def test_model_error_marks_span_and_root(cap: SpanCapture) -> None:
         graph.invoke(INPUT, {"callbacks": [handler_for(cap)]})
     chat = cap.tree().find("chat gpt-4o-mini")
     assert chat.span.status == "ERROR"
-    assert chat.attributes[sc.ERROR_TYPE] == "TimeoutError"
+    assert chat.attributes[sc.ERROR_TYPE] == "timeout"  # the retry taxonomy (docs/retry.md)
     assert cap.tree().span.status == StatusCode.ERROR.name

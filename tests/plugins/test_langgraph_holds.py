@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,6 +28,7 @@ from spanguard.guardrails import (
     open_audit_log,
     reject,
 )
+from spanguard.plugins.langchain import HeldWithoutGate, SpanguardCallbackHandler
 from spanguard.plugins.langgraph_holds import HoldGate, HoldMiddleware
 from spanguard.testing import SpanCapture
 
@@ -84,17 +84,6 @@ def policy(verifier: Any) -> Policy:
                   verify=Verification({"payments_send": verifier}))
 
 
-def traced(gate: HoldGate, cap: SpanCapture) -> Callable[..., Any]:
-    """Stand-in for the callback handler: the tool's span is current around the gate."""
-    tracer = cap.tracer_provider.get_tracer("test")
-
-    def wrap(request: Any, execute: Any) -> Any:
-        with tracer.start_as_current_span(f"execute_tool {request.tool_call['name']}"):
-            return gate(request, execute)
-
-    return wrap
-
-
 def tool_graph(model: ScriptedModel, tools: list[BaseTool], wrap: Any) -> Any:
     def agent(state: MessagesState) -> dict[str, Any]:
         return {"messages": [model.invoke(state["messages"])]}
@@ -108,15 +97,31 @@ def tool_graph(model: ScriptedModel, tools: list[BaseTool], wrap: Any) -> Any:
     return graph.compile(checkpointer=InMemorySaver())
 
 
+@pytest.mark.parametrize("handler_policy", ["telemetry only", "same policy"])
 def test_state_graph_held_approved_resumed_executed_once_and_verified(
-        cap: SpanCapture) -> None:
+        cap: SpanCapture, handler_policy: str) -> None:
+    """The normal setup: the callback handler traces, the gate holds and verifies.
+
+    Whether or not the handler enforces the same policy, the call is checked once,
+    executed once, verified once, and the status is on its ``execute_tool`` span.
+    """
     ledger = Ledger()
-    verify = ReadBackCheck("payments_list", {}, "{to}:{amount}")
-    gate = HoldGate(policy(verify), identity="alice", tools=[ledger.list],
+    reads: list[int] = []
+
+    @tool
+    def payments_list() -> str:
+        """List sent payments."""
+        reads.append(1)
+        return "\n".join(f"{to}:{amount}" for to, amount in ledger.sent)
+
+    rules = policy(ReadBackCheck("payments_list", {}, "{to}:{amount}"))
+    gate = HoldGate(rules, identity="alice", tools=[payments_list],
                     tracer_provider=cap.tracer_provider)
+    handler = SpanguardCallbackHandler(
+        cap.tracer_provider, policy=rules if handler_policy == "same policy" else None)
     model = ScriptedModel(script=[pay_call(), AIMessage("paid bob")])
-    app = tool_graph(model, [ledger.send], traced(gate, cap))
-    config = {"configurable": {"thread_id": "t1"}}
+    app = tool_graph(model, [ledger.send], gate)
+    config = {"configurable": {"thread_id": "t1"}, "callbacks": [handler]}
 
     paused = app.invoke({"messages": [HumanMessage("pay bob 5")]}, config)
     [pending] = paused["__interrupt__"]
@@ -134,6 +139,7 @@ def test_state_graph_held_approved_resumed_executed_once_and_verified(
     approve(hold_id, "carol", "invoice 42")
     done = app.invoke(Command(resume=True), config)
     assert ledger.sent == [("bob", 5)]
+    assert reads == [1], "verified exactly once"
     result = next(m for m in done["messages"] if isinstance(m, ToolMessage))
     assert result.content == "sent 5 to bob" and result.status == "success"
     assert result.response_metadata["spanguard"]["verification"] == "verified"
@@ -141,12 +147,27 @@ def test_state_graph_held_approved_resumed_executed_once_and_verified(
     assert get_hold(hold_id).status == "executed"
 
     app.invoke(Command(resume=True), config)  # nothing left to resume: no second payment
-    assert ledger.sent == [("bob", 5)]
+    assert ledger.sent == [("bob", 5)] and reads == [1]
 
-    tool_spans = [s for s in cap.spans() if s.name == "execute_tool payments_send"]
-    assert tool_spans[-1].attributes[sc.VERIFICATION_STATUS] == "verified"
-    assert any(s.name == "guardrail holds" and s.attributes[sc.HOLD_ID] == hold_id
-               for s in cap.spans())
+    # every decision is in the run's own trace: one trace per invoke, nothing beside them
+    held, waiting, resumed, idle = cap.trees()
+    for paused_run in (held, waiting):
+        assert paused_run.find("tools").attributes[sc.RUN_INTERRUPTED] is True
+        decision = paused_run.find("tools").find("guardrail holds")
+        assert decision.attributes[sc.HOLD_ID] == hold_id
+        assert decision.attributes[sc.GUARDRAIL_DECISION] == "hold"
+        assert not paused_run.find_all("execute_tool payments_send")
+    [executed] = resumed.find_all("execute_tool payments_send")
+    assert executed.attributes[sc.VERIFICATION_STATUS] == "verified"
+    assert executed.span.status != "ERROR"
+    assert [e["name"] for e in executed.span.events] == ["guardrail verify"]
+    tools_node = resumed.find("tools")
+    assert [e["name"] for e in tools_node.span.events] == ["guardrail holds"]  # the approval
+    assert not [s for s in cap.spans() if s.name == "guardrail verify"]
+    assert not idle.find_all("execute_tool payments_send")
+    # the verifier's read-back is traced but, being the gate's own read, never held
+    [read] = resumed.find_all("execute_tool payments_list")
+    assert read.span.status != "ERROR" and not read.children
     events = [r.event for r in open_audit_log().records()]
     assert events == ["hold.created", "hold.approved", "hold.executed",
                       "verification.verified"]
@@ -214,8 +235,88 @@ async def test_async_graph_holds_and_resumes(cap: SpanCapture) -> None:
                                 tracer_provider=cap.tracer_provider)
     agent = create_agent(ScriptedModel(script=[pay_call("c-a"), AIMessage("done")]),
                          [ledger.send], middleware=[middleware], checkpointer=InMemorySaver())
-    config = {"configurable": {"thread_id": "t5"}}
+    config = {"configurable": {"thread_id": "t5"},
+              "callbacks": [SpanguardCallbackHandler(cap.tracer_provider)]}
     paused = await agent.ainvoke({"messages": [HumanMessage("pay")]}, config)
     approve(paused["__interrupt__"][0].value["hold_id"], "carol")
     await agent.ainvoke(Command(resume=True), config)
     assert ledger.sent == [("bob", 5)]
+    held, resumed = cap.trees()
+    assert held.find("guardrail holds").attributes[sc.GUARDRAIL_DECISION] == "hold"
+    executed = resumed.find("execute_tool payments_send")
+    assert executed.attributes[sc.VERIFICATION_STATUS] == "verified"
+
+
+def test_create_agent_middleware_with_the_handler_one_trace_per_run(cap: SpanCapture) -> None:
+    ledger = Ledger()
+    checks: list[tuple[str, int]] = []
+
+    def verifier(arguments: Any, result: Any) -> str:
+        checks.append((arguments["to"], arguments["amount"]))
+        return "verified" if ("eve", 7) in ledger.sent else "failed"
+
+    middleware = HoldMiddleware(policy(verifier), identity="alice",
+                                tracer_provider=cap.tracer_provider)
+    agent = create_agent(ScriptedModel(script=[pay_call("call-9", "eve", 7),
+                                               AIMessage("paid eve")]),
+                         [ledger.send], middleware=[middleware], checkpointer=InMemorySaver())
+    handler = SpanguardCallbackHandler(cap.tracer_provider)
+    config = {"configurable": {"thread_id": "t6"}, "callbacks": [handler]}
+    paused = agent.invoke({"messages": [HumanMessage("pay eve 7")]}, config)
+    hold_id = paused["__interrupt__"][0].value["hold_id"]
+    approve(hold_id, "carol")
+    agent.invoke(Command(resume=True), config)
+    assert ledger.sent == [("eve", 7)] and checks == [("eve", 7)]
+
+    held, resumed = cap.trees()  # no stray root: the hold decision is in the run's trace
+    assert held.find("guardrail holds").attributes[sc.HOLD_ID] == hold_id
+    [executed] = resumed.find_all("execute_tool payments_send")
+    assert executed.attributes[sc.VERIFICATION_STATUS] == "verified"
+
+
+def test_unconfirmed_action_marks_the_execute_tool_span_with_the_handler(
+        cap: SpanCapture) -> None:
+    ledger = Ledger()
+    gate = HoldGate(Policy(verify=Verification({"payments_send": lambda a, r: "failed"})),
+                    identity="alice", tracer_provider=cap.tracer_provider)
+    app = tool_graph(ScriptedModel(script=[pay_call(), AIMessage("ok")]), [ledger.send], gate)
+    done = app.invoke({"messages": [HumanMessage("pay")]},
+                      {"configurable": {"thread_id": "t7"},
+                       "callbacks": [SpanguardCallbackHandler(cap.tracer_provider)]})
+    message = next(m for m in done["messages"] if isinstance(m, ToolMessage))
+    assert message.status == "error" and "not confirmed" in str(message.content)
+    executed = cap.tree().find("execute_tool payments_send")
+    assert executed.attributes[sc.VERIFICATION_STATUS] == "failed"
+    assert executed.span.status == "ERROR"
+    assert executed.attributes[sc.ERROR_TYPE] == "unverified_action"
+    assert not cap.tree().find_all("guardrail verify")  # on the tool span, not beside it
+
+
+def test_handler_without_a_gate_fails_closed_with_a_clear_error(cap: SpanCapture) -> None:
+    ledger = Ledger()
+    handler = SpanguardCallbackHandler(cap.tracer_provider, identity="alice",
+                                       policy=policy(lambda a, r: "verified"))
+    app = tool_graph(ScriptedModel(script=[pay_call("call-5"), AIMessage("paid")]),
+                     [ledger.send], None)
+    config = {"configurable": {"thread_id": "t8"}, "callbacks": [handler]}
+    with pytest.raises(HeldWithoutGate) as info:
+        app.invoke({"messages": [HumanMessage("pay bob 5")]}, config)
+    assert ledger.sent == []
+    message = str(info.value)
+    hold_id = info.value.hold_id
+    assert f"spanguard holds approve {hold_id} --as NAME" in message
+    assert "The call did not run" in message and "HoldGate" in message
+    assert "graph.invoke(None, config)" in message
+    tool_span = cap.tree().find("execute_tool payments_send")
+    assert tool_span.attributes[sc.ERROR_TYPE] == "held_for_approval"
+    assert tool_span.find("guardrail holds").attributes[sc.HOLD_ID] == hold_id
+
+    # With a checkpointer the failed step can be re-run after approval: same call id,
+    # so the approval applies, once; the handler verifies and records it on the span.
+    approve(hold_id, "carol")
+    cap.clear()
+    assert app.invoke(None, config)["messages"][-1].content == "paid"
+    app.invoke(None, config)
+    assert ledger.sent == [("bob", 5)]
+    executed = cap.trees()[0].find("execute_tool payments_send")
+    assert executed.attributes[sc.VERIFICATION_STATUS] == "verified"

@@ -9,12 +9,40 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from pydantic import BaseModel
 
 from spanguard import semconv as sc
-from spanguard.guardrails import AllRoutesFailed, GuardrailViolation, RetryPolicy
-from spanguard.plugins.resilient import ResilientChatModel, routing_attributes
+from spanguard.guardrails import (
+    AllRoutesFailed,
+    Decision,
+    Guard,
+    GuardrailViolation,
+    ModelCall,
+    ModelUsage,
+    RetryPolicy,
+    RunState,
+)
+from spanguard.plugins.langchain import ResilientChatModel, SpanguardCallbackHandler
+from spanguard.plugins.resilient import routing_attributes
 from spanguard.testing import SpanCapture, SpanNode
 from tests.guardrails.fakes import APIConnectionError, APIStatusError, FakeClock, RateLimitError
 from tests.plugins.fakes import ScriptedChatModel
-from tests.plugins.routing_handler import RoutingAwareHandler
+
+
+class ModelCalls(Guard):
+    """What the budget guards are asked about: attempts only, never the wrapper's run."""
+
+    name = "model_calls"
+
+    def __init__(self) -> None:
+        self.before: list[ModelCall] = []
+        self.charged: list[tuple[bool, int]] = []
+
+    def before_model_call(self, run: RunState, call: ModelCall) -> Decision | None:
+        self.before.append(call)
+        return None
+
+    def after_model_call(self, run: RunState, call: ModelCall,
+                         usage: ModelUsage) -> Decision | None:
+        self.charged.append((call.is_retry, usage.input_tokens))
+        return None
 
 
 def wrapper(clock: FakeClock, *scripts: tuple[str, list[Any]], **policy: Any) -> tuple[
@@ -25,9 +53,11 @@ def wrapper(clock: FakeClock, *scripts: tuple[str, list[Any]], **policy: Any) ->
     return model, models
 
 
-def traced(cap: SpanCapture) -> tuple[dict[str, Any], RoutingAwareHandler]:
-    handler = RoutingAwareHandler(cap.tracer_provider)
-    return {"callbacks": [handler]}, handler
+def traced(cap: SpanCapture) -> tuple[dict[str, Any], ModelCalls]:
+    """The real callback handler, with a guard that records the budget's view."""
+    calls = ModelCalls()
+    handler = SpanguardCallbackHandler(cap.tracer_provider, guards=[calls])
+    return {"callbacks": [handler]}, calls
 
 
 def attempts(span: SpanNode) -> list[tuple[str, int, str | None]]:
@@ -40,7 +70,7 @@ def test_429_twice_then_success_on_the_primary(cap: SpanCapture) -> None:
     model, (primary, _) = wrapper(clock, ("gpt-x", [RateLimitError(), RateLimitError(),
                                                     "hello"]), ("claude-y", []))
     assert len(primary.calls) == 0
-    config, handler = traced(cap)
+    config, calls = traced(cap)
     answer = model.invoke("hi", config)
     assert answer.content == "hello"
     assert answer.response_metadata["spanguard"][sc.ROUTING_ATTEMPTS] == 3
@@ -53,8 +83,18 @@ def test_429_twice_then_success_on_the_primary(cap: SpanCapture) -> None:
     assert root.attributes[sc.ROUTING_REASON] == "normal"
     assert root.attributes[sc.ROUTING_SELECTED] == "gpt-x"
     assert root.children[2].attributes[sc.ATTEMPT_IS_RETRY] is True
-    # the budget guard sees three model calls, the later two flagged as retries
-    assert [c.is_retry for c in handler.model_calls] == [False, True, True]
+    assert root.children[0].attributes[sc.ATTEMPT_IS_RETRY] is False
+    assert [c.attributes[sc.ATTEMPT_ROUTE] for c in root.children] == ["gpt-x"] * 3
+    # the budget guard sees three model calls, the later two flagged as retries; only
+    # the answering attempt reported usage, and it is counted once (not again for the
+    # wrapper, whose span carries the routing decision but no usage of its own)
+    assert [(c.model, c.is_retry) for c in calls.before] == [
+        ("gpt-x", False), ("gpt-x", True), ("gpt-x", True)]
+    assert calls.charged == [(True, 10)]
+    assert root.children[2].attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == 10
+    assert sc.GEN_AI_USAGE_INPUT_TOKENS not in root.attributes
+    assert root.attributes[sc.RUN_TOTAL_INPUT_TOKENS] == 10
+    assert root.attributes[sc.RUN_MODEL_CALLS] == 1
 
 
 def test_primary_down_fallback_answers_failover_in_the_trace(cap: SpanCapture) -> None:
@@ -142,28 +182,41 @@ def test_all_routes_failed_is_one_error(cap: SpanCapture) -> None:
     assert "claude-y: 2 attempts, last error provider_overloaded (APIStatusError: Overloaded)" \
         in message
     root = cap.tree()
+    assert root.name == "chat gpt-x" and root.span.status == "ERROR"
     assert root.attributes[sc.ERROR_TYPE] == "all_routes_failed"
     assert root.attributes[sc.ROUTING_REASON] == "quota_throttled"
-    assert len(root.children) == 4
+    assert root.attributes[sc.ROUTING_REQUESTED] == "gpt-x"
+    assert root.attributes[sc.ROUTING_ATTEMPTS] == 4
+    assert sc.ROUTING_SELECTED not in root.attributes
+    assert attempts(root) == [("chat gpt-x", 1, "quota_throttled"),
+                              ("chat gpt-x", 2, "quota_throttled"),
+                              ("chat claude-y", 3, "provider_overloaded"),
+                              ("chat claude-y", 4, "provider_overloaded")]
 
 
 def test_budget_refusal_on_an_attempt_reroutes_with_budget_policy(cap: SpanCapture) -> None:
     class OverBudget(GuardrailViolation):
         error_type = "loop_budget_exceeded"
 
-    class RefusingHandler(RoutingAwareHandler):
-        def on_chat_model_start(self, serialized: dict[str, Any], messages: Any,
-                                **kwargs: Any) -> None:
-            super().on_chat_model_start(serialized, messages, **kwargs)
-            if (kwargs.get("metadata") or {}).get("spanguard_route") == "gpt-x":
-                raise OverBudget("gpt-x would pass the cost budget")
+    class RefuseExpensive(Guard):
+        name = "cost_budget"
+
+        def before_model_call(self, run: RunState, call: ModelCall) -> Decision | None:
+            if call.model == "gpt-x":
+                return Decision("deny", self.name, "gpt-x would pass the cost budget",
+                                error=OverBudget("gpt-x would pass the cost budget"))
+            return None
 
     clock = FakeClock()
     model, (primary, _) = wrapper(clock, ("gpt-x", ["never"]), ("cheap", ["cheap answer"]))
-    handler = RefusingHandler(cap.tracer_provider)
+    handler = SpanguardCallbackHandler(cap.tracer_provider, guards=[RefuseExpensive()])
     assert model.invoke("hi", {"callbacks": [handler]}).content == "cheap answer"
     assert primary.calls == []  # refused before the provider was invoked
-    assert cap.tree().attributes[sc.ROUTING_REASON] == "budget_policy"
+    root = cap.tree()
+    assert root.attributes[sc.ROUTING_REASON] == "budget_policy"
+    refused = root.children[0]
+    assert refused.attributes[sc.ERROR_TYPE] == "loop_budget_exceeded"
+    assert refused.find("guardrail cost_budget").attributes[sc.GUARDRAIL_DECISION] == "deny"
 
 
 def test_streaming_fails_over_before_the_first_chunk(cap: SpanCapture) -> None:
@@ -224,3 +277,56 @@ def test_constructor_errors_are_clear() -> None:
         ResilientChatModel(models=[model, model], route_names=["a"])
     doubled = ResilientChatModel(models=[model, model])
     assert doubled.route_names == ["m", "m#2"]
+
+
+def test_tokens_of_failed_attempts_count_toward_the_loop_budget(cap: SpanCapture) -> None:
+    """A provider that bills a failed attempt reports usage on the error: it is charged."""
+    clock = FakeClock()
+    overloaded = APIStatusError("Overloaded", 529,
+                                body={"usage": {"input_tokens": 40, "output_tokens": 0}})
+    model, _ = wrapper(clock, ("gpt-x", [overloaded, "hello"]))
+    config, calls = traced(cap)
+    assert model.invoke("hi", config).content == "hello"
+    assert calls.charged == [(False, 40), (True, 10)]
+    root = cap.tree()
+    assert root.attributes[sc.ROUTING_RETRY_TOKENS] == 40
+    failed = root.children[0]
+    assert failed.attributes[sc.ERROR_TYPE] == "provider_overloaded"
+    assert failed.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == 40
+    assert root.attributes[sc.RUN_TOTAL_INPUT_TOKENS] == 50
+
+
+def test_a_loop_budget_sees_retries_through_the_wrapper(cap: SpanCapture) -> None:
+    """The real LoopBudget: a failed attempt's tokens are charged, its retry is refused."""
+    from langchain_core.runnables import RunnableLambda
+
+    from spanguard.guardrails import LoopBudget, LoopBudgetExceeded, Policy
+
+    clock = FakeClock()
+    billed = APIStatusError("Overloaded", 529,
+                            body={"usage": {"input_tokens": 40, "output_tokens": 0}})
+    model, (primary,) = wrapper(clock, ("gpt-x", ["one", billed, "never"]), max_attempts=3)
+    handler = SpanguardCallbackHandler(
+        cap.tracer_provider, policy=Policy(loop_budget=LoopBudget(max_input_tokens=55)))
+
+    def agent(_: Any) -> str:
+        model.invoke("first")
+        return str(model.invoke("second").content)
+
+    with pytest.raises(LoopBudgetExceeded) as info:
+        RunnableLambda(agent, name="agent").invoke("go", {"callbacks": [handler]})
+    assert info.value.spent == 50  # 10 answered + 40 billed on the failed attempt
+    assert len(primary.calls) == 2, "the retry was refused before the provider was called"
+    root = cap.tree()
+    assert root.span.status == "ERROR"
+    assert root.attributes[sc.ERROR_TYPE] == "loop_budget_exceeded"
+    first, second = [s for s in root.find_all("chat gpt-x")
+                     if sc.ROUTING_REQUESTED in s.attributes]
+    assert first.attributes[sc.ROUTING_REASON] == "normal"
+    assert second.attributes[sc.ROUTING_REASON] == "budget_policy"
+    assert second.attributes[sc.ERROR_TYPE] == "loop_budget_exceeded"
+    refused = second.children[-1]
+    assert (refused.attributes[sc.ATTEMPT_NUMBER], refused.attributes[sc.ATTEMPT_IS_RETRY]) \
+        == (2, True)
+    assert refused.attributes[sc.ERROR_TYPE] == "loop_budget_exceeded"
+    assert refused.find("guardrail loop_budget").attributes[sc.GUARDRAIL_DECISION] == "deny"

@@ -12,11 +12,10 @@ from langgraph.prebuilt import ToolNode, tools_condition
 
 from spanguard import semconv as sc
 from spanguard.guardrails import RetryPolicy
-from spanguard.plugins.resilient import ResilientChatModel
+from spanguard.plugins.langchain import ResilientChatModel, SpanguardCallbackHandler
 from spanguard.testing import SpanCapture
 from tests.guardrails.fakes import APIStatusError, FakeClock, RateLimitError
 from tests.plugins.fakes import ScriptedChatModel
-from tests.plugins.routing_handler import RoutingAwareHandler
 
 
 @tool
@@ -54,7 +53,7 @@ def test_streamed_tool_calling_agent_through_the_wrapper(cap: SpanCapture) -> No
     fallback = ScriptedChatModel(model_name="claude-y", script=["It is sunny in Oslo."])
     model = ResilientChatModel(models=[primary, fallback], retry=RetryPolicy(max_attempts=2),
                                sleep=clock.sleep, clock=clock)
-    handler = RoutingAwareHandler(cap.tracer_provider)
+    handler = SpanguardCallbackHandler(cap.tracer_provider)
     graph = build_graph(model)
 
     tokens: list[str] = []
@@ -90,7 +89,7 @@ def test_drops_into_create_agent_unchanged(cap: SpanCapture) -> None:
                                retry=RetryPolicy(max_attempts=1, circuit_failures=1),
                                sleep=clock.sleep, clock=clock)
     agent = create_agent(model, tools=[get_weather])
-    handler = RoutingAwareHandler(cap.tracer_provider)
+    handler = SpanguardCallbackHandler(cap.tracer_provider)
     result = agent.invoke({"messages": [HumanMessage("weather in Oslo?")]},
                           {"callbacks": [handler]})
     messages = result["messages"]
