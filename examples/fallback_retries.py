@@ -5,7 +5,8 @@
 The primary model answers HTTP 429 (with a Retry-After hint) every time; the
 wrapper retries it with backoff, then fails over to the fallback. Every attempt
 is its own `chat` span, and the wrapper's span records the routing decision
-(requested_route, selected_route, routing_reason=failover, attempts).
+(requested_route, selected_route, attempts, and routing_reason=quota_throttled:
+the primary was rate limited; a primary that is down gives `failover`).
 Waits are shortened here so the example runs in a second.
 """
 

@@ -60,10 +60,14 @@ def test_llamaindex_rag(spanguard_home: Path) -> None:
 
 def test_fallback_retries(spanguard_home: Path) -> None:
     result = run_example("fallback_retries.py", spanguard_home)
-    assert "answer from claude-3-5-haiku (failover)" in result.stdout
+    assert "answer from claude-3-5-haiku (quota_throttled)" in result.stdout
     spans = TraceStore.in_home(spanguard_home).spans()
-    attempts = [s for s in spans if s.name == "chat gpt-4o"]
-    assert len(attempts) >= 2 and all(s.status == "ERROR" for s in attempts[1:])
+    wrapper = next(s for s in spans if s.attributes.get("routing_reason"))
+    assert wrapper.attributes["requested_route"] == "gpt-4o"
+    assert wrapper.attributes["selected_route"] == "claude-3-5-haiku"
+    attempts = [s for s in spans if s.parent_span_id == wrapper.span_id]
+    assert [s.status for s in attempts] == ["ERROR", "ERROR", "UNSET"]
+    assert {s.attributes["error.type"] for s in attempts[:2]} == {"quota_throttled"}
 
 
 def test_wrapping_an_mcp_server(spanguard_home: Path) -> None:
