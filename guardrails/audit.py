@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from spanguard.errors import ConfigError, StoreError
+from spanguard.guardrails._redis import connect
 from spanguard.guardrails.hold_store import check_store_url, resolve_store_url, sqlite_path
 from spanguard.guardrails.steps import Decision, RunState
 from spanguard.hashing import canonical_json
@@ -236,14 +237,8 @@ class RedisAuditBackend:
     key = "spanguard:audit"
 
     def __init__(self, url: str) -> None:
-        try:
-            import redis
-        except ImportError as exc:
-            raise ConfigError(url, "a redis:// store needs the redis package",
-                              "pip install 'spanguard[redis]'") from exc
         self.url = url
-        self._redis = redis.Redis.from_url(url, decode_responses=True)
-        self._redis_module = redis
+        self._redis, self._redis_module = connect(url, decode_responses=True)
 
     def append(self, make: Callable[[int, str], AuditRecord]) -> AuditRecord:
         redis = self._redis_module
@@ -251,7 +246,7 @@ class RedisAuditBackend:
             with self._redis.pipeline() as pipe:
                 while True:
                     try:
-                        pipe.watch(self.key)  # type: ignore[no-untyped-call]
+                        pipe.watch(self.key)
                         length = int(pipe.llen(self.key))
                         last = pipe.lindex(self.key, -1)
                         prev = json.loads(last)["hash"] if last else GENESIS

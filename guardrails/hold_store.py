@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 
 from spanguard.config import resolve_home
 from spanguard.errors import ConfigError, StoreError
+from spanguard.guardrails._redis import connect
 
 HoldStatus = Literal["pending", "approved", "rejected", "expired", "executed"]
 ACTIVE: tuple[HoldStatus, ...] = ("pending", "approved")
@@ -311,13 +312,8 @@ class RedisHoldStore:
     prefix = "spanguard:holds"
 
     def __init__(self, url: str) -> None:
-        try:
-            import redis
-        except ImportError as exc:
-            raise ConfigError(url, "a redis:// store needs the redis package",
-                              "pip install 'spanguard[redis]'") from exc
         self.url = url
-        self._redis = redis.Redis.from_url(url, decode_responses=True)
+        self._redis, redis = connect(url, decode_responses=True)
         self._cas = self._redis.register_script(_REDIS_CAS)
         self._error: type[Exception] = redis.RedisError
 

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 from spanguard.config import resolve_home
 from spanguard.errors import ConfigError, StoreError
 from spanguard.guardrails import _parse
+from spanguard.guardrails._redis import connect
 from spanguard.guardrails.policy import TABLE_PARSERS
 
 STORE_URL_ENV = "SPANGUARD_STORE_URL"
@@ -363,11 +364,8 @@ class RedisBudgetStore(BudgetStore):
     """Shared across processes and machines; check-and-charge is one Lua script."""
 
     def __init__(self, url: str, timeout: float = 5.0) -> None:
-        import redis
-
         self.url = url
-        self._redis = redis.Redis.from_url(url, socket_timeout=timeout,
-                                           socket_connect_timeout=timeout)
+        self._redis, redis = connect(url, timeout=timeout)
         self._script = self._redis.register_script(_LUA)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
 
