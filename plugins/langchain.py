@@ -84,6 +84,8 @@ from spanguard.plugins._langchain_extract import (
     request_parameters,
 )
 from spanguard.plugins._langchain_fold import is_plumbing
+from spanguard.plugins._langchain_quiet import install as install_refusal_filter
+from spanguard.plugins._langchain_quiet import note_refusal
 from spanguard.plugins.resilient import (
     ResilientChatModel,
     attempt_attributes,
@@ -218,6 +220,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         enforcer = (Enforcer(loaded, provider, meter_provider, guards=guards)
                     if loaded is not None or guards is not None else None)
         self._enforcer = enforcer if enforcer is not None and enforcer.active else None
+        if self._enforcer is not None:
+            install_refusal_filter()
         self.telemetry_errors = 0
 
     # LangChain skips a handler's callbacks for event kinds it ignores. (Not
@@ -459,7 +463,9 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                 except HoldPending as held:
                     if isinstance(held, HeldWithoutGate):
                         raise
-                    raise HeldWithoutGate(held) from held
+                    stopped = HeldWithoutGate(held)
+                    note_refusal(self, stopped)
+                    raise stopped from held
         try:
             step.token = activate(entry.context)
         except Exception:
@@ -766,6 +772,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         except BaseException as exc:
             if isinstance(exc, GuardrailViolation):
                 self._close(run_id, error=exc, error_type=exc.error_type)
+                note_refusal(self, exc)
             else:
                 self._close(run_id, error=exc)
             raise
