@@ -21,9 +21,9 @@ def _str(value: Any) -> str | None:
 
 
 def _num(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return None
+    if value is None or isinstance(value, bool):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _int(value: Any) -> int:
@@ -47,25 +47,36 @@ def request_model(params: Mapping[str, Any] | None,
 
 def request_parameters(params: Mapping[str, Any] | None,
                        metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    """temperature / top_p / max_tokens as ``model_attributes`` keyword arguments."""
-    params = params or {}
-    metadata = metadata or {}
+    """temperature / top_p / max_tokens as ``model_attributes`` keyword arguments.
+
+    Runs once per model call: only keys that are present are converted.
+    """
     out: dict[str, Any] = {}
-    temperature = _num(params.get("temperature"))
-    if temperature is None:
-        temperature = _num(metadata.get("ls_temperature"))
-    if temperature is not None:
-        out["temperature"] = temperature
-    top_p = _num(params.get("top_p"))
-    if top_p is not None:
-        out["top_p"] = top_p
-    for source, key in ((params, "max_tokens"), (params, "max_completion_tokens"),
-                        (params, "max_output_tokens"), (metadata, "ls_max_tokens")):
-        value = _num(source.get(key))
+    if params:
+        value = _num(params.get("temperature"))
         if value is not None:
-            out["max_tokens"] = int(value)
-            break
+            out["temperature"] = value
+        value = _num(params.get("top_p"))
+        if value is not None:
+            out["top_p"] = value
+        for key in _MAX_TOKENS_KEYS:
+            value = _num(params.get(key))
+            if value is not None:
+                out["max_tokens"] = int(value)
+                break
+    if metadata:
+        if "temperature" not in out:
+            value = _num(metadata.get("ls_temperature"))
+            if value is not None:
+                out["temperature"] = value
+        if "max_tokens" not in out:
+            value = _num(metadata.get("ls_max_tokens"))
+            if value is not None:
+                out["max_tokens"] = int(value)
     return out
+
+
+_MAX_TOKENS_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
 class Usage:

@@ -247,11 +247,10 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            name = kwargs.get("name") or _serialized_name(serialized, "chain")
             tree = self._tree
             key = run_id.int
-            parent_key = parent_run_id.int if parent_run_id is not None else None
-            parent = tree.get(parent_key) if parent_key is not None else None
+            parent = tree.get(parent_run_id.int) if parent_run_id is not None else None
+            name = kwargs.get("name") or _serialized_name(serialized, "chain")
             if parent is None:
                 agent = self._agent_name or name
                 self._open_root(key, agent_span_name(agent), agent_attributes(agent),
@@ -259,7 +258,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                 return
             fold = not self._keep_plumbing
             if fold and is_plumbing(name, tags, metadata):
-                tree.fold(key, parent_key)
+                tree.alias(key, parent)
                 return
             attrs: dict[str, Any] = dict(KIND_CHAIN)
             task = None
@@ -270,13 +269,13 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                     # name (a named RunnableLambda): same task, so one span.
                     task = metadata.get("langgraph_checkpoint_ns")
                     if fold and task is not None and parent.data == task:
-                        tree.fold(key, parent_key)
+                        tree.alias(key, parent)
                         return
                     attrs[sc.OI_GRAPH_NODE_ID] = node
                     step = metadata.get("langgraph_step")
                     if isinstance(step, int):
                         attrs[sc.LANGGRAPH_STEP] = step
-            tree.start(key, parent_key, name, attrs).data = task
+            tree.start_under(key, parent, name, attrs).data = task
         except Exception:
             self._failed("on_chain_start")
 
@@ -574,8 +573,9 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     def _open(self, run_id: int, parent_run_id: int | None, name: str,
               attrs: dict[str, Any], metadata: Mapping[str, Any] | None) -> RunEntry:
         """A child of the parent run's span, or a new root when there is no known parent."""
-        if parent_run_id is not None and self._tree.get(parent_run_id) is not None:
-            return self._tree.start(run_id, parent_run_id, name, attrs)
+        parent = self._tree.get(parent_run_id) if parent_run_id is not None else None
+        if parent is not None:
+            return self._tree.start_under(run_id, parent, name, attrs)
         return self._open_root(run_id, name, attrs, metadata)
 
     def _open_root(self, run_id: int, name: str, attrs: dict[str, Any],
