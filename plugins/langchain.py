@@ -87,6 +87,8 @@ from spanguard.plugins._langchain_fold import is_plumbing
 from spanguard.plugins._langchain_quiet import install as install_refusal_filter
 from spanguard.plugins._langchain_quiet import note_refusal
 from spanguard.plugins.resilient import (
+    META_ATTEMPT,
+    META_ROUTER,
     ResilientChatModel,
     attempt_attributes,
     attempt_is_retry,
@@ -598,7 +600,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             provider = metadata.get("ls_provider") if metadata else None
             attrs = model_attributes(model, provider if isinstance(provider, str) else None,
                                      **request_parameters(params, metadata))
-            attrs.update(attempt_attributes(metadata))
+            if metadata and META_ATTEMPT in metadata:
+                attrs.update(attempt_attributes(metadata))
             if self._capture:
                 attrs.update(input_message_attributes(messages))
         except Exception:
@@ -611,9 +614,10 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             if step is None:
                 step = entry.data = _Step()
             step.model = model
-            # The retry wrapper's own run is recorded but never budgeted: each of its
-            # attempts is a model run of its own, checked and charged (retries as such).
-            step.router = is_router_run(metadata)
+            if metadata and META_ROUTER in metadata:
+                # The retry wrapper's own run is recorded but never budgeted: each of
+                # its attempts is a model run of its own, checked and charged.
+                step.router = is_router_run(metadata)
             if self._enforcer is not None and not step.router:
                 step.call = ModelCall(model=model, is_retry=attempt_is_retry(metadata))
             step.started = time.perf_counter()
