@@ -79,6 +79,25 @@ def request_parameters(params: Mapping[str, Any] | None,
 _MAX_TOKENS_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
+def request_key(params: Mapping[str, Any] | None,
+                metadata: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """Every raw value :func:`request_model`, :func:`request_parameters` and the provider
+    are read from: equal keys give equal request attributes, so a handler can cache them.
+
+    Only these values, never the whole mapping (which may hold unhashable tool lists).
+    A caller must be ready for an unhashable value among them (``TypeError`` on lookup).
+    """
+    p = params or _EMPTY
+    m = metadata or _EMPTY
+    return (p.get("model"), p.get("model_name"), p.get("model_id"), p.get("temperature"),
+            p.get("top_p"), p.get("max_tokens"), p.get("max_completion_tokens"),
+            p.get("max_output_tokens"), m.get("ls_model_name"), m.get("ls_provider"),
+            m.get("ls_temperature"), m.get("ls_max_tokens"))
+
+
+_EMPTY: Mapping[str, Any] = {}
+
+
 class Usage:
     """Token counts of one model call, summed over streamed chunks when needed."""
 

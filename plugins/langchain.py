@@ -80,6 +80,7 @@ from spanguard.plugins._langchain_extract import (
     Response,
     Usage,
     document_ids,
+    request_key,
     request_model,
     request_parameters,
 )
@@ -119,6 +120,7 @@ except ImportError:  # plain LangChain without LangGraph
     _INTERRUPT = ()
 
 _INTERRUPTED = {sc.RUN_INTERRUPTED: True}
+_REQUEST_CACHE_SIZE = 256  # distinct (model, parameters) combinations remembered
 
 
 class _Step:
@@ -225,6 +227,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         if self._enforcer is not None:
             install_refusal_filter()
         self.telemetry_errors = 0
+        self._requests: dict[tuple[Any, ...], tuple[str | None, str, dict[str, Any]]] = {}
 
     # LangChain skips a handler's callbacks for event kinds it ignores. (Not
     # ``ignore_agent``: LangChain routes the tool callbacks through that flag.)
@@ -596,10 +599,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         model: str | None = None
         try:
             params = kwargs.get("invocation_params")
-            model = request_model(params, metadata)
-            provider = metadata.get("ls_provider") if metadata else None
-            attrs = model_attributes(model, provider if isinstance(provider, str) else None,
-                                     **request_parameters(params, metadata))
+            model, name, attrs = self._request_attributes(params, metadata)
             if metadata and META_ATTEMPT in metadata:
                 attrs.update(attempt_attributes(metadata))
             if self._capture:
@@ -608,8 +608,9 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             # Still open the span (and so still enforce) with what is known.
             self._failed("on_chat_model_start")
             attrs = model_attributes(model)
+            name = chat_span_name(model)
         try:
-            entry = self._open(run_id, parent_run_id, chat_span_name(model), attrs, metadata)
+            entry = self._open(run_id, parent_run_id, name, attrs, metadata)
             step = entry.data
             if step is None:
                 step = entry.data = _Step()
@@ -625,6 +626,31 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         except Exception:
             self._failed("on_chat_model_start")
             return None
+
+    def _request_attributes(self, params: Mapping[str, Any] | None,
+                            metadata: Mapping[str, Any] | None
+                            ) -> tuple[str | None, str, dict[str, Any]]:
+        """The request model, the span name and a fresh copy of the request attributes.
+
+        A graph calls the same model with the same parameters over and over, so the
+        result is cached by the raw values it is read from (bounded: cleared when full).
+        """
+        try:
+            key = request_key(params, metadata)
+            cached = self._requests.get(key)
+        except TypeError:  # an unhashable value where a name or number belongs
+            key, cached = None, None
+        if cached is None:
+            model = request_model(params, metadata)
+            provider = metadata.get("ls_provider") if metadata else None
+            cached = (model, chat_span_name(model), model_attributes(
+                model, provider if isinstance(provider, str) else None,
+                **request_parameters(params, metadata)))
+            if key is not None:
+                if len(self._requests) >= _REQUEST_CACHE_SIZE:
+                    self._requests.clear()
+                self._requests[key] = cached
+        return cached[0], cached[1], dict(cached[2])
 
     def _open_tool(self, run_id: int, parent_run_id: int | None,
                    serialized: Mapping[str, Any] | None, input_str: str,
