@@ -21,9 +21,9 @@ def _str(value: Any) -> str | None:
 
 
 def _num(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return None
+    if value is None or isinstance(value, bool):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _int(value: Any) -> int:
@@ -47,25 +47,55 @@ def request_model(params: Mapping[str, Any] | None,
 
 def request_parameters(params: Mapping[str, Any] | None,
                        metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    """temperature / top_p / max_tokens as ``model_attributes`` keyword arguments."""
-    params = params or {}
-    metadata = metadata or {}
+    """temperature / top_p / max_tokens as ``model_attributes`` keyword arguments.
+
+    Runs once per model call: only keys that are present are converted.
+    """
     out: dict[str, Any] = {}
-    temperature = _num(params.get("temperature"))
-    if temperature is None:
-        temperature = _num(metadata.get("ls_temperature"))
-    if temperature is not None:
-        out["temperature"] = temperature
-    top_p = _num(params.get("top_p"))
-    if top_p is not None:
-        out["top_p"] = top_p
-    for source, key in ((params, "max_tokens"), (params, "max_completion_tokens"),
-                        (params, "max_output_tokens"), (metadata, "ls_max_tokens")):
-        value = _num(source.get(key))
+    if params:
+        value = _num(params.get("temperature"))
         if value is not None:
-            out["max_tokens"] = int(value)
-            break
+            out["temperature"] = value
+        value = _num(params.get("top_p"))
+        if value is not None:
+            out["top_p"] = value
+        for key in _MAX_TOKENS_KEYS:
+            value = _num(params.get(key))
+            if value is not None:
+                out["max_tokens"] = int(value)
+                break
+    if metadata:
+        if "temperature" not in out:
+            value = _num(metadata.get("ls_temperature"))
+            if value is not None:
+                out["temperature"] = value
+        if "max_tokens" not in out:
+            value = _num(metadata.get("ls_max_tokens"))
+            if value is not None:
+                out["max_tokens"] = int(value)
     return out
+
+
+_MAX_TOKENS_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def request_key(params: Mapping[str, Any] | None,
+                metadata: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """Every raw value :func:`request_model`, :func:`request_parameters` and the provider
+    are read from: equal keys give equal request attributes, so a handler can cache them.
+
+    Only these values, never the whole mapping (which may hold unhashable tool lists).
+    A caller must be ready for an unhashable value among them (``TypeError`` on lookup).
+    """
+    p = params or _EMPTY
+    m = metadata or _EMPTY
+    return (p.get("model"), p.get("model_name"), p.get("model_id"), p.get("temperature"),
+            p.get("top_p"), p.get("max_tokens"), p.get("max_completion_tokens"),
+            p.get("max_output_tokens"), m.get("ls_model_name"), m.get("ls_provider"),
+            m.get("ls_temperature"), m.get("ls_max_tokens"))
+
+
+_EMPTY: Mapping[str, Any] = {}
 
 
 class Usage:
@@ -102,52 +132,59 @@ class Usage:
 
 
 class Response:
-    """What ``on_llm_end`` says about the answer, collected in one pass."""
+    """What ``on_llm_end`` says about the answer, collected in one pass.
+
+    Runs once per model call on the hot path, so the per-generation reads are
+    inline rather than split into helpers.
+    """
 
     __slots__ = ("finish_reasons", "model", "response_id", "usage")
 
     def __init__(self, result: Any) -> None:
-        self.usage: Usage | None = None
-        self.finish_reasons: list[str] = []
-        self.model: str | None = None
-        self.response_id: str | None = None
+        usage: Usage | None = None
+        reasons: list[str] = []
+        model: str | None = None
+        response_id: str | None = None
         for candidates in result.generations:
             for generation in candidates:
-                self._read_generation(generation)
+                info = generation.generation_info
+                if info:
+                    reason = info.get("finish_reason")
+                    if isinstance(reason, str) and reason:
+                        reasons.append(reason)
+                message = getattr(generation, "message", None)
+                if message is None:
+                    continue
+                if usage is None:
+                    reported = getattr(message, "usage_metadata", None)
+                    if reported:
+                        usage = Usage()
+                        usage.add(reported)
+                metadata = getattr(message, "response_metadata", None)
+                if metadata:
+                    if not info or "finish_reason" not in info:
+                        reason = metadata.get("finish_reason") or metadata.get("stop_reason")
+                        if isinstance(reason, str) and reason:
+                            reasons.append(reason)
+                    if model is None:
+                        model = _str(metadata.get("model_name")) or _str(metadata.get("model"))
+                if response_id is None:
+                    message_id = getattr(message, "id", None)
+                    # LangChain invents "run-..."/"lc_run-..." ids when the provider
+                    # sent none.
+                    if (isinstance(message_id, str) and message_id
+                            and not message_id.startswith(("run-", "lc_run"))):
+                        response_id = message_id
         output = result.llm_output
         if isinstance(output, Mapping):
-            self.model = self.model or _str(output.get("model_name")) or _str(
-                output.get("model"))
+            model = model or _str(output.get("model_name")) or _str(output.get("model"))
             token_usage = output.get("token_usage")
-            if self.usage is None and isinstance(token_usage, Mapping):
-                self.usage = Usage.from_openai_style(token_usage)
-
-    def _read_generation(self, generation: Any) -> None:
-        info = generation.generation_info
-        if info:
-            self._finish(info.get("finish_reason"))
-        message = getattr(generation, "message", None)
-        if message is None:
-            return
-        usage = getattr(message, "usage_metadata", None)
-        if usage and self.usage is None:
-            self.usage = Usage()
-            self.usage.add(usage)
-        metadata = getattr(message, "response_metadata", None)
-        if metadata:
-            if not info or "finish_reason" not in info:
-                self._finish(metadata.get("finish_reason") or metadata.get("stop_reason"))
-            if self.model is None:
-                self.model = _str(metadata.get("model_name")) or _str(metadata.get("model"))
-        if self.response_id is None:
-            message_id = _str(getattr(message, "id", None))
-            # LangChain invents "run-..."/"lc_run-..." ids when the provider sent none.
-            if message_id and not message_id.startswith(("run-", "lc_run")):
-                self.response_id = message_id
-
-    def _finish(self, reason: Any) -> None:
-        if isinstance(reason, str) and reason:
-            self.finish_reasons.append(reason)
+            if usage is None and isinstance(token_usage, Mapping):
+                usage = Usage.from_openai_style(token_usage)
+        self.usage = usage
+        self.finish_reasons = reasons
+        self.model = model
+        self.response_id = response_id
 
     def attributes(self) -> dict[str, Any]:
         """Response-side attributes other than usage and cost."""

@@ -80,11 +80,16 @@ from spanguard.plugins._langchain_extract import (
     Response,
     Usage,
     document_ids,
+    request_key,
     request_model,
     request_parameters,
 )
 from spanguard.plugins._langchain_fold import is_plumbing
+from spanguard.plugins._langchain_quiet import install as install_refusal_filter
+from spanguard.plugins._langchain_quiet import note_refusal
 from spanguard.plugins.resilient import (
+    META_ATTEMPT,
+    META_ROUTER,
     ResilientChatModel,
     attempt_attributes,
     attempt_is_retry,
@@ -115,6 +120,7 @@ except ImportError:  # plain LangChain without LangGraph
     _INTERRUPT = ()
 
 _INTERRUPTED = {sc.RUN_INTERRUPTED: True}
+_REQUEST_CACHE_SIZE = 256  # distinct (model, parameters) combinations remembered
 
 
 class _Step:
@@ -218,7 +224,10 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         enforcer = (Enforcer(loaded, provider, meter_provider, guards=guards)
                     if loaded is not None or guards is not None else None)
         self._enforcer = enforcer if enforcer is not None and enforcer.active else None
+        if self._enforcer is not None:
+            install_refusal_filter()
         self.telemetry_errors = 0
+        self._requests: dict[tuple[Any, ...], tuple[str | None, str, dict[str, Any]]] = {}
 
     # LangChain skips a handler's callbacks for event kinds it ignores. (Not
     # ``ignore_agent``: LangChain routes the tool callbacks through that flag.)
@@ -243,11 +252,10 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            name = kwargs.get("name") or _serialized_name(serialized, "chain")
             tree = self._tree
             key = run_id.int
-            parent_key = parent_run_id.int if parent_run_id is not None else None
-            parent = tree.get(parent_key) if parent_key is not None else None
+            parent = tree.get(parent_run_id.int) if parent_run_id is not None else None
+            name = kwargs.get("name") or _serialized_name(serialized, "chain")
             if parent is None:
                 agent = self._agent_name or name
                 self._open_root(key, agent_span_name(agent), agent_attributes(agent),
@@ -255,7 +263,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                 return
             fold = not self._keep_plumbing
             if fold and is_plumbing(name, tags, metadata):
-                tree.fold(key, parent_key)
+                tree.alias(key, parent)
                 return
             attrs: dict[str, Any] = dict(KIND_CHAIN)
             task = None
@@ -266,13 +274,13 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                     # name (a named RunnableLambda): same task, so one span.
                     task = metadata.get("langgraph_checkpoint_ns")
                     if fold and task is not None and parent.data == task:
-                        tree.fold(key, parent_key)
+                        tree.alias(key, parent)
                         return
                     attrs[sc.OI_GRAPH_NODE_ID] = node
                     step = metadata.get("langgraph_step")
                     if isinstance(step, int):
                         attrs[sc.LANGGRAPH_STEP] = step
-            tree.start(key, parent_key, name, attrs).data = task
+            tree.start_under(key, parent, name, attrs).data = task
         except Exception:
             self._failed("on_chain_start")
 
@@ -459,7 +467,9 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                 except HoldPending as held:
                     if isinstance(held, HeldWithoutGate):
                         raise
-                    raise HeldWithoutGate(held) from held
+                    stopped = HeldWithoutGate(held)
+                    note_refusal(self, stopped)
+                    raise stopped from held
         try:
             step.token = activate(entry.context)
         except Exception:
@@ -568,8 +578,9 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     def _open(self, run_id: int, parent_run_id: int | None, name: str,
               attrs: dict[str, Any], metadata: Mapping[str, Any] | None) -> RunEntry:
         """A child of the parent run's span, or a new root when there is no known parent."""
-        if parent_run_id is not None and self._tree.get(parent_run_id) is not None:
-            return self._tree.start(run_id, parent_run_id, name, attrs)
+        parent = self._tree.get(parent_run_id) if parent_run_id is not None else None
+        if parent is not None:
+            return self._tree.start_under(run_id, parent, name, attrs)
         return self._open_root(run_id, name, attrs, metadata)
 
     def _open_root(self, run_id: int, name: str, attrs: dict[str, Any],
@@ -588,26 +599,26 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         model: str | None = None
         try:
             params = kwargs.get("invocation_params")
-            model = request_model(params, metadata)
-            provider = metadata.get("ls_provider") if metadata else None
-            attrs = model_attributes(model, provider if isinstance(provider, str) else None,
-                                     **request_parameters(params, metadata))
-            attrs.update(attempt_attributes(metadata))
+            model, name, attrs = self._request_attributes(params, metadata)
+            if metadata and META_ATTEMPT in metadata:
+                attrs.update(attempt_attributes(metadata))
             if self._capture:
                 attrs.update(input_message_attributes(messages))
         except Exception:
             # Still open the span (and so still enforce) with what is known.
             self._failed("on_chat_model_start")
             attrs = model_attributes(model)
+            name = chat_span_name(model)
         try:
-            entry = self._open(run_id, parent_run_id, chat_span_name(model), attrs, metadata)
+            entry = self._open(run_id, parent_run_id, name, attrs, metadata)
             step = entry.data
             if step is None:
                 step = entry.data = _Step()
             step.model = model
-            # The retry wrapper's own run is recorded but never budgeted: each of its
-            # attempts is a model run of its own, checked and charged (retries as such).
-            step.router = is_router_run(metadata)
+            if metadata and META_ROUTER in metadata:
+                # The retry wrapper's own run is recorded but never budgeted: each of
+                # its attempts is a model run of its own, checked and charged.
+                step.router = is_router_run(metadata)
             if self._enforcer is not None and not step.router:
                 step.call = ModelCall(model=model, is_retry=attempt_is_retry(metadata))
             step.started = time.perf_counter()
@@ -615,6 +626,31 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         except Exception:
             self._failed("on_chat_model_start")
             return None
+
+    def _request_attributes(self, params: Mapping[str, Any] | None,
+                            metadata: Mapping[str, Any] | None
+                            ) -> tuple[str | None, str, dict[str, Any]]:
+        """The request model, the span name and a fresh copy of the request attributes.
+
+        A graph calls the same model with the same parameters over and over, so the
+        result is cached by the raw values it is read from (bounded: cleared when full).
+        """
+        try:
+            key = request_key(params, metadata)
+            cached = self._requests.get(key)
+        except TypeError:  # an unhashable value where a name or number belongs
+            key, cached = None, None
+        if cached is None:
+            model = request_model(params, metadata)
+            provider = metadata.get("ls_provider") if metadata else None
+            cached = (model, chat_span_name(model), model_attributes(
+                model, provider if isinstance(provider, str) else None,
+                **request_parameters(params, metadata)))
+            if key is not None:
+                if len(self._requests) >= _REQUEST_CACHE_SIZE:
+                    self._requests.clear()
+                self._requests[key] = cached
+        return cached[0], cached[1], dict(cached[2])
 
     def _open_tool(self, run_id: int, parent_run_id: int | None,
                    serialized: Mapping[str, Any] | None, input_str: str,
@@ -766,6 +802,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         except BaseException as exc:
             if isinstance(exc, GuardrailViolation):
                 self._close(run_id, error=exc, error_type=exc.error_type)
+                note_refusal(self, exc)
             else:
                 self._close(run_id, error=exc)
             raise

@@ -116,27 +116,49 @@ class SpanTree:
         """
         parent = self._entries.get(parent_key) if parent_key is not None else None
         if parent is not None:
-            inherited = parent.root.run_attrs
-            if inherited:
-                attributes.update(inherited)
-            span = self._tracer.start_span(name, parent.context, kind, attributes,
-                                           start_time=start_time)
-            entry = RunEntry(key, span, parent)
-            members = parent.root.members
-            if members is not None:
-                members.add(key)
-        else:
-            if run_attributes:
-                attributes.update(run_attributes)
-            span = self._tracer.start_span(name, None, kind, attributes, start_time=start_time)
-            entry = RunEntry(key, span, None)
-            if run_attributes:
-                entry.run_attrs = dict(run_attributes)
-        self._entries[key] = entry
-        self._starts += 1
-        if self._starts % _REAP_EVERY == 0 or len(self._entries) > self._max_open:
-            self._reap()
+            return self.start_under(key, parent, name, attributes, kind=kind,
+                                    start_time=start_time)
+        if run_attributes:
+            attributes.update(run_attributes)
+        span = self._tracer.start_span(name, None, kind, attributes, start_time=start_time)
+        entry = RunEntry(key, span, None)
+        if run_attributes:
+            entry.run_attrs = dict(run_attributes)
+        self._add(key, entry)
         return entry
+
+    def start_under(
+        self,
+        key: Hashable,
+        parent: RunEntry,
+        name: str,
+        attributes: dict[str, Any],
+        *,
+        kind: SpanKind = SpanKind.INTERNAL,
+        start_time: int | None = None,
+    ) -> RunEntry:
+        """:meth:`start` for a caller that already holds the parent's entry (one lookup)."""
+        root = parent.root
+        inherited = root.run_attrs
+        if inherited:
+            attributes.update(inherited)
+        ctx = parent._ctx
+        if ctx is None:
+            ctx = parent._ctx = trace.set_span_in_context(parent.span)
+        entry = RunEntry(key, self._tracer.start_span(name, ctx, kind, attributes,
+                                                      start_time=start_time), parent)
+        members = root.members
+        if members is not None:
+            members.add(key)
+        self._add(key, entry)
+        return entry
+
+    def _add(self, key: Hashable, entry: RunEntry) -> None:
+        entries = self._entries
+        entries[key] = entry
+        self._starts += 1
+        if not self._starts % _REAP_EVERY or len(entries) > self._max_open:
+            self._reap()
 
     def fold(self, key: Hashable, parent_key: Hashable | None) -> RunEntry | None:
         """Make ``key`` an alias of its parent: its children attach to the parent's span.
@@ -147,11 +169,15 @@ class SpanTree:
         parent = self._entries.get(parent_key) if parent_key is not None else None
         if parent is None:
             return None
+        self.alias(key, parent)
+        return parent
+
+    def alias(self, key: Hashable, parent: RunEntry) -> None:
+        """:meth:`fold` for a caller that already holds the parent's entry."""
         self._entries[key] = parent
         members = parent.root.members
         if members is not None:
             members.add(key)
-        return parent
 
     def end(
         self,
@@ -208,19 +234,17 @@ class SpanTree:
                     _abandon(left.span, "run ended while this step was open", end_time)
             leftovers.clear()
         if root.calls:
-            root.span.set_attributes({
-                sc.RUN_TOTAL_INPUT_TOKENS: root.input_tokens,
-                sc.RUN_TOTAL_OUTPUT_TOKENS: root.output_tokens,
-                sc.RUN_MODEL_CALLS: root.calls,
-                sc.OI_LLM_TOKEN_COUNT_PROMPT: root.input_tokens,
-                sc.OI_LLM_TOKEN_COUNT_COMPLETION: root.output_tokens,
-                sc.OI_LLM_TOKEN_COUNT_TOTAL: root.input_tokens + root.output_tokens,
-            })
-            if root.cost_unknown:
-                root.span.set_attributes(cost_attributes(None))
-            else:
-                root.span.set_attributes(cost_attributes(root.cost))
-                root.span.set_attribute(sc.RUN_TOTAL_COST_USD, root.cost)
+            # One call: the SDK validates a mapping per call, not per attribute.
+            totals = cost_attributes(None if root.cost_unknown else root.cost)
+            totals[sc.RUN_TOTAL_INPUT_TOKENS] = root.input_tokens
+            totals[sc.RUN_TOTAL_OUTPUT_TOKENS] = root.output_tokens
+            totals[sc.RUN_MODEL_CALLS] = root.calls
+            totals[sc.OI_LLM_TOKEN_COUNT_PROMPT] = root.input_tokens
+            totals[sc.OI_LLM_TOKEN_COUNT_COMPLETION] = root.output_tokens
+            totals[sc.OI_LLM_TOKEN_COUNT_TOTAL] = root.input_tokens + root.output_tokens
+            if not root.cost_unknown:
+                totals[sc.RUN_TOTAL_COST_USD] = root.cost
+            root.span.set_attributes(totals)
 
     def _reap(self) -> None:
         """End entries past the age limit, then the oldest past the size limit."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from langchain_core.messages import HumanMessage
@@ -166,3 +167,31 @@ def test_usage_from_chunks_when_the_final_message_has_none(cap: SpanCapture) -> 
     assert attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 5
     assert attrs[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == 3
     assert attrs[sc.COST_USD] == pytest.approx(PriceTable.default().cost("gpt-4o", 7, 5))
+
+
+def test_request_attributes_are_per_call_on_one_handler(cap: SpanCapture) -> None:
+    """The handler caches request attributes by their raw values: a call with other
+    parameters, or an unhashable value, must still get its own attributes."""
+    handler = SpanguardCallbackHandler(cap.tracer_provider)
+    config: Any = {"callbacks": [handler]}
+    ScriptedChatModel(tool_steps=0, temperature=0.3, max_tokens=100).invoke("hi", config)
+    ScriptedChatModel(tool_steps=0, temperature=0.7, max_tokens=100).invoke("hi", config)
+    ScriptedChatModel(tool_steps=0, model="gpt-4o", temperature=0.3,
+                      max_tokens=100).invoke("hi", config)
+    ScriptedChatModel(tool_steps=0, temperature=0.3, max_tokens=100).invoke("hi", config)
+    handler.on_chat_model_start(
+        {}, [[HumanMessage("hi")]], run_id=uuid4(),
+        invocation_params={"model": "gpt-4o-mini", "temperature": [0.1]},
+        metadata={"ls_provider": "openai", "ls_temperature": 0.5})
+    spans = sorted(cap.spans(), key=lambda s: s.start_time or 0)
+    seen = [(s.name, s.attributes.get(sc.GEN_AI_REQUEST_TEMPERATURE),
+             s.attributes.get(sc.GEN_AI_PROVIDER_NAME)) for s in spans]
+    assert seen == [("chat gpt-4o-mini", 0.3, "scriptedchatmodel"),
+                    ("chat gpt-4o-mini", 0.7, "scriptedchatmodel"),
+                    ("chat gpt-4o", 0.3, "scriptedchatmodel"),
+                    ("chat gpt-4o-mini", 0.3, "scriptedchatmodel")]
+    assert handler.telemetry_errors == 0
+    # the unhashable temperature bypassed the cache: the span is open, read correctly
+    open_entry = next(e for e in handler._tree._entries.values())
+    assert open_entry.span.attributes[sc.GEN_AI_REQUEST_TEMPERATURE] == 0.5
+    assert open_entry.span.attributes[sc.GEN_AI_PROVIDER_NAME] == "openai"

@@ -7,11 +7,13 @@ span, and ``graph.invoke`` raises ``LoopBudgetExceeded``.
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -26,6 +28,7 @@ from spanguard.guardrails import (
     WindowBudget,
     WindowBudgetExceeded,
 )
+from spanguard.plugins._langchain_quiet import MANAGER_LOGGER, RefusalFilter
 from spanguard.plugins.langchain import SpanguardCallbackHandler
 from spanguard.testing import SpanCapture
 from tests.plugins.lc_fakes import react_graph
@@ -211,3 +214,58 @@ def test_window_budget_per_tenant_from_run_metadata(cap: SpanCapture) -> None:
     assert guard.attributes[sc.BUDGET_SCOPE] == "tenant"
     assert guard.attributes[sc.GUARDRAIL_DECISION] == "deny"
     assert cap.trees()[2].attributes[sc.TENANT_HASH] != tenant_hash
+
+
+class _BrokenHandler(BaseCallbackHandler):
+    """A handler with a genuine bug: LangChain must still log it."""
+
+    run_inline = True
+
+    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("broken handler")
+
+
+def _callback_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == MANAGER_LOGGER and r.levelno == logging.WARNING]
+
+
+def test_a_refusal_is_not_logged_as_a_callback_error(
+        cap: SpanCapture, caplog: pytest.LogCaptureFixture) -> None:
+    handler = SpanguardCallbackHandler(
+        cap.tracer_provider, policy=Policy(loop_budget=LoopBudget(max_input_tokens=12_000)))
+    caplog.set_level(logging.WARNING, logger=MANAGER_LOGGER)
+    with pytest.raises(LoopBudgetExceeded):
+        run(LoopingModel(noise=0.0), handler, callbacks=[_BrokenHandler(), handler])
+    messages = _callback_warnings(caplog)
+    # the other handler's bug (once per model call that started) is still reported...
+    assert len(messages) == 4
+    assert all("_BrokenHandler.on_chat_model_start" in m and "broken handler" in m
+               for m in messages)
+    # ...and the refusal, which did stop the run, is not
+    assert not any("LoopBudgetExceeded" in m for m in messages)
+
+
+async def test_an_async_refusal_is_not_logged_either(
+        cap: SpanCapture, caplog: pytest.LogCaptureFixture) -> None:
+    handler = SpanguardCallbackHandler(
+        cap.tracer_provider, policy=Policy(loop_budget=LoopBudget(max_input_tokens=12_000)))
+    caplog.set_level(logging.WARNING, logger=MANAGER_LOGGER)
+    with pytest.raises(LoopBudgetExceeded):
+        await react_graph(LoopingModel(noise=0.0), [lookup]).ainvoke(
+            INPUT, {"callbacks": [handler], "recursion_limit": 1000})
+    assert _callback_warnings(caplog) == []
+
+
+def test_the_filter_is_installed_once_and_passes_unnoted_errors() -> None:
+    policy = Policy(loop_budget=LoopBudget(max_input_tokens=12_000))
+    SpanguardCallbackHandler(policy=policy)
+    SpanguardCallbackHandler(policy=policy)
+    installed = [f for f in logging.getLogger(MANAGER_LOGGER).filters
+                 if isinstance(f, RefusalFilter)]
+    assert len(installed) == 1
+    record = logging.LogRecord(MANAGER_LOGGER, logging.WARNING, __file__, 1,
+                               "Error in %s.%s callback: %s",
+                               ("SpanguardCallbackHandler", "on_chat_model_start",
+                                "LoopBudgetExceeded('never raised')"), None)
+    assert installed[0].filter(record), "a refusal the handler did not raise is logged"
