@@ -208,18 +208,32 @@ def _runs(spans: Iterable[StoredSpan]
 
 
 def _note_hold(span: StoredSpan, holds: dict[str, tuple[int, str, str]]) -> None:
-    hold_id = span.attributes.get(sc.HOLD_ID)
+    """Track each hold's latest status, from span attributes and guardrail events.
+
+    An approved call that then runs is recorded as an allow decision, i.e. a span
+    event, so events count too: without them an executed hold would look pending.
+    """
+    _note_hold_status(span.attributes, span.end_time or span.start_time, span.trace_id, holds)
+    for event in span.events:
+        attributes = event.get("attributes") or {}
+        if sc.HOLD_ID in attributes:
+            _note_hold_status(attributes, int(event.get("timestamp") or span.start_time),
+                              span.trace_id, holds)
+
+
+def _note_hold_status(attributes: dict[str, Any], when: int, trace_id: str,
+                      holds: dict[str, tuple[int, str, str]]) -> None:
+    hold_id = attributes.get(sc.HOLD_ID)
     if not hold_id:
         return
-    status = span.attributes.get(sc.HOLD_STATUS)
+    status = attributes.get(sc.HOLD_STATUS)
     if status is None:
-        status = "pending" if span.attributes.get(sc.GUARDRAIL_DECISION) == "hold" else None
+        status = "pending" if attributes.get(sc.GUARDRAIL_DECISION) == "hold" else None
     if status is None:
         return
-    when = span.end_time or span.start_time
     previous = holds.get(str(hold_id))
     if previous is None:
-        holds[str(hold_id)] = (when, str(status), span.trace_id)
+        holds[str(hold_id)] = (when, str(status), trace_id)
     elif when >= previous[0]:
         holds[str(hold_id)] = (when, str(status), previous[2])
 

@@ -196,3 +196,20 @@ def test_cli_bad_since_is_a_usage_error(store: TraceStore,
 def test_cli_on_an_empty_store(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report"]) == 0
     assert "no runs" in capsys.readouterr().out
+
+
+def test_a_hold_approved_and_executed_is_not_pending() -> None:
+    # The proxy records the hold as a guardrail span; the approved call that then
+    # runs is an allow decision, i.e. an event carrying the hold's new status.
+    root = run_root("e", "gitbot", "t1", "c9", 0, 50)
+    held = span("e", "h", "a", "guardrail holds", 2, 1, {
+        **guardrail_attributes("holds", "hold"), sc.HOLD_ID: "h9", sc.HOLD_STATUS: "pending"})
+    tool = span("e", "t", "a", "tools/call git_commit", 1, 40, tool_attributes("git_commit"))
+    executed = StoredSpan(**{**tool.__dict__, "events": [{
+        "name": "guardrail holds", "timestamp": T0 + 30 * MS,
+        "attributes": {sc.GUARDRAIL_DECISION: "allow", sc.HOLD_ID: "h9",
+                       sc.HOLD_STATUS: "executed"}}]})
+    (group,) = build_report([root, held, executed], by="agent")
+    assert group.holds_pending == 0
+    (still_pending,) = build_report([root, held, tool], by="agent")
+    assert still_pending.holds_pending == 1
