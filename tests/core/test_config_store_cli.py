@@ -212,10 +212,10 @@ def test_set_global_is_opt_in() -> None:
 
 def test_a_closed_pipe_is_not_an_error(spanguard_home: Path) -> None:
     handle = spanguard.configure()
-    for _ in range(40):
+    for _ in range(700):  # ~85 KB of listing: more than a pipe buffer holds
         _emit_run(handle)
     handle.shutdown()
-    result = subprocess.run(f"{sys.executable} -m spanguard traces list --limit 40 | head -1",
+    result = subprocess.run(f"{sys.executable} -m spanguard traces list --limit 700 | head -1",
                             shell=True, capture_output=True, text=True, check=False)
     assert result.stdout.startswith("TRACE ID")
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
