@@ -24,6 +24,7 @@ from mcp.client.stdio import stdio_client
 from spanguard.store import StoredSpan
 from spanguard.testing import SpanCapture
 from tests.mcp.proxyproc import stored_spans
+from tests.mcp.sdk_otel import global_capture
 
 MESSAGE = "Add the greeting"
 POLICY = """
@@ -77,6 +78,9 @@ async def test_held_git_commit_is_approved_by_a_second_identity_and_verified(
         args=["-m", "spanguard", "mcp", "wrap", "--policy", str(policy), "--identity", "alice",
               "--", sys.executable, "-m", "mcp_server_git", "--repository", str(repo)],
         env=dict(os.environ))
+    # The SDK's client spans go to the global provider; with one installed (as in an
+    # application that traces) they sit between the caller and the proxy.
+    sdk_spans = global_capture()
     tracer = cap.tracer_provider.get_tracer("agent")
     commit_args = {"repo_path": str(repo), "message": MESSAGE}
     results: dict[str, Any] = {}
@@ -133,8 +137,16 @@ async def test_held_git_commit_is_approved_by_a_second_identity_and_verified(
     assert story and {s.trace_id for s in story} == {trace_id}
     by_id = {s.span_id: s for s in spans}
     caller_id = format(caller.get_span_context().span_id, "016x")
+    client_spans = {format(c.context.span_id, "016x"): c
+                    for c in sdk_spans.exporter.get_finished_spans()
+                    if c.name.startswith("MCP send")}
     for span in story:
-        assert _root_parent(span, by_id) == caller_id, span.name
+        entry = _root_parent(span, by_id)
+        client = client_spans.get(entry or "")
+        if client is not None:  # through the SDK's client span, itself under the caller
+            assert client.parent is not None
+            entry = format(client.parent.span_id, "016x")
+        assert entry == caller_id, span.name
     calls = [s for s in spans if s.name == "tools/call git_commit" and s.kind == "SERVER"]
     calls.sort(key=lambda s: s.start_time)
     assert [(s.attributes.get("spanguard.hold.status"), s.attributes.get(
