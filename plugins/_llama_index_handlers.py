@@ -23,6 +23,7 @@ Telemetry fails open: every handler body is guarded and logs at debug level.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -107,8 +108,8 @@ _ROLES: tuple[tuple[type, str], ...] = (
 class Step:
     """Adapter state on a kept span (``RunEntry.data``)."""
 
-    __slots__ = ("calls", "deferred", "depth", "first_chunk", "held", "instance_id", "model",
-                 "role", "run", "stream_keys", "usage_done")
+    __slots__ = ("adopter", "calls", "deferred", "depth", "first_chunk", "held", "instance_id",
+                 "lazy", "model", "role", "run", "stream_keys", "usage_done")
 
     def __init__(self, role: str, instance_id: int, model: str | None = None) -> None:
         self.role = role
@@ -129,6 +130,10 @@ class Step:
         self.held = 0
         self.deferred = False
         self.first_chunk = False
+        # A synthesizer that returned a lazy generator (the LLM is called only when
+        # it is consumed), and on that LLM's span, the synthesizer it was adopted by.
+        self.lazy = False
+        self.adopter: RunEntry | None = None
 
 
 class Instrumentation:
@@ -148,6 +153,8 @@ class Instrumentation:
         # ``astream_chat`` opens ``stream_chat`` only when its generator is iterated,
         # outside any LlamaIndex span: that call is folded into the stream it serves.
         self._streams: dict[int, RunEntry] = {}
+        # Synthesizers whose lazy stream has not started its LLM call yet.
+        self._lazy: dict[str, RunEntry] = {}
 
     def role_of(self, instance: Any) -> str | None:
         cls = type(instance)
@@ -185,9 +192,14 @@ class Instrumentation:
             if serving is not None and tree.get(serving.key) is serving:
                 tree.alias(id_, serving)
                 return
+        adopter = self._adopter() if role == LLM and parent is None else None
         name, attrs, model = self._describe(role, instance, id_)
-        entry = tree.start(id_, parent_id if parent is not None else None, name, attrs)
+        if adopter is not None:
+            entry = tree.start_under(id_, adopter, name, attrs)
+        else:
+            entry = tree.start(id_, parent_id if parent is not None else None, name, attrs)
         entry.data = Step(role, id(instance), model)
+        entry.data.adopter = adopter
         if role == LLM and self.on_llm_enter is not None:
             self.on_llm_enter(instance)
 
@@ -211,12 +223,30 @@ class Instrumentation:
         name = type(instance).__name__ if instance is not None else id_[:-37]
         return name, dict(KIND_CHAIN), None
 
-    def exit(self, id_: str) -> None:
+    def _adopter(self) -> RunEntry | None:
+        """The synthesizer whose lazy stream this parentless LLM call serves.
+
+        Only when exactly one is waiting: with several (concurrent streaming
+        queries) the call cannot be told apart and stays a root of its own.
+        """
+        lazy = self._lazy
+        if len(lazy) != 1:
+            return None
+        key, entry = lazy.popitem()
+        return entry if self.tree.get(key) is entry else None
+
+    def exit(self, id_: str, result: Any = None) -> None:
         tree = self.tree
         entry = tree.get(id_)
         if entry is None:
             return
         step: Step = entry.data
+        if (step.role == CHAIN and not step.lazy
+                and (inspect.isgenerator(result) or inspect.isasyncgen(result))):
+            # The LLM call happens when this generator is consumed, outside any span.
+            step.lazy = True
+            self._hold(entry)
+            self._lazy[entry.key] = entry
         if entry.key != id_:
             # A folded LLM call that returned a stream: its end event comes later.
             if step.calls is not None and id_ in step.calls:
@@ -252,6 +282,7 @@ class Instrumentation:
     def close(self) -> None:
         """End whatever is still open; the handlers are being removed."""
         self._streams.clear()
+        self._lazy.clear()
         self.tree.abandon_all("instrumentation removed while this step was open")
 
     # --- streams --------------------------------------------------------------
@@ -260,7 +291,10 @@ class Instrumentation:
         if len(self._streams) > _MAX_STREAMS:
             self._streams = {k: e for k, e in self._streams.items()
                              if self.tree.get(e.key) is e}
-        self._streams[entry.data.instance_id] = entry
+        if len(self._lazy) > _MAX_STREAMS:
+            self._lazy = {k: e for k, e in self._lazy.items() if self.tree.get(k) is e}
+        if entry.data.role == LLM:
+            self._streams[entry.data.instance_id] = entry
         node: RunEntry | None = entry
         while node is not None:
             node.data.held += 1
@@ -290,6 +324,10 @@ class Instrumentation:
                     self._end(node.key)
             node = node.parent
         step.deferred = False
+        adopter = step.adopter
+        if adopter is not None:  # the synthesizer's lazy stream is over too
+            step.adopter = None
+            self._release(adopter)
 
     def on_llm_chunk(self, event: LLMChatInProgressEvent | LLMCompletionInProgressEvent) -> None:
         entry = self.step_for(event, LLM)
@@ -475,7 +513,7 @@ class SpanguardSpanHandler(BaseSpanHandler[BaseSpan]):
     def span_exit(self, id_: str, bound_args: Any, instance: Any | None = None,
                   result: Any | None = None, **kwargs: Any) -> None:
         try:
-            self._state.exit(id_)
+            self._state.exit(id_, result)
         except Exception:
             logger.debug("spanguard: span_exit failed for %s", id_, exc_info=True)
 
