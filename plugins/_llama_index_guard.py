@@ -23,6 +23,7 @@ stream never consumed cannot pin its entry).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from typing import Any
@@ -125,7 +126,6 @@ class PolicyCallbackHandler(BaseCallbackHandler):
 
 def _drop_oldest(open_events: dict[str, RunEntry]) -> None:
     """Forget the oldest open call (a stream never consumed); never raises."""
-    try:
+    # RuntimeError/StopIteration: another thread changed the map meanwhile.
+    with contextlib.suppress(RuntimeError, StopIteration):
         open_events.pop(next(iter(open_events)), None)
-    except (RuntimeError, StopIteration):  # another thread changed the map meanwhile
-        pass

@@ -27,7 +27,7 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
@@ -154,7 +154,7 @@ class Instrumentation:
         # outside any LlamaIndex span: that call is folded into the stream it serves.
         self._streams: dict[int, RunEntry] = {}
         # Synthesizers whose lazy stream has not started its LLM call yet.
-        self._lazy: dict[str, RunEntry] = {}
+        self._lazy: dict[Hashable, RunEntry] = {}
 
     def role_of(self, instance: Any) -> str | None:
         cls = type(instance)
@@ -263,14 +263,14 @@ class Instrumentation:
             return
         self._end(id_)
 
-    def _end(self, id_: str) -> None:
+    def _end(self, id_: Hashable) -> None:
         entry = self.tree.end(id_)
         if entry is not None and entry.is_root and self.enforcer is not None:
             run = entry.data.run
             if run is not None:
                 self.enforcer.end_run(run)
 
-    def drop(self, id_: str, err: BaseException | None) -> None:
+    def drop(self, id_: Hashable, err: BaseException | None) -> None:
         error_type = getattr(err, "error_type", None)
         entry = self.tree.end(id_, error=err, error_type=error_type
                               if isinstance(error_type, str) else None)
