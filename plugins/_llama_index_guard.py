@@ -14,10 +14,16 @@ off again).
 Wrapper methods nest (``acomplete`` calls ``complete`` on some LLMs, each with
 its own callback), so only the outermost start and end of one LLM span are
 given to the enforcer.
+
+A stream's end callback runs when the stream is consumed, in the consumer's
+context, where the LLM's span is no longer the active one: the callback's
+``event_id`` ties it back to the span its start saw (a bounded map, so a
+stream never consumed cannot pin its entry).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from typing import Any
@@ -30,7 +36,9 @@ from spanguard.guardrails.enforcer import Enforcer
 from spanguard.guardrails.steps import ModelCall, ModelUsage
 from spanguard.plugins._llama_index_extract import usage_from_response
 from spanguard.plugins._llama_index_handlers import LLM, Instrumentation
+from spanguard.spantree import RunEntry
 
+_MAX_OPEN_EVENTS = 4096
 _LLM_ONLY: list[CBEventType] = [t for t in CBEventType if t is not CBEventType.LLM]
 
 
@@ -43,6 +51,7 @@ class PolicyCallbackHandler(BaseCallbackHandler):
         self._enforcer = enforcer
         self._managers: weakref.WeakSet[CallbackManager] = weakref.WeakSet()
         self._lock = threading.Lock()
+        self._open: dict[str, RunEntry] = {}  # callback event id -> LLM span
 
     def attach(self, llm: Any) -> None:
         """Add this handler to ``llm``'s callback manager (idempotent)."""
@@ -56,6 +65,7 @@ class PolicyCallbackHandler(BaseCallbackHandler):
 
     def detach_all(self) -> None:
         with self._lock:
+            self._open.clear()
             for manager in list(self._managers):
                 if self in manager.handlers:
                     manager.remove_handler(self)
@@ -66,6 +76,10 @@ class PolicyCallbackHandler(BaseCallbackHandler):
         entry = self._state.step_for_span(active_span_id.get(), LLM)
         if entry is None:
             return event_id
+        open_events = self._open
+        if len(open_events) >= _MAX_OPEN_EVENTS:
+            _drop_oldest(open_events)
+        open_events[event_id] = entry
         step = entry.data
         step.depth += 1
         if step.depth == 1:
@@ -75,12 +89,13 @@ class PolicyCallbackHandler(BaseCallbackHandler):
                     self._enforcer.before_model_call(run, ModelCall(step.model), entry.span)
                 except BaseException:
                     step.depth -= 1  # the call's end callback will not come
+                    open_events.pop(event_id, None)
                     raise
         return event_id
 
     def on_event_end(self, event_type: CBEventType, payload: dict[str, Any] | None = None,
                      event_id: str = "", **kwargs: Any) -> None:
-        entry = self._state.step_for_span(active_span_id.get(), LLM)
+        entry = self._open.pop(event_id, None)
         if entry is None:
             return
         step = entry.data
@@ -107,3 +122,10 @@ class PolicyCallbackHandler(BaseCallbackHandler):
     def end_trace(self, trace_id: str | None = None,
                   trace_map: dict[str, list[str]] | None = None) -> None:
         return None
+
+
+def _drop_oldest(open_events: dict[str, RunEntry]) -> None:
+    """Forget the oldest open call (a stream never consumed); never raises."""
+    # RuntimeError/StopIteration: another thread changed the map meanwhile.
+    with contextlib.suppress(RuntimeError, StopIteration):
+        open_events.pop(next(iter(open_events)), None)

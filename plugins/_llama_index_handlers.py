@@ -23,9 +23,11 @@ Telemetry fails open: every handler body is guarded and logs at debug level.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
@@ -36,10 +38,13 @@ from llama_index.core.base.llms.types import ChatResponse
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent
+from llama_index.core.instrumentation.events.exception import ExceptionEvent
 from llama_index.core.instrumentation.events.llm import (
     LLMChatEndEvent,
+    LLMChatInProgressEvent,
     LLMChatStartEvent,
     LLMCompletionEndEvent,
+    LLMCompletionInProgressEvent,
     LLMCompletionStartEvent,
 )
 from llama_index.core.instrumentation.events.query import QueryEndEvent, QueryStartEvent
@@ -82,6 +87,9 @@ from spanguard.spantree import RunEntry, SpanTree
 
 logger = logging.getLogger("spanguard.plugins.llama_index")
 
+# Bound on the instance -> open stream map (entries the tree reaped are pruned).
+_MAX_STREAMS = 1024
+
 CHAIN = "chain"
 RETRIEVER = "retriever"
 EMBEDDING = "embedding"
@@ -100,7 +108,8 @@ _ROLES: tuple[tuple[type, str], ...] = (
 class Step:
     """Adapter state on a kept span (``RunEntry.data``)."""
 
-    __slots__ = ("depth", "instance_id", "model", "role", "run", "usage_done")
+    __slots__ = ("adopter", "calls", "deferred", "depth", "first_chunk", "held", "instance_id",
+                 "lazy", "model", "role", "run", "stream_keys", "usage_done")
 
     def __init__(self, role: str, instance_id: int, model: str | None = None) -> None:
         self.role = role
@@ -112,6 +121,19 @@ class Step:
         # first reported usage count, so nothing is enforced or billed twice.
         self.depth = 0
         self.usage_done = False
+        # Streaming: the dispatcher span ids of LLM calls that started and have not
+        # reported their end yet (a stream's end comes when it is consumed), the
+        # folded ids kept alive for those late events, how many open streams (this
+        # one's or a descendant's) hold this span open, and whether its exit came.
+        self.calls: set[str] | None = None
+        self.stream_keys: list[str] | None = None
+        self.held = 0
+        self.deferred = False
+        self.first_chunk = False
+        # A synthesizer that returned a lazy generator (the LLM is called only when
+        # it is consumed), and on that LLM's span, the synthesizer it was adopted by.
+        self.lazy = False
+        self.adopter: RunEntry | None = None
 
 
 class Instrumentation:
@@ -127,6 +149,12 @@ class Instrumentation:
         # Called with each LLM about to run (the policy handler attaches itself).
         self.on_llm_enter: Callable[[Any], None] | None = None
         self._roles: dict[type, str | None] = {}
+        # LLM instance id -> its newest stream still being consumed. CustomLLM's
+        # ``astream_chat`` opens ``stream_chat`` only when its generator is iterated,
+        # outside any LlamaIndex span: that call is folded into the stream it serves.
+        self._streams: dict[int, RunEntry] = {}
+        # Synthesizers whose lazy stream has not started its LLM call yet.
+        self._lazy: dict[Hashable, RunEntry] = {}
 
     def role_of(self, instance: Any) -> str | None:
         cls = type(instance)
@@ -159,9 +187,19 @@ class Instrumentation:
                 return
         elif role is None:
             role = CHAIN
+        if role == LLM and self._streams and "stream" in id_[:-37]:
+            serving = self._streams.get(id(instance))
+            if serving is not None and tree.get(serving.key) is serving:
+                tree.alias(id_, serving)
+                return
+        adopter = self._adopter() if role == LLM and parent is None else None
         name, attrs, model = self._describe(role, instance, id_)
-        entry = tree.start(id_, parent_id if parent is not None else None, name, attrs)
+        if adopter is not None:
+            entry = tree.start_under(id_, adopter, name, attrs)
+        else:
+            entry = tree.start(id_, parent_id if parent is not None else None, name, attrs)
         entry.data = Step(role, id(instance), model)
+        entry.data.adopter = adopter
         if role == LLM and self.on_llm_enter is not None:
             self.on_llm_enter(instance)
 
@@ -185,14 +223,54 @@ class Instrumentation:
         name = type(instance).__name__ if instance is not None else id_[:-37]
         return name, dict(KIND_CHAIN), None
 
-    def exit(self, id_: str) -> None:
+    def _adopter(self) -> RunEntry | None:
+        """The synthesizer whose lazy stream this parentless LLM call serves.
+
+        Only when exactly one is waiting: with several (concurrent streaming
+        queries) the call cannot be told apart and stays a root of its own.
+        """
+        lazy = self._lazy
+        if len(lazy) != 1:
+            return None
+        key, entry = lazy.popitem()
+        return entry if self.tree.get(key) is entry else None
+
+    def exit(self, id_: str, result: Any = None) -> None:
+        tree = self.tree
+        entry = tree.get(id_)
+        if entry is None:
+            return
+        step: Step = entry.data
+        if (step.role == CHAIN and not step.lazy
+                and (inspect.isgenerator(result) or inspect.isasyncgen(result))):
+            # The LLM call happens when this generator is consumed, outside any span.
+            step.lazy = True
+            self._hold(entry)
+            self._lazy[entry.key] = entry
+        if entry.key != id_:
+            # A folded LLM call that returned a stream: its end event comes later.
+            if step.calls is not None and id_ in step.calls:
+                if step.stream_keys is None:
+                    step.stream_keys = []
+                step.stream_keys.append(id_)
+                return
+        elif step.calls:
+            self._hold(entry)  # a stream is open: end when its end event arrives
+            step.deferred = True
+            return
+        elif step.held:
+            step.deferred = True  # a descendant's stream is still being consumed
+            return
+        self._end(id_)
+
+    def _end(self, id_: Hashable) -> None:
         entry = self.tree.end(id_)
         if entry is not None and entry.is_root and self.enforcer is not None:
             run = entry.data.run
             if run is not None:
                 self.enforcer.end_run(run)
 
-    def drop(self, id_: str, err: BaseException | None) -> None:
+    def drop(self, id_: Hashable, err: BaseException | None) -> None:
         error_type = getattr(err, "error_type", None)
         entry = self.tree.end(id_, error=err, error_type=error_type
                               if isinstance(error_type, str) else None)
@@ -200,6 +278,80 @@ class Instrumentation:
             run = entry.data.run
             if run is not None:
                 self.enforcer.end_run(run)
+
+    def close(self) -> None:
+        """End whatever is still open; the handlers are being removed."""
+        self._streams.clear()
+        self._lazy.clear()
+        self.tree.abandon_all("instrumentation removed while this step was open")
+
+    # --- streams --------------------------------------------------------------
+    def _hold(self, entry: RunEntry) -> None:
+        """Keep ``entry`` and every kept ancestor open until its stream ends."""
+        if len(self._streams) > _MAX_STREAMS:
+            self._streams = {k: e for k, e in self._streams.items()
+                             if self.tree.get(e.key) is e}
+        if len(self._lazy) > _MAX_STREAMS:
+            self._lazy = {k: e for k, e in self._lazy.items() if self.tree.get(k) is e}
+        if entry.data.role == LLM:
+            self._streams[entry.data.instance_id] = entry
+        node: RunEntry | None = entry
+        while node is not None:
+            node.data.held += 1
+            node = node.parent
+
+    def _release(self, entry: RunEntry, error: BaseException | None = None,
+                 abandoned: str | None = None) -> None:
+        """The stream of ``entry`` is over: end it, then ancestors that only waited for it."""
+        step: Step = entry.data
+        tree = self.tree
+        if self._streams.get(step.instance_id) is entry:
+            del self._streams[step.instance_id]
+        for key in step.stream_keys or ():
+            tree.end(key)  # drops the alias kept for late events
+        step.stream_keys = None
+        step.calls = None
+        if abandoned is not None and tree.get(entry.key) is entry:
+            entry.span.set_attribute(sc.ABANDONED, abandoned)
+        node: RunEntry | None = entry
+        while node is not None:
+            held: Step = node.data
+            held.held -= 1
+            if held.held == 0 and held.deferred:
+                if node is entry and error is not None:
+                    self.drop(node.key, error)
+                else:
+                    self._end(node.key)
+            node = node.parent
+        step.deferred = False
+        adopter = step.adopter
+        if adopter is not None:  # the synthesizer's lazy stream is over too
+            step.adopter = None
+            self._release(adopter)
+
+    def on_llm_chunk(self, event: LLMChatInProgressEvent | LLMCompletionInProgressEvent) -> None:
+        entry = self.step_for(event, LLM)
+        if entry is None:
+            return
+        step: Step = entry.data
+        if not step.first_chunk:
+            step.first_chunk = True
+            entry.span.set_attribute(sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+                                     time.monotonic() - entry.started)
+
+    def on_exception(self, event: ExceptionEvent) -> None:
+        """A stream failed or was closed early (``GeneratorExit``): no end event will come."""
+        entry = self.step_for(event, LLM)
+        if entry is None:
+            return
+        step: Step = entry.data
+        if not step.deferred or step.calls is None:
+            return
+        error = event.exception
+        if isinstance(error, GeneratorExit):
+            self._release(entry, abandoned="stream closed before its end")
+        else:
+            self._release(entry, error=error)
 
     # --- events ---------------------------------------------------------------
     def step_for_span(self, span_id: str | None, role: str) -> RunEntry | None:
@@ -229,10 +381,14 @@ class Instrumentation:
             entry.span.set_attribute(sc.EMBEDDING_INPUT_COUNT, len(event.chunks))
 
     def on_llm_start(self, event: LLMChatStartEvent | LLMCompletionStartEvent) -> None:
-        if not self.capture:
-            return
         entry = self.step_for(event, LLM)
         if entry is None:
+            return
+        step: Step = entry.data
+        if step.calls is None:
+            step.calls = set()
+        step.calls.add(event.span_id or "")
+        if not self.capture:
             return
         if isinstance(event, LLMChatStartEvent):
             messages = [{"role": str(m.role.value), "content": m.content or ""}
@@ -247,10 +403,16 @@ class Instrumentation:
         if entry is None:
             return
         step: Step = entry.data
-        if step.usage_done:
-            return
-        step.usage_done = True
-        response = event.response
+        calls = step.calls
+        if calls is not None:
+            calls.discard(event.span_id or "")
+        if not step.usage_done:
+            step.usage_done = True
+            self._record_response(entry, step, event.response)
+        if step.deferred and not calls:
+            self._release(entry)
+
+    def _record_response(self, entry: RunEntry, step: Step, response: Any) -> None:
         attrs: Attributes = {}
         served = response_model(response)
         if served:
@@ -315,6 +477,9 @@ _EVENTS: dict[type, Callable[[Instrumentation, Any], None]] = {
     LLMCompletionStartEvent: Instrumentation.on_llm_start,
     LLMChatEndEvent: Instrumentation.on_llm_end,
     LLMCompletionEndEvent: Instrumentation.on_llm_end,
+    LLMChatInProgressEvent: Instrumentation.on_llm_chunk,
+    LLMCompletionInProgressEvent: Instrumentation.on_llm_chunk,
+    ExceptionEvent: Instrumentation.on_exception,
     QueryStartEvent: Instrumentation.on_query_start,
     QueryEndEvent: Instrumentation.on_query_end,
 }
@@ -348,7 +513,7 @@ class SpanguardSpanHandler(BaseSpanHandler[BaseSpan]):
     def span_exit(self, id_: str, bound_args: Any, instance: Any | None = None,
                   result: Any | None = None, **kwargs: Any) -> None:
         try:
-            self._state.exit(id_)
+            self._state.exit(id_, result)
         except Exception:
             logger.debug("spanguard: span_exit failed for %s", id_, exc_info=True)
 

@@ -47,6 +47,7 @@ _TRACER_NAME = "spanguard.plugins.llama_index"
 
 @dataclass
 class _Installed:
+    state: Instrumentation
     span_handler: SpanguardSpanHandler
     event_handler: SpanguardEventHandler
     policy_handler: PolicyCallbackHandler | None
@@ -91,7 +92,7 @@ def instrument(
         if enforcer is not None and enforcer.active:
             policy_handler = PolicyCallbackHandler(state, enforcer)
             state.on_llm_enter = policy_handler.attach
-        installed = _Installed(SpanguardSpanHandler(state), SpanguardEventHandler(state),
+        installed = _Installed(state, SpanguardSpanHandler(state), SpanguardEventHandler(state),
                                policy_handler)
         dispatcher = get_dispatcher()
         dispatcher.add_span_handler(installed.span_handler)
@@ -100,7 +101,11 @@ def instrument(
 
 
 def uninstrument() -> None:
-    """Remove every handler :func:`instrument` added; harmless when not instrumented."""
+    """Remove every handler :func:`instrument` added; harmless when not instrumented.
+
+    Spans still open (a stream never consumed keeps its LLM span and the spans
+    above it open) are ended, marked ``spanguard.abandoned``.
+    """
     global _installed
     with _lock:
         installed = _installed
@@ -113,6 +118,8 @@ def uninstrument() -> None:
                                      if h is not installed.event_handler]
         if installed.policy_handler is not None:
             installed.policy_handler.detach_all()
+        # Streams never consumed (and the spans waiting on them) would stay open.
+        installed.state.close()
         _installed = None
 
 

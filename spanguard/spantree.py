@@ -246,6 +246,16 @@ class SpanTree:
                 totals[sc.RUN_TOTAL_COST_USD] = root.cost
             root.span.set_attributes(totals)
 
+    def abandon_all(self, reason: str) -> int:
+        """End every open span (the adapter is going away); returns how many."""
+        ended = 0
+        with self._reap_lock:
+            for key, entry in list(self._entries.items()):
+                if self._entries.pop(key, None) is not None and entry.key == key:
+                    _abandon(entry.span, reason, None)
+                    ended += 1
+        return ended
+
     def _reap(self) -> None:
         """End entries past the age limit, then the oldest past the size limit."""
         if not self._reap_lock.acquire(blocking=False):

@@ -213,3 +213,16 @@ def test_entries_older_than_max_age_are_reaped(cap: SpanCapture) -> None:
     assert tree.get("stale") is None
     stale = next(s for s in cap.spans() if s.name == "invoke_agent stale")
     assert "reaped" in stale.attributes[sc.ABANDONED]
+
+
+def test_abandon_all_ends_every_open_span_once(cap: SpanCapture) -> None:
+    tree = SpanTree(cap.tracer_provider.get_tracer("t"))
+    tree.start("root", None, "root", {})
+    tree.start("child", "root", "child", {})
+    tree.fold("plumbing", "child")
+    assert tree.abandon_all("adapter removed") == 2  # the alias has no span of its own
+    assert len(tree) == 0
+    spans = {s.name: s for s in cap.spans()}
+    assert set(spans) == {"root", "child"}
+    assert all(s.attributes[sc.ABANDONED] == "adapter removed" for s in spans.values())
+    assert tree.end("root") is None  # a late end is harmless
