@@ -41,6 +41,7 @@ from spanguard.exporters.otlp import (
 )
 from spanguard.exporters.redacting import RedactingExporter
 from spanguard.hashing import KeyedHasher, load_or_create_key
+from spanguard.home import resolve_home as resolve_home  # re-exported: guardrails use it
 from spanguard.metrics import MetricsSpanProcessor
 from spanguard.pricing import PriceTable
 from spanguard.redaction import Redactor, parse_redaction_table
@@ -49,16 +50,8 @@ from spanguard.store import TraceStore
 
 logger = logging.getLogger("spanguard")
 
-DEFAULT_HOME = ".spanguard"
 DEFAULT_SERVICE_NAME = "spanguard-agent"
 Preset = Literal["phoenix", "langfuse"]
-
-
-def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
-    """``home`` argument, else ``SPANGUARD_HOME``, else ``./.spanguard``."""
-    if home is not None:
-        return Path(home)
-    return Path(os.environ.get("SPANGUARD_HOME") or DEFAULT_HOME)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any
 
 from spanguard import semconv as sc
 from spanguard.errors import StoreError, TraceNotFound
+from spanguard.home import ensure_home
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
@@ -115,7 +116,7 @@ class TraceStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            ensure_home(self.path.parent)
             self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0,
                                          isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
