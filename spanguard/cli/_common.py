@@ -15,6 +15,7 @@ EXIT_CHECK_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_NOT_FOUND = 3
 EXIT_STORE = 4
+EXIT_AMBIGUOUS = 5
 
 
 def open_store(args: argparse.Namespace) -> TraceStore:

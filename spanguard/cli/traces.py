@@ -15,7 +15,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     list_parser.add_argument("--limit", type=int, default=20)
     list_parser.add_argument("--json", action="store_true", help="one JSON object per trace")
     list_parser.set_defaults(run=run_list)
-    show = sub.add_parser("show", help="one trace as a tree")
+    show = sub.add_parser("show", help="one trace as a tree",
+                          epilog="exit status 3 if no trace matches, 5 if the prefix "
+                                 "matches several (they are listed on stderr)")
     show.add_argument("trace_id", help="trace id (a unique prefix is enough)")
     show.add_argument("--json", action="store_true", help="one JSON object per span")
     show.set_defaults(run=run_show)
