@@ -18,10 +18,9 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
@@ -47,6 +46,9 @@ from spanguard.pricing import PriceTable
 from spanguard.redaction import Redactor, parse_redaction_table
 from spanguard.sampling import TailSampler
 from spanguard.store import TraceStore
+
+if TYPE_CHECKING:  # the metrics SDK loads only when OTLP metrics are configured
+    from opentelemetry.sdk.metrics import MeterProvider
 
 logger = logging.getLogger("spanguard")
 

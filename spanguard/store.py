@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spanguard import semconv as sc
 from spanguard.errors import AmbiguousTraceId, StoreError, TraceNotFound
 from spanguard.home import ensure_home
 
@@ -218,6 +217,10 @@ class TraceStore:
         if trace_id is not None:
             where, params = "s.trace_id = ?", (trace_id.lower(),)
         elif conversation_id is not None:
+            # Imported here: the vocabulary pulls in OpenTelemetry's metrics API,
+            # which `spanguard traces list` (this module's main reader) never needs.
+            from spanguard import semconv as sc
+
             where = "json_extract(s.attributes, ?) = ?"
             params = (f'$."{sc.GEN_AI_CONVERSATION_ID}"', conversation_id)
         else:

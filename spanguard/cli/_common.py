@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from spanguard.config import resolve_home
+from spanguard.home import resolve_home
 from spanguard.store import DB_NAME, TraceStore
 
 EXIT_OK = 0

@@ -6,7 +6,6 @@ import argparse
 import datetime as dt
 
 from spanguard.cli._common import EXIT_OK, open_store, print_json_lines
-from spanguard.tree import build_forest, render
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -47,5 +46,9 @@ def run_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json_lines([span.to_json() for span in spans])
     else:
+        # Imported here: rendering needs the semantic-convention vocabulary (and with
+        # it OpenTelemetry's metrics API), which `traces list` does not.
+        from spanguard.tree import build_forest, render
+
         print(render(build_forest(spans)))
     return EXIT_OK
