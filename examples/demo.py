@@ -42,6 +42,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 import spanguard
+from spanguard.cli.shell import spanguard_command
 from spanguard.guardrails import LoopBudget, LoopBudgetExceeded, Policy, list_holds
 from spanguard.plugins import llama_index as sg_llama
 from spanguard.plugins.langchain import SpanguardCallbackHandler
@@ -138,12 +139,12 @@ def make_repository(root: Path) -> Path:
     return repo
 
 
-def reviewer(stop: threading.Event) -> None:
+def reviewer(stop: threading.Event, command: str) -> None:
     """A second person: approves the pending commit from another terminal (the CLI)."""
     while not stop.wait(0.2):
         for hold in list_holds():
             if hold.status == "pending":
-                print(f"\n  reviewer {REVIEWER!r} runs: spanguard holds approve {hold.id} "
+                print(f"\n  reviewer {REVIEWER!r} runs: {command} holds approve {hold.id} "
                       f"--as {REVIEWER}")
                 subprocess.run([sys.executable, "-m", "spanguard", "holds", "approve", hold.id,
                                 "--as", REVIEWER, "--reason", "FAQ wording checked"],
@@ -152,7 +153,7 @@ def reviewer(stop: threading.Event) -> None:
 
 
 async def run_support_story(handler: SpanguardCallbackHandler, retriever: Any, repo: Path,
-                            policy_file: Path) -> str:
+                            policy_file: Path, command: str) -> str:
     proxy = StdioServerParameters(
         command=sys.executable,
         args=["-m", "spanguard", "mcp", "wrap", "--policy", str(policy_file),
@@ -200,7 +201,7 @@ async def run_support_story(handler: SpanguardCallbackHandler, retriever: Any, r
         ])
         graph = build_graph(model, [search_kb, write_faq, git_add, git_commit])
         stop = threading.Event()
-        approver = threading.Thread(target=reviewer, args=(stop,), daemon=True)
+        approver = threading.Thread(target=reviewer, args=(stop, command), daemon=True)
         approver.start()
         try:
             result = await graph.ainvoke(
@@ -245,6 +246,7 @@ def trace_started_after(store: TraceStore, root_name: str, since_ns: int) -> str
 def main() -> int:
     os.environ.setdefault("SPANGUARD_HOME", str(Path.cwd() / ".spanguard"))
     home = Path(os.environ["SPANGUARD_HOME"])
+    command = spanguard_command(home)  # what works when pasted into a new shell
     handle = spanguard.configure(service_name="support-agent")
     sg_llama.instrument(tracer_provider=handle.tracer_provider)
     retriever = knowledge_base()
@@ -260,7 +262,8 @@ def main() -> int:
         print("Run 1: the support agent answers, updates the FAQ, and commits through MCP")
         run_starts = [time.time_ns()]
         started = time.monotonic()
-        answer = asyncio.run(run_support_story(handler_for(), retriever, repo, policy_file))
+        answer = asyncio.run(run_support_story(handler_for(), retriever, repo, policy_file,
+                                                command))
         print(f"\n  agent: {answer}  ({time.monotonic() - started:.1f}s)")
         log = subprocess.run(["git", "log", "--oneline", "-1"], cwd=repo, check=True,
                              capture_output=True, text=True).stdout.strip()
@@ -274,9 +277,10 @@ def main() -> int:
     handle.force_flush()
 
     store = TraceStore.in_home(home)
-    for title, since in zip(("Run 1", "Run 2"), run_starts, strict=False):
-        trace_id = trace_started_after(store, f"invoke_agent {AGENT}", since)
-        print(f"\n{title} span tree (spanguard traces show {trace_id[:12]}):\n")
+    trace_ids = [trace_started_after(store, f"invoke_agent {AGENT}", since)
+                 for since in run_starts]
+    for title, trace_id in zip(("Run 1", "Run 2"), trace_ids, strict=True):
+        print(f"\n{title} span tree ({command} traces show {trace_id[:12]}):\n")
         print(render(build_forest(store.trace(trace_id))))
 
     print("\nHolds:")
@@ -287,15 +291,18 @@ def main() -> int:
                            capture_output=True, text=True, check=False)
     print(f"\nAudit chain: {json.loads(audit.stdout).get('ok') if audit.stdout else audit.stderr}")
     handle.shutdown()
-    print(f"""
-Next:
-  spanguard traces list                    every trace in {home}
-  spanguard traces show TRACE_ID           one tree (add --json for scripts)
-  spanguard holds list                     pending and decided holds
-  spanguard audit verify                   check the tamper-evident audit chain
-  spanguard report --by model              runs, errors, latency, tokens and cost
-  make phoenix                             the same traces in a local Arize Phoenix
-""")
+    hints = [
+        (f"{command} traces list", f"every trace in {home}"),
+        (f"{command} traces show {trace_ids[0][:12]}", "one tree (add --json for scripts)"),
+        (f"{command} holds list", "pending and decided holds"),
+        (f"{command} audit verify", "check the tamper-evident audit chain"),
+        (f"{command} report --by model", "runs, errors, latency, tokens and cost"),
+        ("make phoenix", "the same traces in a local Arize Phoenix"),
+    ]
+    width = max(len(hint) for hint, _ in hints)
+    print(f"\nNext, from {Path.cwd()}:")
+    for hint, meaning in hints:
+        print(f"  {hint:<{width}}  {meaning}")
     return 0 if refusal is not None else 1
 
 

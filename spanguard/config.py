@@ -18,10 +18,9 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
@@ -41,24 +40,20 @@ from spanguard.exporters.otlp import (
 )
 from spanguard.exporters.redacting import RedactingExporter
 from spanguard.hashing import KeyedHasher, load_or_create_key
+from spanguard.home import resolve_home as resolve_home  # re-exported: guardrails use it
 from spanguard.metrics import MetricsSpanProcessor
 from spanguard.pricing import PriceTable
 from spanguard.redaction import Redactor, parse_redaction_table
 from spanguard.sampling import TailSampler
 from spanguard.store import TraceStore
 
+if TYPE_CHECKING:  # the metrics SDK loads only when OTLP metrics are configured
+    from opentelemetry.sdk.metrics import MeterProvider
+
 logger = logging.getLogger("spanguard")
 
-DEFAULT_HOME = ".spanguard"
 DEFAULT_SERVICE_NAME = "spanguard-agent"
 Preset = Literal["phoenix", "langfuse"]
-
-
-def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
-    """``home`` argument, else ``SPANGUARD_HOME``, else ``./.spanguard``."""
-    if home is not None:
-        return Path(home)
-    return Path(os.environ.get("SPANGUARD_HOME") or DEFAULT_HOME)
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class SpanguardError(Exception):
     """Base class of every error spanguard raises on purpose."""
@@ -43,6 +45,26 @@ class TraceNotFound(SpanguardError, LookupError):
             f"no trace {trace_id!r} in the local store "
             "(run `spanguard traces list` to see the trace ids it holds)"
         )
+
+
+class AmbiguousTraceId(SpanguardError, LookupError):
+    """A trace id prefix matches more than one trace; ``candidates`` are their ids, newest first.
+
+    A usage error, not a broken store: the user gave too few characters, and the
+    candidates tell them which to add.
+    """
+
+    SHOWN = 10
+
+    def __init__(self, prefix: str, candidates: Sequence[str]) -> None:
+        self.prefix = prefix
+        self.candidates = tuple(candidates)
+        lines = [f"trace id prefix {prefix!r} matches {len(self.candidates)} traces "
+                 "(give more characters of the id):"]
+        lines += [f"  {candidate}" for candidate in self.candidates[:self.SHOWN]]
+        if len(self.candidates) > self.SHOWN:
+            lines.append(f"  ... and {len(self.candidates) - self.SHOWN} more")
+        super().__init__("\n".join(lines))
 
 
 class OutcomeError(SpanguardError, ValueError):

@@ -14,10 +14,15 @@ import hmac
 import json
 import os
 import secrets
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from spanguard.home import ensure_home
+
 _KEY_FILE = "hash.key"
+_EMPTY_KEY_RETRIES = 100  # x 10 ms: an O_EXCL writer has long finished by then
 _PREFIX_LEN = 16  # hex chars kept: 64 bits is plenty for correlation, short on the wire
 
 
@@ -63,14 +68,10 @@ def load_or_create_key(home: Path | None) -> tuple[bytes, str | None]:
     if home is not None:
         path = home / _KEY_FILE
         try:
-            if path.exists():
-                return bytes.fromhex(path.read_text().strip()), None
-            home.mkdir(parents=True, exist_ok=True)
-            key = secrets.token_bytes(32)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(key.hex())
-            return key, None
+            try:
+                return _read_key(path), None
+            except FileNotFoundError:
+                return _create_key(home, path), None
         except (OSError, ValueError) as exc:
             return secrets.token_bytes(32), (
                 f"{path}: cannot read or create the hashing key ({exc}); using a "
@@ -78,6 +79,58 @@ def load_or_create_key(home: Path | None) -> tuple[bytes, str | None]:
                 "(set SPANGUARD_HASH_KEY to fix)"
             )
     return secrets.token_bytes(32), None
+
+
+def _create_key(home: Path, path: Path) -> bytes:
+    """Publish a new key at ``path`` unless another process got there first; return the winner.
+
+    Processes starting together on a fresh home all get here. Each writes a
+    complete key to a private temporary file and hard-links it into place: the
+    link either succeeds whole or fails with ``FileExistsError``, so no process
+    ever reads a half-written key, and every loser reads the winner's. On file
+    systems without hard links, ``O_EXCL`` decides the winner instead and readers
+    wait for its content (:func:`_read_key`).
+    """
+    ensure_home(home)
+    key = secrets.token_bytes(32)
+    fd, temp = tempfile.mkstemp(prefix=f".{_KEY_FILE}.", dir=home)  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key.hex())
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return _read_key(path)
+        except OSError:
+            return _create_exclusive(path, key)
+        return key
+    finally:
+        os.unlink(temp)
+
+
+def _create_exclusive(path: Path, key: bytes) -> bytes:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_key(path)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.hex())
+    return key
+
+
+def _read_key(path: Path) -> bytes:
+    """The key in ``path``; an empty file is one still being written, so wait a little."""
+    for _ in range(_EMPTY_KEY_RETRIES):
+        text = path.read_text().strip()
+        if text:
+            key = bytes.fromhex(text)
+            if len(key) < 16:
+                raise ValueError("the key in it is shorter than 16 bytes")
+            return key
+        time.sleep(0.01)
+    raise ValueError("the file is empty")
 
 
 # One encoder, built once: json.dumps would build an identical one on every call.

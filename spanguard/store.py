@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spanguard import semconv as sc
-from spanguard.errors import StoreError, TraceNotFound
+from spanguard.errors import AmbiguousTraceId, StoreError, TraceNotFound
+from spanguard.home import ensure_home
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
@@ -115,7 +115,7 @@ class TraceStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            ensure_home(self.path.parent)
             self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0,
                                          isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -159,17 +159,21 @@ class TraceStore:
         return len(data)
 
     def trace(self, trace_id: str) -> list[StoredSpan]:
-        """Spans of one trace in start order; a unique prefix of the id is enough."""
-        trace_id = trace_id.strip().lower()
-        rows = self._query(
-            "SELECT * FROM spans WHERE trace_id LIKE ? ORDER BY start_time, span_id",
-            (trace_id + "%",))
-        if not rows:
-            raise TraceNotFound(trace_id)
-        ids = {row[0] for row in rows}
+        """Spans of one trace in start order; a unique prefix of the id is enough.
+
+        The prefix is matched literally (``%`` and ``_`` are not wildcards); one
+        matching more than one trace raises :class:`AmbiguousTraceId` naming them.
+        """
+        prefix = trace_id.strip().lower()
+        ids = [row[0] for row in self._query(
+            "SELECT trace_id FROM spans WHERE trace_id LIKE ? ESCAPE '\\' "
+            "GROUP BY trace_id ORDER BY MIN(start_time) DESC", (_like_prefix(prefix),))]
+        if not ids:
+            raise TraceNotFound(prefix)
         if len(ids) > 1:
-            raise StoreError(str(self.path), f"trace id prefix {trace_id!r} is ambiguous",
-                             "give more characters of the id")
+            raise AmbiguousTraceId(prefix, ids)
+        rows = self._query("SELECT * FROM spans WHERE trace_id = ? ORDER BY start_time, span_id",
+                           (ids[0],))
         return [_row_to_span(row) for row in rows]
 
     def spans(self, since_ns: int = 0) -> list[StoredSpan]:
@@ -213,6 +217,10 @@ class TraceStore:
         if trace_id is not None:
             where, params = "s.trace_id = ?", (trace_id.lower(),)
         elif conversation_id is not None:
+            # Imported here: the vocabulary pulls in OpenTelemetry's metrics API,
+            # which `spanguard traces list` (this module's main reader) never needs.
+            from spanguard import semconv as sc
+
             where = "json_extract(s.attributes, ?) = ?"
             params = (f'$."{sc.GEN_AI_CONVERSATION_ID}"', conversation_id)
         else:
@@ -238,6 +246,12 @@ def _row_to_span(row: tuple[Any, ...]) -> StoredSpan:
         start_time=row[5], end_time=row[6], status=row[7], status_message=row[8],
         attributes=json.loads(row[9]), events=json.loads(row[10]), service_name=row[11],
     )
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching strings that start with ``prefix`` taken literally."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
 
 
 def _hint(exc: sqlite3.DatabaseError) -> str:

@@ -5,7 +5,8 @@ core CLI never imports the guardrails or the MCP bridge (layering), and
 ``spanguard traces list`` starts fast.
 
 Exit codes are scriptable: 0 success, 1 a check failed, 2 usage or
-configuration error, 3 not found, 4 local store unusable.
+configuration error, 3 not found, 4 local store unusable, 5 an id prefix
+matches more than one trace (the candidates are listed on stderr).
 """
 
 from __future__ import annotations
@@ -16,8 +17,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from spanguard.cli._common import EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_STORE
-from spanguard.errors import ConfigError, SpanguardError, StoreError, TraceNotFound
+from spanguard.cli._common import EXIT_AMBIGUOUS, EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_STORE
+from spanguard.errors import (
+    AmbiguousTraceId,
+    ConfigError,
+    SpanguardError,
+    StoreError,
+    TraceNotFound,
+)
 
 # name -> (module with register(subparsers) and run(args), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -63,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.run(args)
         return result
+    except AmbiguousTraceId as exc:
+        print(f"spanguard: {exc}", file=sys.stderr)
+        return EXIT_AMBIGUOUS
     except TraceNotFound as exc:
         print(f"spanguard: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from spanguard.config import resolve_home
+from spanguard.home import resolve_home
 from spanguard.store import DB_NAME, TraceStore
 
 EXIT_OK = 0
@@ -15,6 +15,7 @@ EXIT_CHECK_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_NOT_FOUND = 3
 EXIT_STORE = 4
+EXIT_AMBIGUOUS = 5
 
 
 def open_store(args: argparse.Namespace) -> TraceStore:

@@ -13,6 +13,7 @@ import uuid
 
 from spanguard import attributes as attrs
 from spanguard.cli._common import EXIT_CONFIG, EXIT_OK
+from spanguard.cli.shell import spanguard_command
 from spanguard.config import configure
 from spanguard.spantree import SpanTree
 from spanguard.tree import build_forest, render
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     print(render(build_forest(handle.store.trace(trace_id))))
     handle.shutdown()
+    command = spanguard_command(handle.home)
     print(f"\ntrace {trace_id} is in {handle.home}/traces.db")
-    print(f"next: spanguard traces list  |  spanguard traces show {trace_id[:12]}")
+    print(f"next: {command} traces list  |  {command} traces show {trace_id[:12]}")
     return EXIT_OK

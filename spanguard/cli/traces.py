@@ -6,7 +6,6 @@ import argparse
 import datetime as dt
 
 from spanguard.cli._common import EXIT_OK, open_store, print_json_lines
-from spanguard.tree import build_forest, render
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +14,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     list_parser.add_argument("--limit", type=int, default=20)
     list_parser.add_argument("--json", action="store_true", help="one JSON object per trace")
     list_parser.set_defaults(run=run_list)
-    show = sub.add_parser("show", help="one trace as a tree")
+    show = sub.add_parser("show", help="one trace as a tree",
+                          epilog="exit status 3 if no trace matches, 5 if the prefix "
+                                 "matches several (they are listed on stderr)")
     show.add_argument("trace_id", help="trace id (a unique prefix is enough)")
     show.add_argument("--json", action="store_true", help="one JSON object per span")
     show.set_defaults(run=run_show)
@@ -45,5 +46,9 @@ def run_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json_lines([span.to_json() for span in spans])
     else:
+        # Imported here: rendering needs the semantic-convention vocabulary (and with
+        # it OpenTelemetry's metrics API), which `traces list` does not.
+        from spanguard.tree import build_forest, render
+
         print(render(build_forest(spans)))
     return EXIT_OK

@@ -11,14 +11,15 @@ import base64
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export import SpanExporter
-
 from spanguard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 PHOENIX_DEFAULT_ENDPOINT = "http://127.0.0.1:6006/v1/traces"
 LANGFUSE_DEFAULT_HOST = "https://cloud.langfuse.com"
@@ -128,12 +129,17 @@ def build_meter_provider(targets: Sequence[OtlpTarget], resource: Resource) -> M
     """A MeterProvider exporting over OTLP/HTTP beside the spans, or None without a target.
 
     The export interval is the SDK's (``OTEL_METRIC_EXPORT_INTERVAL``, default 60 s).
+    The metrics SDK is imported only here: without an OTLP target nothing needs it.
     """
+    endpoints = [(target, endpoint) for target in targets
+                 if (endpoint := metrics_endpoint(target)) is not None]
+    if not endpoints:
+        return None
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
     readers = []
-    for target in targets:
-        endpoint = metrics_endpoint(target)
-        if endpoint is None:
-            continue
+    for target, endpoint in endpoints:
         try:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
                 OTLPMetricExporter,
@@ -145,6 +151,4 @@ def build_meter_provider(targets: Sequence[OtlpTarget], resource: Resource) -> M
         exporter = OTLPMetricExporter(endpoint=endpoint, headers=dict(target.headers),
                                       timeout=timeout)
         readers.append(PeriodicExportingMetricReader(exporter))
-    if not readers:
-        return None
     return MeterProvider(metric_readers=readers, resource=resource)

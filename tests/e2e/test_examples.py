@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,7 +102,7 @@ def test_export_examples_reach_their_backend(spanguard_home: Path, example: str,
 def test_the_demo_tells_the_whole_story(spanguard_home: Path) -> None:
     result = run_example("demo.py", spanguard_home)
     out = result.stdout
-    assert "reviewer 'maria' runs: spanguard holds approve hold_" in out
+    assert re.search(r"reviewer 'maria' runs: \S*spanguard .*holds approve hold_", out)
     assert "docs: answer the annual-plan refund question in the FAQ" in out  # git log -1
     assert "LoopBudgetExceeded: loop budget exceeded" in out
     assert "status=executed" in out and "Audit chain: True" in out
@@ -115,3 +116,14 @@ def test_the_demo_tells_the_whole_story(spanguard_home: Path) -> None:
     assert commit.parent_span_id == spans["execute_tool git_commit"].span_id
     assert spans["retrieval support_kb"].parent_span_id == spans["execute_tool search_kb"].span_id
     assert spans["guardrail holds"].attributes["spanguard.guardrail.decision"] == "hold"
+
+    # The "Next" commands work pasted into a new shell: no venv on PATH, no SPANGUARD_HOME.
+    hints = out[out.index("\nNext, from "):].splitlines()[2:]
+    commands = [re.split(r"\s{2,}", line.strip())[0] for line in hints if line.strip()]
+    assert commands[-1] == "make phoenix" and len(commands) == 6
+    assert commands[1].endswith(f" traces show {story.trace_id[:12]}")
+    for command in commands[:-1]:
+        pasted = subprocess.run(["/bin/sh", "-c", command], cwd=spanguard_home.parent,
+                                env={"PATH": "/usr/bin:/bin"}, capture_output=True,
+                                text=True, timeout=120, check=False)
+        assert pasted.returncode == 0, f"{command}: {pasted.stderr}"
