@@ -294,7 +294,7 @@ def parse_verify_table(table: Mapping[str, Any], source: str) -> Verification:
     for tool, spec in table.items():
         if tool == "hold_on_failure":
             continue
-        where = f"{source} [verify.{tool}]"
+        where = f"{source}.{tool}"
         body = _parse.table(spec, tool, where)
         _parse.check_keys(body, _READ_BACK_KEYS, where)
         arguments = _parse.table(body.get("arguments", {}), "arguments", where)
