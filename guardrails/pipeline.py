@@ -38,7 +38,7 @@ from spanguard.guardrails.toolloop import build_tool_loop_guards
 from spanguard.guardrails.verify import build_verify_guards
 from spanguard.guardrails.window import build_window_guards
 
-Builder = Callable[[Policy, "Store | None"], Sequence[Guard]]
+Builder = Callable[[Policy, Store | None], Sequence[Guard]]
 
 # (part name, builder), in the order the guards run. A tuple: fixed at import.
 BUILDERS: tuple[tuple[str, Builder], ...] = (
