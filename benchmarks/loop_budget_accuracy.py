@@ -26,18 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.guardra
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from spanguard.guardrails import (
-    Enforcer,
-    LoopBudget,
-    MemoryBudgetStore,
-    ModelCall,
-    ModelUsage,
-    Policy,
-    RunState,
-    WindowBudget,
-    WindowBudgetGuard,
-)
+from spanguard.guardrails import LoopBudget, ModelCall, ModelUsage, Policy, RunState, WindowBudget
 from spanguard.guardrails.budget import loop_fit
+from spanguard.guardrails.enforcer import Enforcer
+from spanguard.guardrails.stores import MemoryBudgetStore
+from spanguard.guardrails.window import WindowBudgetGuard
 from tests.guardrails.synthetic import (
     Shape,
     drive,

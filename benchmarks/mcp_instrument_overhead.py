@@ -33,7 +33,6 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from spanguard.guardrails import Guard, Policy
-from spanguard.guardrails import enforcer as enforcer_module
 from spanguard.mcp_bridge import instrument_server
 
 
@@ -56,11 +55,10 @@ async def run(calls: int, block: int) -> dict[str, list[float]]:
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
-    enforcer_module.GUARD_BUILDERS.append(lambda policy: [AllowAll()])
 
     servers: dict[str, MCPServer] = {name: build() for name in ("sdk", "spanguard", "guarded")}
     instrument_server(servers["spanguard"], tracer_provider=provider)
-    instrument_server(servers["guarded"], Policy(), tracer_provider=provider)
+    instrument_server(servers["guarded"], Policy(guards=(AllowAll(),)), tracer_provider=provider)
 
     timings: dict[str, list[float]] = {name: [] for name in servers}
     async with AsyncExitStack() as stack:

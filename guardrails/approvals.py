@@ -20,13 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 from spanguard.errors import SpanguardError
-from spanguard.guardrails.audit import AuditLog, open_audit_log
-from spanguard.guardrails.hold_store import (
-    HoldRecord,
-    HoldStatus,
-    HoldStore,
-    open_hold_store,
-)
+from spanguard.guardrails.audit import AuditLog
+from spanguard.guardrails.stores import HoldStore, Store, open_store
+from spanguard.guardrails.stores.records import HoldRecord, HoldStatus
 
 Clock = Callable[[], float]
 
@@ -87,8 +83,14 @@ class Approvals:
         self.clock = clock
 
     @classmethod
+    def over(cls, store: Store, clock: Clock = time.time) -> Approvals:
+        """The holds and audit log of one store (one connection for both)."""
+        return cls(store.holds, AuditLog(store.audit, clock), clock)
+
+    @classmethod
     def open(cls, store_url: str | None = None, clock: Clock = time.time) -> Approvals:
-        return cls(open_hold_store(store_url), open_audit_log(store_url, clock), clock)
+        """Over :func:`~spanguard.guardrails.stores.open_store` ``(store_url)``."""
+        return cls.over(open_store(store_url), clock)
 
     # --- maker side (used by the hold guard) ---------------------------------
     def request(self, *, tool: str, payload_hash: str, maker: str, risk_tier: str,

@@ -25,16 +25,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spanguard import semconv as sc
-from spanguard.errors import ConfigError
 from spanguard.guardrails import _parse
-from spanguard.guardrails.enforcer import GUARD_BUILDERS, Guard
 from spanguard.guardrails.errors import GuardrailViolation
-from spanguard.guardrails.policy import TABLE_PARSERS, Policy
+from spanguard.guardrails.guard import Guard
 from spanguard.guardrails.steps import Decision, ModelCall, RunState, ToolCall
-from spanguard.guardrails.stores import fits
+from spanguard.guardrails.stores.contracts import fits
+
+if TYPE_CHECKING:
+    from spanguard.guardrails.policy import Policy
+    from spanguard.guardrails.stores import Store
 
 GUARD_NAME = "loop_budget"
 _FIT_KEY = "spanguard.loop_fit"
@@ -90,17 +92,14 @@ def _check(budget: LoopBudget, source: str) -> None:
 
 
 def parse_loop_budget(table: Mapping[str, Any], source: str) -> LoopBudget:
+    """``[loop_budget]``: the :class:`LoopBudget` fields (TOML integers become floats
+    where the field is a float)."""
     _parse.check_keys(table, _KEYS, source)
     values = dict(table)
-    for key in _INT_LIMITS:
-        _parse.limit(values.get(key), key, source, integer=True)
     for key in _FLOAT_KEYS:
         if key in values:
             values[key] = float(_parse.limit(values[key], key, source, integer=False))
-    try:
-        return LoopBudget(**values)
-    except ConfigError as exc:
-        raise ConfigError(source, exc.reason, exc.hint) from exc
+    return _parse.in_table(source, LoopBudget, **values)
 
 
 class LoopBudgetExceeded(GuardrailViolation):
@@ -427,9 +426,6 @@ class LoopBudgetGuard(Guard):
                 sc.BUDGET_FIT_R: fit.r}
 
 
-def build_loop_budget_guards(policy: Policy) -> Sequence[Guard]:
+def build_loop_budget_guards(policy: Policy, store: Store | None = None) -> Sequence[Guard]:
+    """The policy's loop budget guard (it keeps its state on the run: no store)."""
     return [] if policy.loop_budget is None else [LoopBudgetGuard(policy.loop_budget)]
-
-
-TABLE_PARSERS["loop_budget"] = ("loop_budget", parse_loop_budget)
-GUARD_BUILDERS.append(build_loop_budget_guards)

@@ -23,6 +23,8 @@ from spanguard.attributes import guardrail_attributes, guardrail_span_name
 from spanguard.config import resolve_meter_provider
 from spanguard.guardrails.audit import EnforcerAuditSink
 from spanguard.guardrails.errors import GuardrailViolation
+from spanguard.guardrails.guard import Guard
+from spanguard.guardrails.pipeline import build_guards
 from spanguard.guardrails.policy import Policy
 from spanguard.guardrails.steps import (
     Decision,
@@ -32,39 +34,11 @@ from spanguard.guardrails.steps import (
     ToolCall,
     ToolOutcome,
 )
-
-
-class Guard:
-    """Base of every guard: each hook defaults to "no opinion"."""
-
-    name = "guard"
-
-    def before_model_call(self, run: RunState, call: ModelCall) -> Decision | None:
-        return None
-
-    def after_model_call(self, run: RunState, call: ModelCall,
-                         usage: ModelUsage) -> Decision | None:
-        return None
-
-    def before_tool_call(self, run: RunState, call: ToolCall) -> Decision | None:
-        return None
-
-    def after_tool_call(self, run: RunState, call: ToolCall,
-                        outcome: ToolOutcome) -> Decision | None:
-        return None
-
-    def end_run(self, run: RunState) -> None:
-        return None
-
-
-GuardBuilder = Callable[[Policy], Sequence[Guard]]
+from spanguard.guardrails.stores import Store
 
 # Receives every decision that is not an allow, with the run and the step's subject
 # (tool or model name), to append it to the audit log.
 AuditSink = Callable[[Decision, RunState, "str | None"], None]
-
-# Each guard module contributes one builder: policy -> guards it configures.
-GUARD_BUILDERS: list[GuardBuilder] = []
 
 
 class Enforcer:
@@ -72,14 +46,19 @@ class Enforcer:
 
     def __init__(self, policy: Policy | None,
                  tracer_provider: trace.TracerProvider | None = None,
-                 meter_provider: metrics.MeterProvider | None = None,
+                 meter_provider: metrics.MeterProvider | None = None, *,
                  guards: Sequence[Guard] | None = None,
-                 audit_sink: AuditSink | None = None) -> None:
+                 audit_sink: AuditSink | None = None,
+                 store: Store | None = None) -> None:
+        """``guards`` replaces the policy's guards (built by :func:`build_guards`);
+        ``store`` replaces the policy's ``[store]`` for every guard and the audit log."""
         self.policy = policy or Policy()
-        self._audit: AuditSink = audit_sink if audit_sink is not None else EnforcerAuditSink()
-        if guards is None:
-            guards = [g for builder in GUARD_BUILDERS for g in builder(self.policy)]
-        self.guards: tuple[Guard, ...] = tuple(guards)
+        if audit_sink is None:
+            url = self.policy.store.url if self.policy.store is not None else None
+            audit_sink = EnforcerAuditSink(store_url=url, store=store)
+        self._audit: AuditSink = audit_sink
+        self.guards: tuple[Guard, ...] = (
+            build_guards(self.policy, store) if guards is None else tuple(guards))
         self._tracer: Tracer = trace.get_tracer(
             "spanguard.guardrails", tracer_provider=tracer_provider)
         # The same meter provider as configure()'s span-derived metrics, so every
@@ -158,3 +137,6 @@ class Enforcer:
             child.set_attribute(sc.ERROR_TYPE, error_type)
             child.set_status(Status(StatusCode.ERROR, decision.reason))
         child.end()
+
+
+__all__ = ["AuditSink", "Enforcer", "Guard"]

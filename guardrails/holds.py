@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import fnmatch
 import getpass
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,14 +27,14 @@ from opentelemetry import trace
 
 from spanguard import semconv as sc
 from spanguard.errors import ConfigError
+from spanguard.guardrails import _parse
 from spanguard.guardrails.approvals import Approvals, same_identity
-from spanguard.guardrails.audit import SELF_AUDITING_GUARDS
-from spanguard.guardrails.enforcer import GUARD_BUILDERS, Guard
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.gating import gate_for
-from spanguard.guardrails.hold_store import ACTIVE, HoldRecord
-from spanguard.guardrails.policy import TABLE_PARSERS
+from spanguard.guardrails.guard import Guard
 from spanguard.guardrails.steps import Decision, RunState, ToolCall
+from spanguard.guardrails.stores import Store, open_store
+from spanguard.guardrails.stores.records import ACTIVE, HoldRecord
 from spanguard.hashing import canonical_json, payload_hash
 
 if TYPE_CHECKING:
@@ -44,23 +43,14 @@ if TYPE_CHECKING:
 GUARD_NAME = "holds"
 HIGH_RISK_CLASSES = frozenset({"destructive", "non_idempotent_mutation"})
 ACTION_CLASSES = frozenset({"read_only", "idempotent_mutation", *HIGH_RISK_CLASSES})
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _ARGUMENT_PREVIEW = 400
+_TABLE_KEYS = ("high_risk", "tools", "action_classes", "classes", "expires_after",
+               "risk_tier", "show_arguments")
 
 
 def parse_duration(value: object, source: str) -> float:
     """``"1h"``, ``"30m"``, ``"45s"``, ``"2d"`` or a number of seconds, > 0."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ConfigError(source, f"invalid duration {value!r}",
-                          'write e.g. "1h", "30m", "45s" or a number of seconds')
-    if seconds <= 0:
-        raise ConfigError(source, f"duration must be positive, got {value!r}")
-    return seconds
+    return _parse.duration(value, "duration", source)
 
 
 def _hint(annotations: Mapping[str, Any], camel: str, snake: str) -> bool:
@@ -93,12 +83,20 @@ class HoldRules:
     show_arguments: bool = True
 
     def __post_init__(self) -> None:
+        source = "HoldRules"
+        object.__setattr__(self, "tools", _parse.strings(self.tools, "tools", source))
+        _parse.flag(self.high_risk, "high_risk", source)
+        object.__setattr__(self, "action_classes", frozenset(
+            _parse.strings(self.action_classes, "action_classes", source)))
+        _parse.string_table(self.classes, "classes", source)
         unknown = (set(self.action_classes) | set(self.classes.values())) - ACTION_CLASSES
         if unknown:
-            raise ConfigError("holds", f"unknown action class(es) {sorted(unknown)}",
+            raise ConfigError(source, f"action_classes: unknown action class(es) "
+                                      f"{sorted(unknown)}",
                               f"known: {', '.join(sorted(ACTION_CLASSES))}")
-        if self.expires_after <= 0:
-            raise ConfigError("holds", "expires_after must be positive")
+        _parse.positive(self.expires_after, "expires_after", source, integer=False)
+        _parse.text(self.risk_tier, "risk_tier", source)
+        _parse.flag(self.show_arguments, "show_arguments", source)
 
     def action_class(self, call: ToolCall) -> str | None:
         return self.classes.get(call.tool) or annotation_class(call.annotations)
@@ -119,42 +117,20 @@ class HoldRules:
 
 
 def parse_holds_table(table: Mapping[str, Any], source: str) -> HoldRules:
-    """``[holds]``: high_risk, tools, action_classes, classes, expires_after, risk_tier."""
-    known = {"high_risk", "tools", "action_classes", "classes", "expires_after",
-             "risk_tier", "show_arguments"}
-    for key in table:
-        if key not in known:
-            raise ConfigError(source, f"unknown key {key!r}",
-                              f"known keys: {', '.join(sorted(known))}")
-
-    def strings(key: str) -> tuple[str, ...]:
-        value = table.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(source, f"{key} must be a list of strings")
-        return tuple(value)
-
-    def flag(key: str, default: bool) -> bool:
-        value = table.get(key, default)
-        if not isinstance(value, bool):
-            raise ConfigError(source, f"{key} must be true or false")
-        return value
-
-    classes = table.get("classes", {})
-    if not isinstance(classes, Mapping) or not all(
-            isinstance(v, str) for v in classes.values()):
-        raise ConfigError(source, "classes must be a table of tool = \"action class\"")
-    tier = table.get("risk_tier", "high")
-    if not isinstance(tier, str) or not tier:
-        raise ConfigError(source, "risk_tier must be a non-empty string")
-    try:
-        return HoldRules(
-            tools=strings("tools"), high_risk=flag("high_risk", False),
-            action_classes=frozenset(strings("action_classes")), classes=dict(classes),
-            expires_after=parse_duration(table.get("expires_after", "1h"),
-                                         f"{source} expires_after"),
-            risk_tier=tier, show_arguments=flag("show_arguments", True))
-    except ConfigError as exc:
-        raise ConfigError(source, exc.reason, exc.hint) from exc
+    """``[holds]``: high_risk, tools, action_classes, classes, expires_after, risk_tier,
+    show_arguments (``expires_after`` as a duration: ``"30m"``, ``"1h"``, seconds)."""
+    _parse.check_keys(table, _TABLE_KEYS, source)
+    return _parse.in_table(
+        source, HoldRules,
+        tools=_parse.strings(table.get("tools", []), "tools", source),
+        high_risk=table.get("high_risk", False),
+        action_classes=frozenset(_parse.strings(table.get("action_classes", []),
+                                                "action_classes", source)),
+        classes=_parse.string_table(table.get("classes", {}), "classes", source),
+        expires_after=_parse.duration(table.get("expires_after", "1h"), "expires_after",
+                                      source),
+        risk_tier=table.get("risk_tier", "high"),
+        show_arguments=table.get("show_arguments", True))
 
 
 def approve_command(hold_id: str) -> str:
@@ -259,11 +235,13 @@ class HoldGuard(Guard):
 
     name = GUARD_NAME
 
-    def __init__(self, rules: HoldRules | None, *, store_url: str | None = None,
-                 approvals: Approvals | None = None,
+    def __init__(self, rules: HoldRules | None, *, store: Store | None = None,
+                 store_url: str | None = None, approvals: Approvals | None = None,
                  watched_tools: Sequence[str] = ()) -> None:
+        """Requests go to ``approvals``, else ``store``, else ``open_store(store_url)``."""
         self.rules = rules
         self.watched = frozenset(watched_tools)
+        self._store = store
         self._store_url = store_url
         self._approvals = approvals
 
@@ -271,7 +249,8 @@ class HoldGuard(Guard):
     def approvals(self) -> Approvals:
         """Opened on first use, so building an Enforcer never touches the disk."""
         if self._approvals is None:
-            self._approvals = Approvals.open(self._store_url)
+            store = self._store if self._store is not None else open_store(self._store_url)
+            self._approvals = Approvals.over(store)
         return self._approvals
 
     def before_tool_call(self, run: RunState, call: ToolCall) -> Decision | None:
@@ -366,14 +345,11 @@ def _decision(kind: Any, hold: HoldRecord, error: HoldError) -> Decision:
     return Decision(kind, GUARD_NAME, str(error), _attributes(hold), error)
 
 
-def build_hold_guards(policy: Policy) -> list[Guard]:
-    """One guard when the policy holds anything or verification may suspend a tool."""
+def build_hold_guards(policy: Policy, store: Store | None = None) -> list[Guard]:
+    """One guard when the policy holds anything or verification may suspend a tool;
+    its requests go to ``store``, else to the policy's store (opened at first use)."""
     watched = policy.verify.watched_tools() if policy.verify is not None else ()
     if policy.holds is None and not watched:
         return []
-    return [HoldGuard(policy.holds, watched_tools=watched)]
-
-
-TABLE_PARSERS["holds"] = ("holds", parse_holds_table)
-GUARD_BUILDERS.append(build_hold_guards)
-SELF_AUDITING_GUARDS.add(GUARD_NAME)
+    url = policy.store.url if policy.store is not None else None
+    return [HoldGuard(policy.holds, store=store, store_url=url, watched_tools=watched)]

@@ -2,9 +2,14 @@
 
 A policy reads like a sentence (``Policy(loop_budget=LoopBudget(max_input_tokens=
 200_000))``) and a TOML file maps one to one onto the same objects: each top-level
-table has exactly one parser, owned by the module of the guard it configures.
-Validation happens here, once, at build/load time; the per-call path never
-re-checks configuration. A bad file is refused with the key and the reason.
+table has exactly one parser (:data:`TABLES`, a fixed table), owned by the module
+of the part it configures. Validation happens when a part is built (in code or
+from the file), once; the per-call path never re-checks configuration. A bad file
+is refused with the table, the key and the reason.
+
+Guards of your own join a policy in code, ``Policy(guards=(MyGuard(),))``: they
+run after spanguard's own (see :func:`~spanguard.guardrails.pipeline.build_guards`).
+A TOML file cannot name code, so it cannot add them.
 """
 
 from __future__ import annotations
@@ -13,22 +18,35 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from spanguard._toml import toml_reader
 from spanguard.errors import ConfigError
+from spanguard.guardrails.budget import LoopBudget, parse_loop_budget
+from spanguard.guardrails.guard import Guard
+from spanguard.guardrails.holds import HoldRules, parse_holds_table
 from spanguard.guardrails.retry import RetryPolicy, parse_retry_table
-
-if TYPE_CHECKING:
-    from spanguard.guardrails.budget import LoopBudget
-    from spanguard.guardrails.holds import HoldRules
-    from spanguard.guardrails.stores import StoreConfig
-    from spanguard.guardrails.toolloop import ToolLoop
-    from spanguard.guardrails.verify import Verification
-    from spanguard.guardrails.window import WindowBudget
+from spanguard.guardrails.stores.urls import StoreConfig, parse_store
+from spanguard.guardrails.toolloop import ToolLoop, parse_tool_loop
+from spanguard.guardrails.verify import Verification, parse_verify_table
+from spanguard.guardrails.window import WindowBudget, parse_window_budgets
 from spanguard.redaction import parse_redaction_table
 
 TableParser = Callable[[Mapping[str, Any], str], Any]
+
+# TOML table name -> (Policy field, parser). Fixed: nothing adds to it at run time.
+TABLES: Mapping[str, tuple[str, TableParser]] = {
+    "loop_budget": ("loop_budget", parse_loop_budget),
+    "window_budgets": ("window_budgets", parse_window_budgets),
+    "tool_loop": ("tool_loop", parse_tool_loop),
+    "holds": ("holds", parse_holds_table),
+    "verify": ("verify", parse_verify_table),
+    "retry": ("retry", parse_retry_table),
+    "store": ("store", parse_store),
+    # Read by the core's configure() too (it may not import guardrails); kept
+    # here so a policy file with the table loads.
+    "redaction": ("redaction_patterns", parse_redaction_table),
+}
 
 
 @dataclass(frozen=True)
@@ -37,7 +55,6 @@ class Policy:
 
     name: str = "default"
     version: str | None = None
-    # Guards register their parts below (one field per guard module).
     holds: HoldRules | None = None
     verify: Verification | None = None
     retry: RetryPolicy | None = None
@@ -45,12 +62,15 @@ class Policy:
     window_budgets: tuple[WindowBudget, ...] = ()
     tool_loop: ToolLoop | None = None
     store: StoreConfig | None = None
-    # ``[redaction] patterns``: read by the core's configure() too (it may not
-    # import guardrails); kept here so a policy file with the table loads.
     redaction_patterns: Mapping[str, str] = field(default_factory=dict)
-    # Tables of guards defined outside spanguard: a TABLE_PARSERS entry whose
-    # field is "extras" returns {table name: config}, merged here.
-    extras: Mapping[str, Any] = field(default_factory=dict)
+    guards: tuple[Guard, ...] = ()
+
+    def __post_init__(self) -> None:
+        guards = self.guards
+        if not isinstance(guards, (list, tuple)) or not all(isinstance(g, Guard) for g in guards):
+            raise ConfigError("Policy", f"guards must be a sequence of Guard objects, "
+                                        f"got {guards!r}", "subclass spanguard.guardrails.Guard")
+        object.__setattr__(self, "guards", tuple(guards))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Policy:
@@ -68,38 +88,26 @@ class Policy:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "policy") -> Policy:
-        known = {f.name for f in fields(cls)} - {"extras"}
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key in ("name", "version"):
                 if not isinstance(value, str):
                     raise ConfigError(source, f"{key} must be a string")
                 values[key] = value
-            elif key in TABLE_PARSERS:
+            elif key in TABLES:
                 if not isinstance(value, Mapping):
                     raise ConfigError(source, f"[{key}] must be a table")
-                field_name, parser = TABLE_PARSERS[key]
-                parsed = parser(value, f"{source} [{key}]")
-                if field_name == "extras":
-                    values["extras"] = {**values.get("extras", {}), **parsed}
-                else:
-                    values[field_name] = parsed
+                field_name, parser = TABLES[key]
+                values[field_name] = parser(value, f"{source} [{key}]")
             else:
-                tables = ", ".join(sorted(TABLE_PARSERS)) or "none"
+                known = {f.name for f in fields(cls)} - {"guards"}
                 raise ConfigError(source, f"unknown key {key!r}",
-                                  f"known tables: {tables}; known fields: "
-                                  f"{', '.join(sorted(known))}")
+                                  f"known tables: {', '.join(sorted(TABLES))}; known "
+                                  f"fields: {', '.join(sorted(known))}")
         return cls(**values)
 
     def with_parts(self, **parts: Any) -> Policy:
         return replace(self, **parts)
-
-
-# TOML table name -> (Policy field, parser). Guard modules add their entry.
-TABLE_PARSERS: dict[str, tuple[str, TableParser]] = {
-    "retry": ("retry", parse_retry_table),
-    "redaction": ("redaction_patterns", parse_redaction_table),
-}
 
 
 def load_policy(policy: Policy | str | os.PathLike[str] | None) -> Policy | None:

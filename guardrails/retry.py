@@ -16,7 +16,6 @@ Tool calls are retried only when repeating them is safe: an MCP tool marked
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -34,7 +33,8 @@ from tenacity import (
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from spanguard.errors import ConfigError, SpanguardError
+from spanguard.errors import SpanguardError
+from spanguard.guardrails import _parse
 from spanguard.guardrails.transient import classify, error_type_name, retry_after
 
 T = TypeVar("T")
@@ -71,45 +71,22 @@ class RetryPolicy:
     @classmethod
     def from_table(cls, table: Mapping[str, Any], source: str = "[retry]") -> RetryPolicy:
         """Build from a TOML ``[retry]`` table; errors name ``source`` and the key."""
-        known = set(cls.__dataclass_fields__)
-        for key in table:
-            if key not in known:
-                raise ConfigError(source, f"unknown key {key!r}",
-                                  f"known keys: {', '.join(sorted(known))}")
-        try:
-            return cls(**table)
-        except ConfigError as exc:
-            raise ConfigError(source, exc.reason, exc.hint) from None
+        _parse.check_keys(table, cls.__dataclass_fields__, source)
+        return _parse.in_table(source, cls, **table)
 
 
 def _validate(policy: RetryPolicy, source: str) -> None:
-    _check_int(source, "max_attempts", policy.max_attempts, minimum=1)
-    _check_number(source, "initial_wait", policy.initial_wait, minimum=0.0)
-    _check_number(source, "max_wait", policy.max_wait, minimum=policy.initial_wait)
+    _parse.integer(policy.max_attempts, "max_attempts", source, minimum=1)
+    _parse.seconds(policy.initial_wait, "initial_wait", source)
+    _parse.seconds(policy.max_wait, "max_wait", source, minimum=policy.initial_wait)
     if policy.deadline is not None:
-        _check_number(source, "deadline", policy.deadline, minimum=0.0, strict=True)
-    _check_int(source, "circuit_failures", policy.circuit_failures, minimum=0)
-    _check_number(source, "circuit_cooldown", policy.circuit_cooldown, minimum=0.0)
-
-
-def _check_int(source: str, key: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(source, f"{key} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_number(source: str, key: str, value: Any, *, minimum: float,
-                  strict: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and not math.isnan(value)
-    if ok and (value <= minimum if strict else value < minimum):
-        ok = False
-    if not ok:
-        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-        raise ConfigError(source, f"{key} must be a number of seconds {bound}, got {value!r}")
+        _parse.seconds(policy.deadline, "deadline", source, strict=True)
+    _parse.integer(policy.circuit_failures, "circuit_failures", source, minimum=0)
+    _parse.seconds(policy.circuit_cooldown, "circuit_cooldown", source)
 
 
 def parse_retry_table(table: Mapping[str, Any], source: str) -> RetryPolicy:
-    """``TABLE_PARSERS`` entry for the ``[retry]`` table of a policy file."""
+    """The parser of the ``[retry]`` table of a policy file."""
     return RetryPolicy.from_table(table, source)
 
 

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spanguard import semconv as sc
 from spanguard.errors import ConfigError
 from spanguard.guardrails import _parse
-from spanguard.guardrails.enforcer import GUARD_BUILDERS, Guard
 from spanguard.guardrails.errors import GuardrailViolation
-from spanguard.guardrails.policy import TABLE_PARSERS, Policy
+from spanguard.guardrails.guard import Guard
 from spanguard.guardrails.steps import Decision, RunState, ToolCall
 from spanguard.hashing import payload_hash
+
+if TYPE_CHECKING:
+    from spanguard.guardrails.policy import Policy
+    from spanguard.guardrails.stores import Store
 
 GUARD_NAME = "tool_loop"
 _STATE_KEY = "spanguard.tool_loop"
@@ -49,10 +52,7 @@ class ToolLoop:
 
 def parse_tool_loop(table: Mapping[str, Any], source: str) -> ToolLoop:
     _parse.check_keys(table, ("identical_calls", "stalled_steps"), source)
-    try:
-        return ToolLoop(**table)
-    except ConfigError as exc:
-        raise ConfigError(source, exc.reason, exc.hint) from exc
+    return _parse.in_table(source, ToolLoop, **table)
 
 
 class ToolLoopDetected(GuardrailViolation):
@@ -136,9 +136,6 @@ class ToolLoopGuard(Guard):
         return Decision("deny", GUARD_NAME, str(error), attributes, error)
 
 
-def build_tool_loop_guards(policy: Policy) -> Sequence[Guard]:
+def build_tool_loop_guards(policy: Policy, store: Store | None = None) -> Sequence[Guard]:
+    """The policy's tool loop guard (it keeps its counts on the run: no store)."""
     return [] if policy.tool_loop is None else [ToolLoopGuard(policy.tool_loop)]
-
-
-TABLE_PARSERS["tool_loop"] = ("tool_loop", parse_tool_loop)
-GUARD_BUILDERS.append(build_tool_loop_guards)

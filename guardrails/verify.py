@@ -29,19 +29,22 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry.trace import Span, Status, StatusCode
 
 from spanguard import semconv as sc
 from spanguard.errors import ConfigError
+from spanguard.guardrails import _parse
 from spanguard.guardrails.approvals import Approvals
-from spanguard.guardrails.audit import SELF_AUDITING_GUARDS
-from spanguard.guardrails.enforcer import GUARD_BUILDERS, Guard
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.gating import gate_for
-from spanguard.guardrails.policy import TABLE_PARSERS, Policy
+from spanguard.guardrails.guard import Guard
 from spanguard.guardrails.steps import Decision, RunState, ToolCall, ToolOutcome
+from spanguard.guardrails.stores import Store, open_store
+
+if TYPE_CHECKING:
+    from spanguard.guardrails.policy import Policy
 
 VerificationStatus = Literal["verified", "failed", "unknown"]
 STATUSES: tuple[VerificationStatus, ...] = ("verified", "failed", "unknown")
@@ -123,6 +126,12 @@ class ReadBackCheck:
     arguments: Mapping[str, Any] = field(default_factory=dict)
     expect_contains: str | None = None
 
+    def __post_init__(self) -> None:
+        source = "ReadBackCheck"
+        _parse.text(self.call, "call", source)
+        _parse.table(self.arguments, "arguments", source)
+        _parse.optional_text(self.expect_contains, "expect_contains", source)
+
     def request(self, arguments: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         """The read-back call to make; KeyError if a placeholder names no argument."""
         return self.call, dict(_render(self.arguments, arguments))
@@ -148,6 +157,14 @@ class Verification:
 
     verifiers: Mapping[str, Verifier] = field(default_factory=dict)
     hold_on_failure: bool = False
+
+    def __post_init__(self) -> None:
+        source = "Verification"
+        for tool, verifier in _parse.table(self.verifiers, "verifiers", source).items():
+            if not isinstance(verifier, ReadBackCheck) and not callable(verifier):
+                raise ConfigError(source, f"verifiers.{tool} must be a function or a "
+                                          f"ReadBackCheck, got {verifier!r}")
+        _parse.flag(self.hold_on_failure, "hold_on_failure", source)
 
     def with_verifier(self, tool: str, verifier: Verifier) -> Verification:
         return replace(self, verifiers={**self.verifiers, tool: verifier})
@@ -226,16 +243,20 @@ class VerifyGuard(Guard):
 
     name = GUARD_NAME
 
-    def __init__(self, verification: Verification, *, store_url: str | None = None,
-                 approvals: Approvals | None = None) -> None:
+    def __init__(self, verification: Verification, *, store: Store | None = None,
+                 store_url: str | None = None, approvals: Approvals | None = None) -> None:
+        """Audits and suspensions go to ``approvals``, else ``store``, else
+        ``open_store(store_url)``, opened at the first verification."""
         self.verification = verification
+        self._store = store
         self._store_url = store_url
         self._approvals = approvals
 
     @property
     def approvals(self) -> Approvals:
         if self._approvals is None:
-            self._approvals = Approvals.open(self._store_url)
+            store = self._store if self._store is not None else open_store(self._store_url)
+            self._approvals = Approvals.over(store)
         return self._approvals
 
     def after_tool_call(self, run: RunState, call: ToolCall,
@@ -264,38 +285,28 @@ class VerifyGuard(Guard):
                         None if result.confirmed else VerificationFailed(result))
 
 
+_READ_BACK_KEYS = ("call", "arguments", "expect_contains")
+
+
 def parse_verify_table(table: Mapping[str, Any], source: str) -> Verification:
     """``[verify]``: ``hold_on_failure`` and one ``[verify.<tool>]`` read-back per tool."""
-    hold_on_failure = table.get("hold_on_failure", False)
-    if not isinstance(hold_on_failure, bool):
-        raise ConfigError(source, "hold_on_failure must be true or false")
     verifiers: dict[str, Verifier] = {}
     for tool, spec in table.items():
         if tool == "hold_on_failure":
             continue
-        where = f"{source} [verify.{tool}]"
-        if not isinstance(spec, Mapping):
-            raise ConfigError(where, "must be a table with call, arguments, expect_contains")
-        unknown = set(spec) - {"call", "arguments", "expect_contains"}
-        if unknown:
-            raise ConfigError(where, f"unknown key(s) {sorted(unknown)}",
-                              "known keys: call, arguments, expect_contains")
-        call, arguments = spec.get("call"), spec.get("arguments", {})
-        expect = spec.get("expect_contains")
-        if not isinstance(call, str) or not call:
-            raise ConfigError(where, "call must name the read-back tool")
-        if not isinstance(arguments, Mapping):
-            raise ConfigError(where, "arguments must be a table")
-        if expect is not None and not isinstance(expect, str):
-            raise ConfigError(where, "expect_contains must be a string")
-        verifiers[tool] = ReadBackCheck(call, dict(arguments), expect)
-    return Verification(verifiers, hold_on_failure)
+        where = f"{source}.{tool}"
+        body = _parse.table(spec, tool, where)
+        _parse.check_keys(body, _READ_BACK_KEYS, where)
+        arguments = _parse.table(body.get("arguments", {}), "arguments", where)
+        verifiers[tool] = _parse.in_table(where, ReadBackCheck, body.get("call"),
+                                          dict(arguments), body.get("expect_contains"))
+    return _parse.in_table(source, Verification, verifiers, table.get("hold_on_failure", False))
 
 
-def build_verify_guards(policy: Policy) -> list[Guard]:
-    return [VerifyGuard(policy.verify)] if policy.verify and policy.verify.verifiers else []
-
-
-TABLE_PARSERS["verify"] = ("verify", parse_verify_table)
-GUARD_BUILDERS.append(build_verify_guards)
-SELF_AUDITING_GUARDS.add(GUARD_NAME)
+def build_verify_guards(policy: Policy, store: Store | None = None) -> list[Guard]:
+    """One guard when the policy verifies any tool; it audits to ``store``, else to
+    the policy's store (opened at the first verification)."""
+    if policy.verify is None or not policy.verify.verifiers:
+        return []
+    url = policy.store.url if policy.store is not None else None
+    return [VerifyGuard(policy.verify, store=store, store_url=url)]

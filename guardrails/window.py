@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from spanguard import semconv as sc
@@ -34,11 +34,13 @@ from spanguard.guardrails.budget import (
     LoopBudget,
     loop_fit,
 )
-from spanguard.guardrails.enforcer import GUARD_BUILDERS, Guard
 from spanguard.guardrails.errors import GuardrailViolation
-from spanguard.guardrails.policy import TABLE_PARSERS, Policy
+from spanguard.guardrails.guard import Guard
 from spanguard.guardrails.steps import Decision, ModelCall, ModelUsage, RunState
-from spanguard.guardrails.stores import BudgetStore, Charge, open_budget_store
+from spanguard.guardrails.stores import BudgetStore, Charge, Store, open_store
+
+if TYPE_CHECKING:
+    from spanguard.guardrails.policy import Policy
 
 GUARD_NAME = "window_budget"
 ANONYMOUS = "anonymous"
@@ -131,10 +133,7 @@ def parse_window_budgets(table: Mapping[str, Any], source: str) -> tuple[WindowB
         _parse.check_keys(body, _KEYS, where)
         if "scope" not in body:
             raise ConfigError(where, "scope is required", "one of session, user, tenant")
-        try:
-            budgets.append(WindowBudget(name=name, **body))
-        except ConfigError as exc:
-            raise ConfigError(where, exc.reason, exc.hint) from exc
+        budgets.append(_parse.in_table(where, WindowBudget, name=name, **body))
     return tuple(budgets)
 
 
@@ -292,15 +291,14 @@ def _attributes(budget: WindowBudget, metric: str, charge: Charge,
             sc.GUARDRAIL_PREDICTION: charge.amount}
 
 
-def build_window_guards(policy: Policy) -> Sequence[Guard]:
+def build_window_guards(policy: Policy, store: Store | None = None) -> Sequence[Guard]:
+    """One guard for all window budgets, on ``store``'s budgets (else the policy's
+    store, opened now: a store that cannot be opened fails the build, not a call)."""
     if not policy.window_budgets:
         return []
-    store = open_budget_store(policy.store.url if policy.store is not None else None)
+    if store is None:
+        store = open_store(policy.store.url if policy.store is not None else None)
     margins = policy.loop_budget or LoopBudget()
-    return [WindowBudgetGuard(policy.window_budgets, store,
+    return [WindowBudgetGuard(policy.window_budgets, store.budgets,
                               margin_sigmas=margins.margin_sigmas,
                               margin_fraction=margins.margin_fraction)]
-
-
-TABLE_PARSERS["window_budgets"] = ("window_budgets", parse_window_budgets)
-GUARD_BUILDERS.append(build_window_guards)

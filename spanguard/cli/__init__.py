@@ -30,9 +30,9 @@ from spanguard.errors import (
 COMMANDS: dict[str, tuple[str, str]] = {
     "traces": ("spanguard.cli.traces", "list and show traces in the local store"),
     "demo": ("spanguard.cli.demo", "run the offline demo and print its span tree"),
-    "holds": ("spanguard.guardrails.holds_cli",
+    "holds": ("spanguard.guardrails._holds_cli",
               "list, show, approve and reject held tool calls"),
-    "audit": ("spanguard.guardrails.audit_cli", "verify and list the governance audit log"),
+    "audit": ("spanguard.guardrails._audit_cli", "verify and list the governance audit log"),
     "report": ("spanguard.cli.report",
                "runs, errors, latency, tokens, cost and outcomes per model/tenant/agent"),
     "mcp": ("spanguard.mcp_bridge.cli", "wrap an MCP server in a tracing, guarding proxy"),

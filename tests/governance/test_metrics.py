@@ -24,7 +24,8 @@ from spanguard.attributes import (
     tool_span_name,
     usage_attributes,
 )
-from spanguard.guardrails import Decision, Enforcer, Guard, GuardrailViolation, ModelCall, RunState
+from spanguard.guardrails import Decision, Guard, GuardrailViolation, ModelCall, RunState
+from spanguard.guardrails.enforcer import Enforcer
 from spanguard.metrics import MetricsSpanProcessor, register_pending_holds
 from spanguard.spantree import SpanTree
 from tests.otlp_receiver import otlp_receiver

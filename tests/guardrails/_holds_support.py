@@ -1,12 +1,18 @@
-"""Shared helpers for the hold tests: a controllable clock and store factories."""
+"""Shared helpers for the hold tests: a controllable clock and store factories.
+
+Stores are built in code here (private, each with its own connection), not opened
+by URL (shared per URL in a process): the race tests need the separate connections
+that separate processes would have.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from spanguard.guardrails.approvals import Approvals
-from spanguard.guardrails.audit import AuditLog, MemoryAuditBackend, open_audit_log
-from spanguard.guardrails.hold_store import MemoryHoldStore, open_hold_store
+from spanguard.guardrails.audit import AuditLog, MemoryAuditBackend
+from spanguard.guardrails.hold_store import MemoryHoldStore
+from spanguard.guardrails.stores import RedisStore, SQLiteStore, Store, sqlite_path
 
 
 class Clock:
@@ -41,4 +47,14 @@ def approvals_for(kind: str, tmp_path: Path, redis_url: str | None = None,
 
         redis.Redis.from_url(redis_url).flushdb()
         url = redis_url
-    return Approvals(open_hold_store(url), open_audit_log(url, clock), clock)
+    return Approvals.over(private_store(url), clock)
+
+
+def private_store(url: str) -> Store:
+    """A new SQLite or Redis store with a connection of its own."""
+    return SQLiteStore(sqlite_path(url)) if url.startswith("sqlite:") else RedisStore(url)
+
+
+def separate_connection(approvals: Approvals) -> Approvals:
+    """The same store as ``approvals``, over another connection (as another process)."""
+    return Approvals.over(private_store(approvals.store.url), approvals.clock)

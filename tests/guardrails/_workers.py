@@ -6,7 +6,6 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 
 from spanguard.guardrails import (
-    Enforcer,
     ModelCall,
     ModelUsage,
     Policy,
@@ -14,6 +13,7 @@ from spanguard.guardrails import (
     WindowBudget,
     WindowBudgetExceeded,
 )
+from spanguard.guardrails.enforcer import Enforcer
 
 TENANT_LIMIT = 20_000
 PER_CALL = 100

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from opentelemetry.trace import Tracer
 
-from spanguard.guardrails import Enforcer, GuardrailViolation, ModelCall, ModelUsage, RunState
+from spanguard.guardrails import GuardrailViolation, ModelCall, ModelUsage, RunState
 from spanguard.guardrails.budget import LoopFit
+from spanguard.guardrails.enforcer import Enforcer
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ import pytest
 
 from spanguard import semconv as sc
 from spanguard.guardrails import (
-    Enforcer,
     GuardrailViolation,
     LoopBudget,
     LoopBudgetExceeded,
@@ -18,6 +17,7 @@ from spanguard.guardrails import (
     Policy,
     ToolCall,
 )
+from spanguard.guardrails.enforcer import Enforcer
 from spanguard.testing import SpanCapture
 from tests.guardrails.synthetic import Shape, Step, drive, random_shape, steps, true_total
 

@@ -7,8 +7,9 @@ import statistics
 
 import pytest
 
-from spanguard.guardrails import Enforcer, LoopBudget, Policy, RunState
+from spanguard.guardrails import LoopBudget, Policy, RunState
 from spanguard.guardrails.budget import LoopFit, loop_fit
+from spanguard.guardrails.enforcer import Enforcer
 from spanguard.testing import SpanCapture
 from tests.guardrails.synthetic import Shape, drive, predicted_total, steps
 

@@ -10,19 +10,17 @@ import pytest
 from spanguard import semconv as sc
 from spanguard.guardrails import (
     BudgetStoreUnavailable,
-    Enforcer,
-    MemoryBudgetStore,
     ModelCall,
     ModelUsage,
     Policy,
-    RedisBudgetStore,
     RunState,
-    SQLiteBudgetStore,
     StoreConfig,
     WindowBudget,
     WindowBudgetExceeded,
-    WindowBudgetGuard,
 )
+from spanguard.guardrails.enforcer import Enforcer
+from spanguard.guardrails.stores import MemoryBudgetStore, RedisBudgetStore, SQLiteBudgetStore
+from spanguard.guardrails.window import WindowBudgetGuard
 from spanguard.testing import SpanCapture
 from tests.conftest import free_port
 

@@ -11,7 +11,6 @@ from spanguard import semconv as sc
 from spanguard.errors import ConfigError
 from spanguard.guardrails import (
     Decision,
-    Enforcer,
     Guard,
     GuardrailViolation,
     ModelCall,
@@ -20,6 +19,7 @@ from spanguard.guardrails import (
     RunState,
     ToolCall,
 )
+from spanguard.guardrails.enforcer import Enforcer
 from spanguard.testing import SpanCapture
 
 

@@ -11,20 +11,23 @@ from spanguard import semconv as sc
 from spanguard.cli import main
 from spanguard.errors import ConfigError
 from spanguard.guardrails import (
-    Enforcer,
-    HoldGuard,
     HoldPending,
     HoldRules,
     Policy,
     ToolCall,
     approve,
     get_hold,
-    hold_result_payload,
     list_holds,
-    open_audit_log,
     wait_for_decision,
 )
-from spanguard.guardrails.holds import annotation_class, parse_duration
+from spanguard.guardrails.audit import open_audit_log
+from spanguard.guardrails.enforcer import Enforcer
+from spanguard.guardrails.holds import (
+    HoldGuard,
+    annotation_class,
+    hold_result_payload,
+    parse_duration,
+)
 from spanguard.testing import SpanCapture
 from tests.guardrails._holds_support import Clock, memory_approvals
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from spanguard.guardrails import Approvals, HoldGuard, HoldPending, HoldRules, ToolCall
-from spanguard.guardrails.holds import hold_result_payload
+from spanguard.guardrails import HoldPending, HoldRules, ToolCall
+from spanguard.guardrails.approvals import Approvals
+from spanguard.guardrails.holds import HoldGuard, hold_result_payload
 
 WIPE = ToolCall("wipe", {"path": "/data"}, annotations={})
 

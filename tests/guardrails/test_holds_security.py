@@ -10,18 +10,22 @@ import pytest
 
 from spanguard.guardrails import (
     ApprovalError,
-    Approvals,
     HoldConflict,
     HoldExpired,
-    HoldGuard,
     HoldPending,
     HoldRules,
     MakerCheckerViolation,
     ToolCall,
-    open_audit_log,
 )
-from spanguard.guardrails.audit import AuditLog, MemoryAuditBackend
-from tests.guardrails._holds_support import Clock, approvals_for, memory_approvals
+from spanguard.guardrails.approvals import Approvals
+from spanguard.guardrails.audit import AuditLog, MemoryAuditBackend, open_audit_log
+from spanguard.guardrails.holds import HoldGuard
+from tests.guardrails._holds_support import (
+    Clock,
+    approvals_for,
+    memory_approvals,
+    separate_connection,
+)
 
 RULES = HoldRules(tools=("payments_*",), expires_after=3600)
 PAY_A = ToolCall("payments_send", {"to": "bob", "amount": 5})
@@ -157,8 +161,7 @@ def test_concurrent_approve_and_reject_exactly_one_wins(kind: str, tmp_path: Pat
         if kind == "memory":
             handles = [first] * 6
         else:  # separate connections, as separate processes would have
-            url = first.store.url
-            handles = [Approvals.open(url, first.clock) for _ in range(6)]
+            handles = [separate_connection(first) for _ in range(6)]
         hold_id = hold(HoldGuard(RULES, approvals=first), PAY_A)
         outcomes = _race(handles, hold_id)
         winners = [o for o in outcomes if o != "lost"]
@@ -181,8 +184,7 @@ def test_one_approval_executes_once_under_concurrency(kind: str, tmp_path: Path,
     first = approvals_for(kind, tmp_path, redis_url)
     hold_id = hold(HoldGuard(RULES, approvals=first), PAY_A)
     first.approve(hold_id, "carol")
-    guards = [HoldGuard(RULES, approvals=Approvals.open(first.store.url, first.clock))
-              for _ in range(6)]
+    guards = [HoldGuard(RULES, approvals=separate_connection(first)) for _ in range(6)]
     barrier = threading.Barrier(len(guards))
     kinds: list[str] = []
 

@@ -9,10 +9,9 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import ToolAnnotations
 
 from spanguard.errors import ConfigError
-from spanguard.guardrails import (
-    CircuitBreaker,
-    Policy,
-    RetryPolicy,
+from spanguard.guardrails import Policy, RetryPolicy
+from spanguard.guardrails.circuit import CircuitBreaker
+from spanguard.guardrails.retry import (
     ToolCallNotRetried,
     aretry_tool_call,
     retry_tool_call,

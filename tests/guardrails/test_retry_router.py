@@ -7,9 +7,9 @@ from typing import ClassVar
 import pytest
 
 from spanguard import semconv as sc
-from spanguard.guardrails import AllRoutesFailed, Attempt, RetryPolicy, Router
+from spanguard.guardrails import AllRoutesFailed, RetryPolicy
 from spanguard.guardrails.errors import GuardrailViolation
-from spanguard.guardrails.routing import error_routing_attributes
+from spanguard.guardrails.routing import Attempt, Router, error_routing_attributes
 from tests.guardrails.fakes import APIConnectionError, APIStatusError, FakeClock, RateLimitError
 
 

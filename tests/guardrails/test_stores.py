@@ -10,14 +10,15 @@ import pytest
 import redis
 
 from spanguard.errors import ConfigError
-from spanguard.guardrails import (
+from spanguard.guardrails.stores import (
     BudgetStore,
+    Charge,
     MemoryBudgetStore,
     RedisBudgetStore,
     SQLiteBudgetStore,
     open_budget_store,
+    redact_url,
 )
-from spanguard.guardrails.stores import Charge, redact_url
 from tests.guardrails import _workers
 
 

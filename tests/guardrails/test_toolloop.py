@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from spanguard import semconv as sc
-from spanguard.guardrails import Enforcer, Policy, ToolCall, ToolLoop, ToolLoopDetected
+from spanguard.guardrails import Policy, ToolCall, ToolLoop, ToolLoopDetected
+from spanguard.guardrails.enforcer import Enforcer
 from spanguard.hashing import payload_hash
 from spanguard.testing import SpanCapture
 

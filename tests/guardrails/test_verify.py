@@ -8,17 +8,16 @@ import pytest
 
 from spanguard import semconv as sc
 from spanguard.guardrails import (
-    Enforcer,
-    HoldGuard,
     Policy,
     ReadBackCheck,
     RunState,
     ToolCall,
     ToolOutcome,
     Verification,
-    VerifyGuard,
-    record_verification,
 )
+from spanguard.guardrails.enforcer import Enforcer
+from spanguard.guardrails.holds import HoldGuard
+from spanguard.guardrails.verify import VerifyGuard, record_verification
 from spanguard.testing import SpanCapture
 from tests.guardrails._holds_support import memory_approvals
 
@@ -127,7 +126,8 @@ def test_tool_errors_are_not_verified() -> None:
 
 
 def test_budget_refusals_reach_the_audit_log() -> None:
-    from spanguard.guardrails import Decision, Guard, ModelCall, open_audit_log
+    from spanguard.guardrails import Decision, Guard, ModelCall
+    from spanguard.guardrails.audit import open_audit_log
     from spanguard.guardrails.errors import GuardrailViolation
 
     class Refuse(Guard):

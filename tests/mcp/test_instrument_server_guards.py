@@ -1,13 +1,13 @@
 """Guardrails inside ``instrument_server``: refuse before the tool runs, escalate after.
 
-Guards are plugged in the way guard modules do it (one builder in
-``GUARD_BUILDERS``), so the path under test is the real one: ``Policy`` ->
-``Enforcer`` -> guards, called from the MCP middleware.
+Guards are plugged in the way users add their own (``Policy(guards=...)``), so the
+path under test is the real one: ``Policy`` -> ``Enforcer`` -> guards, called from
+the MCP middleware.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,7 +26,6 @@ from spanguard.guardrails import (
     ToolCall,
     ToolOutcome,
 )
-from spanguard.guardrails import enforcer as enforcer_module
 from spanguard.hashing import KeyedHasher, payload_hash
 from spanguard.mcp_bridge import correlation, instrument_server
 from spanguard.mcp_bridge.guard import DECISIONS_META_KEY, REFUSAL_KEY
@@ -70,10 +69,8 @@ class RecordingGuard(Guard):
 
 
 @pytest.fixture
-def guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingGuard]:
-    installed = RecordingGuard()
-    monkeypatch.setattr(enforcer_module, "GUARD_BUILDERS", [lambda policy: [installed]])
-    yield installed
+def guard() -> RecordingGuard:
+    return RecordingGuard()
 
 
 @SERVERS
@@ -82,7 +79,7 @@ async def test_refused_tool_does_not_run_and_returns_an_error_result(
     cap = global_capture()
     executed: list[str] = []
     server = make_server(executed)
-    instrument_server(server, Policy(), tracer_provider=cap.tracer_provider)
+    instrument_server(server, Policy(guards=(guard,)), tracer_provider=cap.tracer_provider)
 
     async with connect(server) as session:
         refused = await session.call_tool("delete_all", {"text": "users"})
@@ -117,7 +114,7 @@ async def test_a_crashing_guard_refuses_the_call(guard: RecordingGuard) -> None:
     cap = global_capture()
     executed: list[str] = []
     server = high_level_server(executed)
-    instrument_server(server, Policy(), tracer_provider=cap.tracer_provider)
+    instrument_server(server, Policy(guards=(guard,)), tracer_provider=cap.tracer_provider)
     guard.crash = True
 
     async with connect(server) as session:
@@ -134,7 +131,7 @@ async def test_a_failed_verification_turns_the_result_into_an_error(
     cap = global_capture()
     executed: list[str] = []
     server = high_level_server(executed)
-    instrument_server(server, Policy(), tracer_provider=cap.tracer_provider)
+    instrument_server(server, Policy(guards=(guard,)), tracer_provider=cap.tracer_provider)
     guard.reject_results = True
 
     async with connect(server) as session:
@@ -156,7 +153,7 @@ async def test_guard_state_is_kept_per_session(guard: RecordingGuard) -> None:
     cap = global_capture()
     hasher = KeyedHasher(b"session-state-test-key")
     server = high_level_server()
-    instrument_server(server, Policy(), tracer_provider=cap.tracer_provider,
+    instrument_server(server, Policy(guards=(guard,)), tracer_provider=cap.tracer_provider,
                       identity="billing-bot")
 
     async with connect(server) as session:

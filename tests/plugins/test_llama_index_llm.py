@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from llama_index.core.llms import MockLLM
 
-from spanguard.guardrails import enforcer as enforcer_module
 from spanguard.guardrails.enforcer import Guard
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.policy import Policy
@@ -90,17 +89,15 @@ class _Recorder(Guard):
 
 
 @pytest.fixture
-def recorder(monkeypatch: pytest.MonkeyPatch) -> _Recorder:
-    guard = _Recorder(allow=0)
-    monkeypatch.setattr(enforcer_module, "GUARD_BUILDERS", [lambda policy: [guard]])
-    return guard
+def recorder() -> _Recorder:
+    return _Recorder(allow=0)
 
 
 def test_denied_model_call_never_reaches_the_llm(cap: SpanCapture,
                                                  recorder: _Recorder) -> None:
     llm = MeteredLLM()
     engine = build_index().as_query_engine(llm=llm)
-    with instrumented(cap, policy=Policy()), pytest.raises(GuardrailViolation):
+    with instrumented(cap, policy=Policy(guards=(recorder,))), pytest.raises(GuardrailViolation):
         engine.query("refunds?")
     assert llm.calls == 0
     root = cap.tree()
@@ -116,7 +113,7 @@ def test_allowed_model_call_reports_usage_to_the_policy(cap: SpanCapture,
     recorder.allow = 1
     llm = MeteredLLM()
     engine = build_index().as_query_engine(llm=llm)
-    with instrumented(cap, policy=Policy()):
+    with instrumented(cap, policy=Policy(guards=(recorder,))):
         engine.query("refunds?")
     assert llm.calls == 1
     prompt_tokens = cap.tree().find("chat").attributes["gen_ai.usage.input_tokens"]
@@ -128,7 +125,7 @@ def test_policy_handler_leaves_with_uninstrument(cap: SpanCapture,
     llm = MeteredLLM()
     engine = build_index().as_query_engine(llm=llm)
     before = list(llm.callback_manager.handlers)
-    with instrumented(cap, policy=Policy()), pytest.raises(GuardrailViolation):
+    with instrumented(cap, policy=Policy(guards=(recorder,))), pytest.raises(GuardrailViolation):
         engine.query("refunds?")
     assert llm.callback_manager.handlers == before
     engine.query("refunds?")  # no policy any more

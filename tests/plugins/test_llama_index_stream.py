@@ -22,7 +22,6 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 
-from spanguard.guardrails import enforcer as enforcer_module
 from spanguard.guardrails.enforcer import Guard
 from spanguard.guardrails.policy import Policy
 from spanguard.guardrails.steps import Decision, ModelCall, ModelUsage, RunState
@@ -219,12 +218,10 @@ class _Seen(Guard):
         return None
 
 
-def test_policy_sees_the_streamed_usage(cap: SpanCapture,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_policy_sees_the_streamed_usage(cap: SpanCapture) -> None:
     guard = _Seen()
-    monkeypatch.setattr(enforcer_module, "GUARD_BUILDERS", [lambda policy: [guard]])
     llm = StreamingLLM()
-    with instrumented(cap, policy=Policy()):
+    with instrumented(cap, policy=Policy(guards=(guard,))):
         stream = llm.stream_chat(MESSAGES)
         assert guard.seen == []  # nothing to report before the stream ends
         for _ in stream:

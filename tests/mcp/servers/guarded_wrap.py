@@ -1,8 +1,9 @@
-"""``spanguard`` with a test guard registered, for the proxy's guardrail tests.
+"""``spanguard`` whose policy files may add a test guard, for the proxy's guardrail tests.
 
-The guardrail modules of the other issues are not part of this branch, so the
-tests register a small real guard through the documented extension points
-(``TABLE_PARSERS`` and ``GUARD_BUILDERS``) and then run the real CLI.
+A user guard joins a policy in code (``Policy(guards=...)``); a TOML file cannot
+name code. So this harness reads its own ``[test_tools]`` table out of the policy
+file before spanguard parses the rest, adds a small real guard to the loaded
+``Policy`` through that documented extension point, and runs the real CLI.
 
 Policy table ``[test_tools]``: ``deny = [names]`` refuses those tools,
 ``refuse_destructive = true`` refuses tools whose annotations say
@@ -13,13 +14,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from spanguard.cli import main
 from spanguard.guardrails import Decision, Guard, GuardrailViolation, Policy, RunState, ToolCall
-from spanguard.guardrails.enforcer import GUARD_BUILDERS
-from spanguard.guardrails.policy import TABLE_PARSERS
 from spanguard.guardrails.steps import ToolOutcome
 
 
@@ -61,13 +60,20 @@ def _parse(table: Mapping[str, Any], source: str) -> TestTools:
                      fail_after=tuple(table.get("fail_after", ())))
 
 
-def _build(policy: Policy) -> list[Guard]:
-    config = policy.extras.get("test_tools")
-    return [TestToolsGuard(config)] if config is not None else []
+_from_mapping = Policy.from_mapping
 
 
-TABLE_PARSERS["test_tools"] = ("extras", lambda t, s: {"test_tools": _parse(t, s)})
-GUARD_BUILDERS.append(_build)
+def _with_test_tools(cls: type[Policy], data: Mapping[str, Any],
+                     source: str = "policy") -> Policy:
+    rest = {key: value for key, value in data.items() if key != "test_tools"}
+    policy = _from_mapping(rest, source)
+    if "test_tools" not in data:
+        return policy
+    return replace(policy, guards=(*policy.guards,
+                                   TestToolsGuard(_parse(data["test_tools"], source))))
+
+
+Policy.from_mapping = classmethod(_with_test_tools)  # type: ignore[method-assign, assignment]
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
