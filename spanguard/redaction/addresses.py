@@ -70,13 +70,14 @@ def _valid_ipv6(match: re.Match[str]) -> bool:
     return True
 
 
+# IPv6 first: an IPv4-mapped address (::ffff:192.0.2.1) is named for its whole form.
 IP_DETECTORS: tuple[Detector, ...] = (
-    Detector("ipv4", re.compile(r"\d(?<![\w.]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?!\w|\.\d)"),
-             _valid_ipv4, hint=(".",), digits=True),
     Detector("ipv6", re.compile(
         r"(?:[0-9A-Fa-f](?<![\w:][0-9A-Fa-f])[0-9A-Fa-f]{0,3}:|:(?<![\w:]:))"
         r"(?:[0-9A-Fa-f]{0,4}:){1,6}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])"),
         _valid_ipv6, hint=(":",), digits=True),
+    Detector("ipv4", re.compile(r"\d(?<![\w.]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?!\w|\.\d)"),
+             _valid_ipv4, hint=(".",), digits=True),
 )
 
 ADDRESS_DETECTORS: tuple[Detector, ...] = (EMAIL, *IP_DETECTORS)

@@ -68,7 +68,8 @@ _SECRET_NAMES = (r"(?:[A-Za-z0-9]+[_.-]?)?(?:pass(?:word|wd|phrase)?|pwd|secret(
                  r"|access[_.-]?token|auth[_.-]?token|refresh[_.-]?token|private[_.-]?key"
                  r"|credentials?)")
 # Template placeholders and empty-ish values are not secrets.
-_NOT_PLACEHOLDER = r"(?![$<{%*]|\[REDACTED|(?:none|null|true|false|undefined)\b)"
+_NOT_PLACEHOLDER = (r"(?!\$\{|\$[A-Z_]|<[A-Za-z_]|\{\{|%[sd(]|\*{3}|\[REDACTED"
+                    r"|(?:none|null|true|false|undefined)\b)")
 _VALUE_GROUPS = ("dq", "sq", "bare")
 
 
@@ -106,8 +107,6 @@ SECRET_DETECTORS: tuple[Detector, ...] = (
     _d("aws_access_key_id",
        r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[0-9A-Z]{16}(?![A-Z0-9])",
        hint=("akia", "asia", "abia", "acca", "a3t")),
-    _d("aws_secret_access_key",
-       r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])", hint=(), validate=_aws_secret),
     _d("github_token",
        r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
        hint=("gh", "github_pat_")),
@@ -124,6 +123,9 @@ SECRET_DETECTORS: tuple[Detector, ...] = (
     _d("pypi_token", r"(?<![A-Za-z0-9_-])pypi-AgE[A-Za-z0-9_-]{50,}", hint=("pypi-",)),
     _d("sendgrid_key", r"(?<![A-Za-z0-9_-])SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}" + _END,
        hint=("sg.",)),
+    # Generic rules last, so a provider's key is named for its provider.
+    _d("aws_secret_access_key",
+       r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])", hint=(), validate=_aws_secret),
     # JSON / YAML / code: `"password": "..."`, `secret: '...'`; env and query strings:
     # `PASSWORD=...` (a bare value only after `=`, so "Password: Please enter" is prose).
     Detector("credential", re.compile(

@@ -148,6 +148,9 @@ def _ssn_dashed(text: str) -> str:
 
 _B = r"(?<![\w-])"  # left boundary: not inside a word, an id or a dashed number
 _E = r"(?![\w-])"
+# Not carved out of a longer run of digit groups ("+992 372 12 3456" is a phone number).
+_NOT_IN_RUN = r"(?<![\d+][ -])(?<!\+)"
+_END_RUN = r"(?![ -]\d)"
 _OMO = "[0-9LMNP-V]"  # codice fiscale digits, or the letters that replace them (omocodia)
 
 NUMBER_DETECTORS: tuple[Detector, ...] = (
@@ -159,7 +162,7 @@ NUMBER_DETECTORS: tuple[Detector, ...] = (
     Detector("vat_number", re.compile(
         _B + f"(?:{_VAT_COUNTRIES})" + r"[ -]?[0-9A-Z](?:[ .-]?[0-9A-Z]){7,14}"),
         locate=_prefix_spans(_vat_valid, 10, 16), digits=True),
-    Detector("us_ssn", re.compile(_B + r"\d{3}([ -])\d{2}\1\d{4}" + _E),
+    Detector("us_ssn", re.compile(_B + _NOT_IN_RUN + r"\d{3}([ -])\d{2}\1\d{4}" + _E + _END_RUN),
              _stdnum_check("us.ssn", _ssn_dashed), digits=True),
     Detector("uk_nino", re.compile(
         r"[A-CEGHJ-PR-TW-Z](?<![A-Za-z0-9][A-Z])[A-CEGHJ-NPR-TW-Z](?<!BG|GB|KN|NK|NT|TN|ZZ)"
@@ -174,6 +177,7 @@ NUMBER_DETECTORS: tuple[Detector, ...] = (
         re.IGNORECASE), _stdnum_check("it.codicefiscale"), digits=True),
     Detector("br_cpf", re.compile(r"(?<![\w.-])\d{3}\.\d{3}\.\d{3}-\d{2}" + _E),
              _stdnum_check("br.cpf"), digits=True),
-    Detector("in_aadhaar", re.compile(_B + r"[2-9]\d{3}([ -])\d{4}\1\d{4}" + _E),
+    Detector("in_aadhaar", re.compile(
+        _B + _NOT_IN_RUN + r"[2-9]\d{3}([ -])\d{4}\1\d{4}" + _E + _END_RUN),
              _stdnum_check("in_.aadhaar"), digits=True),
 )

@@ -11,10 +11,18 @@ prefix). Validity, not shape, decides:
   start with the region's trunk prefix (``0``), so ``020 7946 0958`` (UK),
   ``030 123456`` (DE), ``01 23 45 67 89`` (FR) and ``03-1234-5678`` (JP) are
   phones, while a date such as ``2024-01-15`` (valid digits in Germany without
-  the prefix) is not. North American numbers are taken with or without
-  separators (``4155550100``), since their plan (area code and exchange may not
-  start with 0 or 1) already rejects most ids and Unix timestamps;
-- date shapes (``01.02.2024``, ``2024-01-15``) are never phones.
+  the prefix) is not. North American numbers need no prefix: their plan (area
+  code and exchange may not start with 0 or 1) already rejects most ids and
+  Unix timestamps;
+- a bare digit run (``4155550100``) is a phone only after a phone word
+  ("call", "phone", "tel", "mobile", ``"phone":``, "#" ... within 32
+  characters): without one it is an id (a PO or order number) far more often;
+- dotted numbers need a phone's grouping (``415.555.0100``,
+  ``01.23.45.67.89``) or a trunk prefix (``030.123456``): ``12.39.6885.152``
+  is a build number;
+- date shapes (``01.02.2024``, ``2024-01-15``) are never phones, and a
+  candidate is split only at spaces ("Room 12 020 7946 0958"), never at a
+  ``-`` or ``.`` that glues digits into one id (``423-9328489-5474461``).
 
 Numbers in national format from a region not listed are missed; list the
 regions your users write from (``configure(redaction_phone_regions=...)``).
@@ -39,8 +47,8 @@ DEFAULT_PHONE_REGIONS: tuple[str, ...] = (
 """National formats recognised by default ("US" covers the whole North American plan)."""
 
 _CANDIDATE = re.compile(
-    r"(?<![\w+.@/-])(?:\+ ?|00 ?)?(?:\(\d{1,5}\) ?)?\d+"
-    r"(?:(?:[ .\-/] ?\(\d{1,5}\) ?|[ .\-/]|\) ?)\d+)*(?![\w@])")
+    r"(?<![\w+.@/:-])(?:\+ ?|00 ?)?(?:\(\d{1,5}\) ?)?\d+"
+    r"(?:(?:[ .\-/] ?\(\d{1,5}\) ?|[ .\-/]|\) ?)\d+)*(?![\w@:])")
 _DATE = re.compile(r"\d{1,4}([./-])\d{1,2}\1\d{1,4}|\d{4}([./-])\d{1,2}")
 _NANP = frozenset({"US", "CA"})
 
@@ -63,12 +71,39 @@ def check_regions(regions: Sequence[str], source: str) -> tuple[str, ...]:
     return out
 
 
+_PHONE_WORDS = re.compile(
+    r"(?i)(?:phone|tel|call|cell|mobile|mob\b|fax|sms|text|whatsapp|signal|contact|dial|ring"
+    r"|reach|number|nummer|num[ée]ro|t[ée]l[ée]phone|telefon|handy|m[óo]vil|celular|電話"
+    r"|ph\b|#)")
+_RUN = re.compile(r"\d+")
+_DOTTED_SHAPES = frozenset({(3, 3, 4), (1, 3, 3, 4), (2, 2, 2, 2, 2)})
+
+
+def _plausible(raw: str, context: str) -> bool:
+    """Shapes that are written as phone numbers, before asking libphonenumber.
+
+    A bare digit run needs a phone word shortly before it ("call 4155550100"):
+    without one it is an id far more often. Dotted numbers must have a phone's
+    grouping (415.555.0100, 01.23.45.67.89) or start with a trunk prefix
+    (030.123456), since 12.39.6885.152 is a build number. No phone ends in a
+    one-digit group (0-306-40615-2 is an ISBN).
+    """
+    if raw.isdigit():
+        return _PHONE_WORDS.search(context) is not None
+    if len(_RUN.findall(raw)[-1]) < 2:  # 0-306-40615-2 is an ISBN: phones end in a group
+        return False
+    if "." in raw and not any(sep in raw for sep in " -/()"):
+        groups = tuple(len(run) for run in _RUN.findall(raw))
+        return groups in _DOTTED_SHAPES or (raw[0] == "0" and groups[0] >= 2)
+    return True
+
+
 def _validator(regions: tuple[str, ...]) -> Callable[[str], bool]:
     def valid(raw: str) -> bool:
         pn = _phonenumbers()
         digits = sum(ch.isdigit() for ch in raw)
         if raw[0] == "+" or raw.startswith("00"):
-            if not 8 <= digits <= 17:
+            if not 7 <= digits <= 17:
                 return False
             number = "+" + raw[2:] if raw[0] == "0" else raw
             return _is_valid(pn, number, None)
@@ -82,7 +117,9 @@ def _validator(regions: tuple[str, ...]) -> Callable[[str], bool]:
                     return True
                 continue
             prefix = pn.PhoneMetadata.metadata_for_region(region).national_prefix
-            if prefix and first == prefix and digits >= 8 and _is_valid(pn, raw, region):
+            # the trunk prefix, or an area code in parentheses: "(11) 2345-6789" (BR)
+            trunk = (bool(prefix) and first == prefix) or raw[0] == "("
+            if trunk and digits >= 8 and _is_valid(pn, raw, region):
                 return True
         return False
     return valid
@@ -95,36 +132,48 @@ def _is_valid(pn: ModuleType, raw: str, region: str | None) -> bool:
         return False
 
 
-_GROUP = re.compile(r"[\s.\-/()]+")
+_SPACES = re.compile(r"\s+")
+_STRAY = 3  # digits in a group that may stand beside a phone number without being part of it
 
 
 def _locator(regions: tuple[str, ...]) -> Callable[[re.Match[str]], Iterator[Span]]:
     """The whole candidate when it is a valid number; else its longest valid run of groups.
 
-    "Room 12 020 7946 0958" is one candidate; the phone is its last three groups.
+    "Room 12 020 7946 0958" is one candidate; the phone is its last three
+    groups. Candidates are split only at spaces: digits glued with "-" or "."
+    belong together (423-9328489-5474461 is an order number, not a phone
+    followed by a suffix).
     """
     valid = _validator(regions)
 
+    def phone(match: re.Match[str], start: int, end: int) -> bool:
+        raw = match.string[start:end]
+        return _plausible(raw, match.string[max(0, start - 32):start]) and valid(raw)
+
     def locate(match: re.Match[str]) -> Iterator[Span]:
         text, base = match.group(), match.start()
-        if valid(text):
+        if phone(match, base, match.end()):
             yield base, match.end()
             return
-        cuts = [0] + [m.end() for m in _GROUP.finditer(text) if m.end() < len(text)]
-        if len(cuts) > 8:  # a long table of numbers: judge it whole, not every window
+        gaps = list(_SPACES.finditer(text))
+        if not gaps or len(gaps) > 7:  # a long table of numbers: judge it whole only
             return
-        ends = [m.start() for m in _GROUP.finditer(text) if m.start() > 0] + [len(text)]
-        i = 0
-        while i < len(cuts):
-            start = cuts[i]
-            found = next((end for end in reversed(ends) if end > start
-                          and (start, end) != (0, len(text)) and valid(text[start:end])), None)
-            if found is None:
-                i += 1
-                continue
-            yield base + start, base + found
-            while i < len(cuts) and cuts[i] < found:
-                i += 1
+        starts = [0] + [gap.end() for gap in gaps]
+        stops = [gap.start() for gap in gaps] + [len(text)]
+        short = [sum(ch.isdigit() for ch in text[a:b]) <= _STRAY for a, b in zip(starts, stops,
+                                                                              strict=True)]
+        # drop only short stray groups around the number ("Room 12", a trailing "x 2"),
+        # never a long one: "3600 0110 0000 06" is one number, not a phone after "3600"
+        for i in range(len(starts)):
+            if i and not short[i - 1]:
+                break
+            for j in range(len(stops) - 1, i - 1, -1):
+                if (i, j) != (0, len(stops) - 1) and phone(match, base + starts[i],
+                                                           base + stops[j]):
+                    yield base + starts[i], base + stops[j]
+                    return
+                if not short[j]:
+                    break
     return locate
 
 
