@@ -11,7 +11,9 @@ prefix). Validity, not shape, decides:
   start with the region's trunk prefix (``0``), so ``020 7946 0958`` (UK),
   ``030 123456`` (DE), ``01 23 45 67 89`` (FR) and ``03-1234-5678`` (JP) are
   phones, while a date such as ``2024-01-15`` (valid digits in Germany without
-  the prefix) is not. North American numbers need no prefix: their plan (area
+  the prefix) is not. Regions without a trunk prefix (ES, IT, DK, ...) are not
+  in the default list: their numbers look like any digit groups; list them to
+  have their national format recognised (``912 34 56 78`` with ``ES``). North American numbers need no prefix: their plan (area
   code and exchange may not start with 0 or 1) already rejects most ids and
   Unix timestamps;
 - a bare digit run (``4155550100``) is a phone only after a phone word
@@ -117,8 +119,9 @@ def _validator(regions: tuple[str, ...]) -> Callable[[str], bool]:
                     return True
                 continue
             prefix = pn.PhoneMetadata.metadata_for_region(region).national_prefix
-            # the trunk prefix, or an area code in parentheses: "(11) 2345-6789" (BR)
-            trunk = (bool(prefix) and first == prefix) or raw[0] == "("
+            # the trunk prefix, or an area code in parentheses: "(11) 2345-6789" (BR);
+            # a region without a trunk prefix (ES, IT) accepts its numbers as written
+            trunk = not prefix or first == prefix or raw[0] == "("
             if trunk and digits >= 8 and _is_valid(pn, raw, region):
                 return True
         return False
