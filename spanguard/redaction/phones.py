@@ -12,10 +12,10 @@ prefix). Validity, not shape, decides:
   ``030 123456`` (DE), ``01 23 45 67 89`` (FR) and ``03-1234-5678`` (JP) are
   phones, while a date such as ``2024-01-15`` (valid digits in Germany without
   the prefix) is not. Regions without a trunk prefix (ES, IT, DK, ...) are not
-  in the default list: their numbers look like any digit groups; list them to
-  have their national format recognised (``912 34 56 78`` with ``ES``). North American numbers need no prefix: their plan (area
-  code and exchange may not start with 0 or 1) already rejects most ids and
-  Unix timestamps;
+  in the default list, as their numbers look like any digit groups; list them
+  to have their national format recognised (``912 34 56 78`` with ``ES``).
+  North American numbers need no prefix: their plan (area code and exchange
+  may not start with 0 or 1) already rejects most ids and Unix timestamps;
 - a bare digit run (``4155550100``) is a phone only after a phone word
   ("call", "phone", "tel", "mobile", ``"phone":``, "#" ... within 32
   characters): without one it is an id (a PO or order number) far more often;
