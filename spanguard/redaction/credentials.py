@@ -125,7 +125,8 @@ SECRET_DETECTORS: tuple[Detector, ...] = (
        hint=("sg.",)),
     # Generic rules last, so a provider's key is named for its provider.
     _d("aws_secret_access_key",
-       r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])", hint=(), validate=_aws_secret),
+       r"[A-Za-z0-9/+](?<![A-Za-z0-9/+].)[A-Za-z0-9/+]{39}(?![A-Za-z0-9/+=])", hint=(),
+       validate=_aws_secret),
     # JSON / YAML / code: `"password": "..."`, `secret: '...'`; env and query strings:
     # `PASSWORD=...` (a bare value only after `=`, so "Password: Please enter" is prose).
     Detector("credential", re.compile(

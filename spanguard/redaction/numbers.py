@@ -64,6 +64,8 @@ def _card_spans(match: re.Match[str]) -> Iterator[Span]:
     Luhn sum; the longest such window from each start wins.
     """
     text, base = match.group(), match.start()
+    if len(text) < 13:  # too short for any card: most digit runs, cheaply
+        return
     groups = [m.span() for m in _DIGIT_RUN.finditer(text)]
     i = 0
     while i < len(groups):
@@ -94,16 +96,18 @@ def _card_spans(match: re.Match[str]) -> Iterator[Span]:
 _SEPARATORS = re.compile(r"[ .-]+")
 
 
-def _prefix_spans(valid: Callable[[str], bool], min_len: int, max_len: int
+def _prefix_spans(valid: Callable[[str], bool], min_len: int, max_len: int, back: int = 0
                   ) -> Callable[[re.Match[str]], Iterator[Span]]:
     """The longest prefix of the candidate, ending at a separator, that ``valid`` accepts.
 
     "DE89 3704 0044 0532 0130 00 please" is one candidate (lower-case IBANs
     exist, so the pattern cannot stop at the first word); its valid prefix
-    ends after "00".
+    ends after "00". ``back``: characters before the match that belong to the
+    candidate (a pattern that starts at the first digit, for speed).
     """
     def locate(match: re.Match[str]) -> Iterator[Span]:
-        text = match.group()
+        begin = match.start() - back
+        text = match.string[begin:match.end()]
         ends = [m.start() for m in _SEPARATORS.finditer(text)]
         after = match.string[match.end():match.end() + 1]
         if not after.isalnum():  # the pattern stopped at a boundary, not at its length cap
@@ -111,7 +115,7 @@ def _prefix_spans(valid: Callable[[str], bool], min_len: int, max_len: int
         for end in reversed(ends):
             candidate = _SEPARATORS.sub("", text[:end])
             if min_len <= len(candidate) <= max_len and valid(candidate):
-                yield match.start(), match.start() + end
+                yield begin, begin + end
                 return
     return locate
 
@@ -137,6 +141,15 @@ def _stdnum_check(module: str, normalize: Callable[[str], str] = str.upper
     return validate
 
 
+def _behind(back: int, module: str) -> Callable[[re.Match[str]], Iterator[Span]]:
+    """Validate the match plus ``back`` characters before it (a pattern anchored later)."""
+    def locate(match: re.Match[str]) -> Iterator[Span]:
+        begin = match.start() - back
+        if _stdnum(module).is_valid(match.string[begin:match.end()].upper()):
+            yield begin, match.end()
+    return locate
+
+
 def _valid_dni_or_nie(match: re.Match[str]) -> bool:
     text = match.group().upper().replace("-", "")
     return bool(_stdnum("es.nie" if text[0] in "XYZ" else "es.dni").is_valid(text))
@@ -146,38 +159,44 @@ def _ssn_dashed(text: str) -> str:
     return text.replace(" ", "-")
 
 
-_B = r"(?<![\w-])"  # left boundary: not inside a word, an id or a dashed number
-_E = r"(?![\w-])"
+_E = r"(?![\w-])"  # right boundary: not inside a word, an id or a dashed number
 # Not carved out of a longer run of digit groups ("+992 372 12 3456" is a phone number).
-_NOT_IN_RUN = r"(?<![\d+][ -])(?<!\+)"
 _END_RUN = r"(?![ -]\d)"
 _OMO = "[0-9LMNP-V]"  # codice fiscale digits, or the letters that replace them (omocodia)
 
+# Every pattern starts with the character it consumes and checks its left boundary
+# with a lookbehind after it: the regex engine then skips non-candidate positions
+# with a fast character-set scan (a leading lookbehind would be tried everywhere).
 NUMBER_DETECTORS: tuple[Detector, ...] = (
+    # starts at the check digits (digits are rarer than letters), the country code behind
     Detector("iban", re.compile(
-        r"(?<![\w-])[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]){11,40}"),
-        locate=_prefix_spans(_iban_valid, 15, 34), digits=True),
+        r"\d(?<=[A-Za-z]{2}\d)(?<![\w-][A-Za-z]{2}\d)\d(?:[ -]?[A-Za-z0-9]){11,40}"),
+        locate=_prefix_spans(_iban_valid, 15, 34, back=2), digits=True),
     Detector("payment_card", re.compile(
-        r"(?<![\w.,+-])\d+(?:(?:  ?|[.-])\d+)*(?![\w+])"), locate=_card_spans, digits=True),
+        r"\d(?<![\w.,+-]\d)\d*(?:(?:  ?|[.-])\d+)*(?![\w+])"), locate=_card_spans,
+        digits=True),
     Detector("vat_number", re.compile(
-        _B + f"(?:{_VAT_COUNTRIES})" + r"[ -]?[0-9A-Z](?:[ .-]?[0-9A-Z]){7,14}"),
+        f"(?:{_VAT_COUNTRIES})" + r"(?<![\w-]..)[ -]?[0-9A-Z](?:[ .-]?[0-9A-Z]){7,14}"),
         locate=_prefix_spans(_vat_valid, 10, 16), digits=True),
-    Detector("us_ssn", re.compile(_B + _NOT_IN_RUN + r"\d{3}([ -])\d{2}\1\d{4}" + _E + _END_RUN),
-             _stdnum_check("us.ssn", _ssn_dashed), digits=True),
+    Detector("us_ssn", re.compile(
+        r"\d(?<![\w+-]\d)(?<![\d+][ -]\d)\d{2}([ -])\d{2}\1\d{4}" + _E + _END_RUN),
+        _stdnum_check("us.ssn", _ssn_dashed), digits=True),
     Detector("uk_nino", re.compile(
         r"[A-CEGHJ-PR-TW-Z](?<![A-Za-z0-9][A-Z])[A-CEGHJ-NPR-TW-Z](?<!BG|GB|KN|NK|NT|TN|ZZ)"
         r" ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![A-Za-z0-9])"), digits=True),
-    Detector("es_dni", re.compile(_B + r"[XYZ]?\d{7,8}-?[A-Z]" + _E), _valid_dni_or_nie,
-             digits=True),
+    Detector("es_dni", re.compile(r"[XYZ\d](?<![\w-][XYZ\d])\d{6,8}-?[A-Z]" + _E),
+             _valid_dni_or_nie, digits=True),
     Detector("fr_nir", re.compile(
-        _B + r"[12] ?\d{2} ?\d{2} ?(?:\d{2}|2[ABab]) ?\d{3} ?\d{3} ?\d{2}" + _E),
+        r"[12](?<![\w-][12]) ?\d{2} ?\d{2} ?(?:\d{2}|2[ABab]) ?\d{3} ?\d{3} ?\d{2}" + _E),
         _stdnum_check("fr.nir", lambda s: s.replace(" ", "").upper()), digits=True),
+    # starts at the year's first digit, the six letters of the name behind it
     Detector("it_codice_fiscale", re.compile(
-        _B + f"[A-Za-z]{{6}}{_OMO}{{2}}[A-Za-z]{_OMO}{{2}}[A-Za-z]{_OMO}{{3}}[A-Za-z]" + _E,
-        re.IGNORECASE), _stdnum_check("it.codicefiscale"), digits=True),
-    Detector("br_cpf", re.compile(r"(?<![\w.-])\d{3}\.\d{3}\.\d{3}-\d{2}" + _E),
+        r"\d(?<=[A-Za-z]{6}\d)(?<![\w-][A-Za-z]{6}\d)"
+        f"{_OMO}[A-Za-z]{_OMO}{{2}}[A-Za-z]{_OMO}{{3}}[A-Za-z]" + _E, re.IGNORECASE),
+        locate=_behind(6, "it.codicefiscale"), digits=True),
+    Detector("br_cpf", re.compile(r"\d(?<![\w.-]\d)\d\d\.\d{3}\.\d{3}-\d{2}" + _E),
              _stdnum_check("br.cpf"), digits=True),
     Detector("in_aadhaar", re.compile(
-        _B + _NOT_IN_RUN + r"[2-9]\d{3}([ -])\d{4}\1\d{4}" + _E + _END_RUN),
-             _stdnum_check("in_.aadhaar"), digits=True),
+        r"[2-9](?<![\w+-][2-9])(?<![\d+][ -][2-9])\d{3}([ -])\d{4}\1\d{4}" + _E + _END_RUN),
+        _stdnum_check("in_.aadhaar"), digits=True),
 )

@@ -48,8 +48,10 @@ DEFAULT_PHONE_REGIONS: tuple[str, ...] = (
     "US", "GB", "DE", "FR", "JP", "NL", "BE", "AT", "CH", "IE", "SE", "AU", "IN", "BR")
 """National formats recognised by default ("US" covers the whole North American plan)."""
 
+# Starts with the character it consumes (a fast set scan), then checks the left boundary.
 _CANDIDATE = re.compile(
-    r"(?<![\w+.@/:-])(?:\+ ?|00 ?)?(?:\(\d{1,5}\) ?)?\d+"
+    r"[+(\d](?<![\w+.@/:-].)"
+    r"(?:(?<=\+) ?(?:\(\d{1,5}\) ?)?\d+|(?<=\()\d{1,5}\) ?\d+|(?<=\d)\d*)"
     r"(?:(?:[ .\-/] ?\(\d{1,5}\) ?|[ .\-/]|\) ?)\d+)*(?![\w@:])")
 _DATE = re.compile(r"\d{1,4}([./-])\d{1,2}\1\d{1,4}|\d{4}([./-])\d{1,2}")
 _NANP = frozenset({"US", "CA"})
@@ -88,12 +90,16 @@ def _plausible(raw: str, context: str) -> bool:
     without one it is an id far more often. Dotted numbers must have a phone's
     grouping (415.555.0100, 01.23.45.67.89) or start with a trunk prefix
     (030.123456), since 12.39.6885.152 is a build number. No phone ends in a
-    one-digit group (0-306-40615-2 is an ISBN).
+    one-digit group (0-306-40615-2 is an ISBN), and a national number's first
+    group (trunk prefix and area code) has at most 6 digits.
     """
     if raw.isdigit():
         return _PHONE_WORDS.search(context) is not None
-    if len(_RUN.findall(raw)[-1]) < 2:  # 0-306-40615-2 is an ISBN: phones end in a group
+    runs = _RUN.findall(raw)
+    if len(runs[-1]) < 2:  # 0-306-40615-2 is an ISBN: phones end in a group
         return False
+    if raw[0] == "0" and not raw.startswith("00") and len(runs[0]) > 6:
+        return False  # trunk prefix and area code: at most 6 digits (India writes 074104)
     if "." in raw and not any(sep in raw for sep in " -/()"):
         groups = tuple(len(run) for run in _RUN.findall(raw))
         return groups in _DOTTED_SHAPES or (raw[0] == "0" and groups[0] >= 2)
@@ -105,7 +111,7 @@ def _validator(regions: tuple[str, ...]) -> Callable[[str], bool]:
         pn = _phonenumbers()
         digits = sum(ch.isdigit() for ch in raw)
         if raw[0] == "+" or raw.startswith("00"):
-            if not 7 <= digits <= 17:
+            if not 7 <= digits <= 17 or raw.startswith("000"):  # no country code starts with 0
                 return False
             number = "+" + raw[2:] if raw[0] == "0" else raw
             return _is_valid(pn, number, None)
@@ -155,6 +161,8 @@ def _locator(regions: tuple[str, ...]) -> Callable[[re.Match[str]], Iterator[Spa
 
     def locate(match: re.Match[str]) -> Iterator[Span]:
         text, base = match.group(), match.start()
+        if len(text) < 7:  # fewer than 7 digits: the common case in numeric text, cheaply
+            return
         if phone(match, base, match.end()):
             yield base, match.end()
             return

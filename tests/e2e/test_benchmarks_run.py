@@ -24,6 +24,7 @@ SMOKE = {
     "bench_llama_index.py": (["--queries", "3", "--rounds", "1"], "of bare"),
     "langgraph_overhead.py": (["--only", "abc", "--rounds", "1", "--runs", "1"],
                               "spanguard added / floor added"),
+    "redaction_quality.py": (["--rounds", "1", "--messages", "2"], "false-positive rate"),
 }
 
 
