@@ -131,7 +131,7 @@ def cost(redactors: dict[str, Any], rounds: int, count: int) -> None:
     names = list(exporters)
     print(f"-- cost per span on the exporter thread (µs, median of {rounds} rounds; "
           f"ratio to 0.1)")
-    print("   " + f"{'message':24}" + "".join(f"{name:>22}" for name in names))
+    print("   " + f"{'message':24}" + "".join(f"{name:>26}" for name in names))
     for shape, spans in shapes.items():
         repeat = 2000 if shape == "span without content" else max(1, 200 // len(spans))
         runs: dict[str, list[float]] = {name: [] for name in names}
@@ -140,7 +140,7 @@ def cost(redactors: dict[str, Any], rounds: int, count: int) -> None:
                 runs[name].append(per_span_us(exporters[name], spans, repeat))
         medians = {name: statistics.median(values) for name, values in runs.items()}
         base = medians[names[0]]
-        cells = "".join(f"{medians[name]:12.1f} (x{medians[name] / base:5.2f})" for name in names)
+        cells = "".join(f"{medians[name]:16.1f} (x{medians[name] / base:5.2f})" for name in names)
         print(f"   {shape:24}{cells}")
 
 
