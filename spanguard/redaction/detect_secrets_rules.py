@@ -13,8 +13,8 @@ and flag hashes and ids in prose (the built-in ``credential`` rule covers
 ``password = "..."`` forms).
 
 Why an extra and not a core dependency: detect-secrets pulls ``requests`` and
-``PyYAML`` into the process and costs ~0.6 ms per 2 KB of text (measured by
-``benchmarks/redaction_quality.py``), while spanguard's built-in rules
+``PyYAML`` into the process and costs ~1-1.5 ms more per 2 KB of text (measured
+by ``benchmarks/redaction_quality.py``), while spanguard's built-in rules
 (:mod:`.credentials`) already cover the common providers and are the
 documented fallback.
 """
