@@ -281,3 +281,16 @@ def test_per_detector_recall_table_is_what_the_benchmark_prints() -> None:
         table[positive.kind][1] += 1
     assert set(table) == set(KINDS)
     assert all(hits <= total for hits, total in table.values())
+
+
+def test_one_redactor_shared_by_many_exporter_threads_gives_the_serial_answers() -> None:
+    """configure() shares one Redactor between every destination's exporter thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [p.text for p in CORPUS[::7]] + [text for _, text in BENIGN[::11]]
+    serial = [Redactor().redact(text) for text in texts]
+    shared = Redactor()  # fresh: the libraries' lazy imports and metadata load under threads
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(shared.redact, texts * 3))
+    assert results == serial * 3
+    assert sum(shared.totals.values()) == 3 * sum(count for _, count in serial)
