@@ -840,7 +840,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             return None
         hasher = self._get_hasher() if user or tenant else None
         return run_identity_attributes(
-            conversation_id=conversation,
+            conversation_id=conversation, hasher=self._hasher,  # None: the configured one
             user_hash=hasher(user) if hasher and user else None,
             tenant_hash=hasher(tenant) if hasher and tenant else None,
             model_version=model_version,

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from spanguard import semconv as sc
+from spanguard.hashing import KeyedHasher
 
 AttributeValue = str | bool | int | float | list[str] | list[int] | list[float] | tuple[Any, ...]
 Attributes = dict[str, Any]
@@ -187,16 +188,26 @@ def run_identity_attributes(
     model_version: str | None = None,
     prompt_version: str | None = None,
     feature_flag_state: str | None = None,
+    hasher: KeyedHasher | None = None,
 ) -> Attributes:
     """Run-level attributes that the span tree copies onto every span of the run.
 
-    ``user_hash`` and ``tenant_hash`` must already be keyed hashes
-    (:class:`spanguard.hashing.KeyedHasher`); raw ids never reach this function.
+    ``conversation_id`` is the run's own conversation, session or thread id,
+    as the application gave it: it is written through
+    :meth:`KeyedHasher.conversation_id` (a keyed hash unless the operator chose
+    raw conversation ids), so adapters cannot leak it by forgetting to hash.
+    ``hasher`` defaults to the one :func:`spanguard.configure` set up.
+    ``user_hash`` and ``tenant_hash`` must already be keyed hashes.
     """
     attrs: Attributes = {}
     if conversation_id:
-        attrs[sc.GEN_AI_CONVERSATION_ID] = conversation_id
-        attrs[sc.OI_SESSION_ID] = conversation_id
+        if hasher is None:
+            from spanguard.config import resolve_hasher
+
+            hasher = resolve_hasher(None)
+        session = hasher.conversation_id(conversation_id)
+        attrs[sc.GEN_AI_CONVERSATION_ID] = session
+        attrs[sc.OI_SESSION_ID] = session
     if user_hash:
         attrs[sc.OI_USER_ID] = user_hash
         attrs[sc.USER_HASH] = user_hash

@@ -43,7 +43,8 @@ from spanguard.hashing import KeyedHasher, load_or_create_key
 from spanguard.home import resolve_home as resolve_home  # re-exported: guardrails use it
 from spanguard.metrics import MetricsSpanProcessor
 from spanguard.pricing import PriceTable
-from spanguard.redaction import Redactor, parse_redaction_table
+from spanguard.redaction import EntityRecognizer, RedactionSettings, Redactor
+from spanguard.redaction.settings import parse_redaction_settings
 from spanguard.sampling import TailSampler
 from spanguard.store import TraceStore
 
@@ -129,6 +130,10 @@ def configure(
     store_raw_content: bool = False,
     sample_ratio: float | None = None,
     meter_provider: MeterProvider | None = None,
+    redaction_phone_regions: Sequence[str] | None = None,
+    redaction_detect_secrets: bool | None = None,
+    redaction_ner: str | EntityRecognizer | None = None,
+    raw_conversation_ids: bool = False,
 ) -> SpanguardHandle:
     """Build a tracer provider with spanguard's exporters and return its handle.
 
@@ -139,6 +144,13 @@ def configure(
     content attributes (built-in detectors plus ``redaction_patterns`` and the
     policy file's ``[redaction] patterns``), except the local store when
     ``store_raw_content=True``; OTLP always gets the redacted form.
+    ``redaction_phone_regions`` lists the national phone formats to recognise,
+    ``redaction_detect_secrets=True`` adds detect-secrets' rules (``secrets``
+    extra), ``redaction_ner`` a Presidio recognizer for names and addresses
+    (``ner`` extra: a spaCy model name or path, or a ready recognizer); each
+    overrides the policy file's ``[redaction]`` key of the same meaning.
+    Conversation/session ids are keyed hashes on every span unless
+    ``raw_conversation_ids=True`` (for backends that must show your own ids).
     ``sample_ratio`` (or ``SPANGUARD_SAMPLE_RATIO``) below 1.0 turns on
     outcome-aware tail sampling in front of the exporters. Metrics derived
     from spans go to ``meter_provider``, or, when OTLP is configured, to an
@@ -161,7 +173,12 @@ def configure(
     for processor in span_processors:
         provider.add_span_processor(processor)
     policy_value = policy if policy is not None else os.environ.get("SPANGUARD_POLICY")
-    redactor = _redactor(policy_value, redaction_patterns, problem)
+    redactor = _redactor(policy_value, RedactionSettings(
+        patterns=dict(redaction_patterns or {}),
+        phone_regions=tuple(redaction_phone_regions) if redaction_phone_regions else None,
+        detect_secrets=redaction_detect_secrets,
+        ner_model=redaction_ner if isinstance(redaction_ner, str) else None,
+    ), None if isinstance(redaction_ner, str) else redaction_ner, problem)
 
     def add(exporter: SpanExporter, destination: str, batch: bool = True,
             redact: bool = True) -> None:
@@ -220,7 +237,7 @@ def configure(
         except ConfigError as exc:
             problem(exc)
 
-    hasher = _hasher(hash_key, home_path, problems)
+    hasher = _hasher(hash_key, home_path, problems, raw_conversation_ids)
     handle = SpanguardHandle(
         tracer_provider=provider, hasher=hasher, prices=price_table, home=home_path,
         store=store, policy_path=Path(policy_value) if policy_value else None,
@@ -283,6 +300,18 @@ def resolve_meter_provider(explicit: metrics.MeterProvider | None) -> metrics.Me
     return metrics.get_meter_provider()
 
 
+def resolve_hasher(explicit: KeyedHasher | None) -> KeyedHasher:
+    """Explicit hasher, else the configured handle's, else the default configuration's.
+
+    The same order the plugins follow, so a conversation id hashed here (by
+    :func:`spanguard.record_outcome`, say) matches the one on the run's spans.
+    """
+    if explicit is not None:
+        return explicit
+    handle = _current
+    return handle.hasher if handle is not None else current().hasher
+
+
 def current_store() -> TraceStore | None:
     """The local store of the last :func:`configure`, if any (never configures)."""
     handle = _current
@@ -298,14 +327,17 @@ def resolve_redactor() -> Redactor:
 _DEFAULT_REDACTOR = Redactor()
 
 
-def _redactor(policy_path: str | os.PathLike[str] | None, patterns: Mapping[str, str] | None,
+def _redactor(policy_path: str | os.PathLike[str] | None, arguments: RedactionSettings,
+              recognizer: EntityRecognizer | None,
               report: Callable[[ConfigError], None]) -> Redactor:
-    """Built-in detectors plus the policy file's ``[redaction]`` patterns and the argument's.
+    """Built-in detectors, tuned by the policy file's ``[redaction]`` table and the arguments.
 
     The core reads only the ``[redaction]`` table of the policy file (the rest
-    belongs to the guardrails); the argument wins over the file on equal names.
+    belongs to the guardrails); an argument wins over the file (patterns:
+    per name). A part that cannot be built is reported and left out; the
+    built-in detectors always apply.
     """
-    merged: dict[str, str] = {}
+    from_file = RedactionSettings()
     if policy_path:
         source = os.fspath(policy_path)
         try:
@@ -314,7 +346,7 @@ def _redactor(policy_path: str | os.PathLike[str] | None, patterns: Mapping[str,
             if table is not None:
                 if not isinstance(table, Mapping):
                     raise ConfigError(source, "[redaction] must be a table")
-                merged.update(parse_redaction_table(table, f"{source} [redaction]"))
+                from_file = parse_redaction_settings(table, f"{source} [redaction]")
         except OSError as exc:
             report(ConfigError(source, f"cannot read policy file: {exc.strerror or exc}",
                                "check the path given to policy= or SPANGUARD_POLICY"))
@@ -322,13 +354,37 @@ def _redactor(policy_path: str | os.PathLike[str] | None, patterns: Mapping[str,
             report(ConfigError(source, f"not valid TOML: {exc}"))
         except ConfigError as exc:
             report(exc)
-    if patterns:
-        merged.update(patterns)
+    patterns = {**from_file.patterns, **arguments.patterns}
+    regions = arguments.phone_regions or from_file.phone_regions
+    use_detect_secrets = (arguments.detect_secrets if arguments.detect_secrets is not None
+                          else from_file.detect_secrets)
+    ner_model = arguments.ner_model or from_file.ner_model
+    recognizers: list[EntityRecognizer] = []
+    if use_detect_secrets:
+        try:
+            from spanguard.redaction.detect_secrets_rules import DetectSecretsRules
+
+            recognizers.append(DetectSecretsRules())
+        except ConfigError as exc:
+            report(exc)
+    if recognizer is not None:
+        recognizers.append(recognizer)
+    elif ner_model:
+        try:
+            from spanguard.redaction.ner import PresidioRecognizer
+
+            recognizers.append(PresidioRecognizer(ner_model))
+        except ConfigError as exc:
+            report(exc)
     try:
-        return Redactor(merged)
+        return Redactor(patterns, phone_regions=regions, recognizers=recognizers)
     except ConfigError as exc:
         report(exc)
-        return Redactor()
+    try:
+        return Redactor(phone_regions=regions, recognizers=recognizers)
+    except ConfigError as exc:
+        report(exc)
+        return Redactor(recognizers=recognizers)
 
 
 def _sample_ratio(explicit: float | None, report: Callable[[ConfigError], None]) -> float:
@@ -374,15 +430,16 @@ def _otlp_targets(endpoint: str | None, headers: dict[str, str] | None, preset: 
     return targets
 
 
-def _hasher(hash_key: bytes | str | None, home: Path, problems: list[str]) -> KeyedHasher:
+def _hasher(hash_key: bytes | str | None, home: Path, problems: list[str],
+            raw_conversation_ids: bool) -> KeyedHasher:
     if hash_key is not None:
         key = hash_key.encode("utf-8") if isinstance(hash_key, str) else hash_key
         if len(key) < 16:
             raise ConfigError("hash_key", "must be at least 16 bytes",
                               "use secrets.token_hex(16) or longer")
-        return KeyedHasher(key)
-    key, issue = load_or_create_key(home)
-    if issue:
-        problems.append(issue)
-        logger.warning("spanguard: %s", issue)
-    return KeyedHasher(key)
+    else:
+        key, issue = load_or_create_key(home)
+        if issue:
+            problems.append(issue)
+            logger.warning("spanguard: %s", issue)
+    return KeyedHasher(key, raw_conversation_ids=raw_conversation_ids)

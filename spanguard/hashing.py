@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import tempfile
 import time
@@ -26,16 +27,43 @@ _EMPTY_KEY_RETRIES = 100  # x 10 ms: an O_EXCL writer has long finished by then
 _PREFIX_LEN = 16  # hex chars kept: 64 bits is plenty for correlation, short on the wire
 
 
+_HASHED = re.compile(r"hmac:[0-9a-f]{16}")
+
+
+def is_keyed_hash(value: object) -> bool:
+    """True for a value shaped like :class:`KeyedHasher` output (``hmac:`` + 16 hex)."""
+    return isinstance(value, str) and _HASHED.fullmatch(value) is not None
+
+
 class KeyedHasher:
-    """HMAC-SHA256 of identifiers, truncated, with a small cache for the hot path."""
+    """HMAC-SHA256 of identifiers, truncated, with a small cache for the hot path.
 
-    __slots__ = ("_cache", "_key")
+    ``raw_conversation_ids=True`` makes :meth:`conversation_id` return ids as
+    given: for teams whose backend must show their own session ids (Langfuse
+    sessions), at the price of those ids leaving the process. User and tenant
+    ids are hashed either way.
+    """
 
-    def __init__(self, key: bytes) -> None:
+    __slots__ = ("_cache", "_key", "raw_conversation_ids")
+
+    def __init__(self, key: bytes, *, raw_conversation_ids: bool = False) -> None:
         if len(key) < 16:
             raise ValueError("hash key must be at least 16 bytes")
         self._key = key
         self._cache: dict[str, str] = {}
+        self.raw_conversation_ids = raw_conversation_ids
+
+    def conversation_id(self, identifier: object) -> str:
+        """The value written as ``gen_ai.conversation.id`` / ``session.id``.
+
+        A keyed hash by default (the same key as user and tenant ids, so the
+        hash equals the session key budgets and MCP correlation use); the id
+        itself with ``raw_conversation_ids``. A value that already is a keyed
+        hash is kept, so a conversation id read back from a span finds its runs.
+        """
+        if self.raw_conversation_ids or is_keyed_hash(identifier):
+            return str(identifier)
+        return self(identifier)
 
     def __call__(self, identifier: object) -> str:
         text = str(identifier)

@@ -11,7 +11,9 @@ short span, so every backend that shows traces shows it with its run:
   inside the trace in Phoenix and Langfuse;
 - with only ``conversation_id``, it is a new trace in the same session
   (``session.id``, which both OpenInference/Phoenix and Langfuse group by),
-  linked to the conversation's runs found in the local store.
+  linked to the conversation's runs found in the local store. The id is
+  hashed with the runs' key (unless the operator keeps conversation ids raw),
+  so the lookup and the session grouping match what the runs carry.
 
 Attributes follow the backends' documented mappings: OpenInference has no
 feedback span kind, so the span is an ``EVALUATOR`` (a human judging the
@@ -38,11 +40,13 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags
 from spanguard import semconv as sc
 from spanguard.config import (
     current_store,
+    resolve_hasher,
     resolve_meter_provider,
     resolve_redactor,
     resolve_tracer_provider,
 )
 from spanguard.errors import OutcomeError, SpanguardError
+from spanguard.hashing import KeyedHasher
 
 __all__ = ["SUCCESS_ACTIONS", "OutcomeAction", "outcome_span_name", "record_outcome"]
 
@@ -69,13 +73,16 @@ def record_outcome(
     feedback: str | None = None,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
+    hasher: KeyedHasher | None = None,
 ) -> SpanContext:
     """Record what the user did after a run; returns the outcome span's context.
 
     ``trace_id`` is the run's trace id (32 hex digits or int) or a W3C
-    ``traceparent``; ``conversation_id`` groups it with the session. At least
-    one is required. Raises :class:`OutcomeError` for bad input (nothing is
-    recorded then).
+    ``traceparent``; ``conversation_id`` groups it with the session: give the
+    id your application used (a LangGraph ``thread_id``, say); it is hashed
+    with the same key as the runs' (``hasher``, default the configured one),
+    so it matches their ``session.id``. At least one is required. Raises
+    :class:`OutcomeError` for bad input (nothing is recorded then).
     """
     if action not in ACTIONS:
         raise OutcomeError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
@@ -86,6 +93,8 @@ def record_outcome(
                                or not math.isfinite(rating)):
         raise OutcomeError(f"rating must be a finite number, got {rating!r}")
     target = _parse_trace(trace_id) if trace_id is not None else None
+    session = (resolve_hasher(hasher).conversation_id(conversation_id)
+               if conversation_id is not None else None)
 
     attributes: dict[str, Any] = {
         sc.OPENINFERENCE_SPAN_KIND: sc.SpanKind.EVALUATOR.value,
@@ -111,13 +120,13 @@ def record_outcome(
         context = trace.set_span_in_context(NonRecordingSpan(parent))
         links.append(Link(parent))
         attributes[sc.OUTCOME_TARGET_TRACE_ID] = trace.format_trace_id(parent.trace_id)
-        conversation_id = conversation_id or run_conversation
+        session = session or run_conversation
     else:
         context = Context()  # a new trace, not a child of whatever is current
-        links.extend(_conversation_links(conversation_id))
-    if conversation_id:
-        attributes[sc.GEN_AI_CONVERSATION_ID] = conversation_id
-        attributes[sc.SESSION_ID] = conversation_id
+        links.extend(_conversation_links(session))
+    if session:
+        attributes[sc.GEN_AI_CONVERSATION_ID] = session
+        attributes[sc.SESSION_ID] = session
     attributes[sc.OI_METADATA] = json.dumps(metadata)
 
     tracer = trace.get_tracer("spanguard.outcomes",

@@ -29,6 +29,7 @@ class Receiver:
         self.metrics: dict[str, list[Any]] = {}
         self.requests: list[str] = []
         self.headers: list[dict[str, str]] = []
+        self.bodies: list[bytes] = []  # every request body as received (decompressed)
         self.lock = threading.Lock()
         self.port = 0
 
@@ -47,6 +48,7 @@ class Receiver:
         with self.lock:
             self.requests.append(path)
             self.headers.append(headers)
+            self.bodies.append(body)
             if path.endswith("/v1/traces"):
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)

@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     tree = SpanTree(handle.tracer_provider.get_tracer("spanguard.demo"))
     run_id = uuid.uuid4()
     identity = attrs.run_identity_attributes(
-        conversation_id="demo-thread-1", user_hash=handle.hasher("alice@example.com"),
+        conversation_id="demo-thread-1", hasher=handle.hasher,
+        user_hash=handle.hasher("alice@example.com"),
         tenant_hash=handle.hasher("acme"), prompt_version="support-v3")
     root = tree.start(run_id, None, attrs.agent_span_name("support_agent"),
                       attrs.agent_attributes("support_agent"), run_attributes=identity)

@@ -12,6 +12,7 @@ from opentelemetry import trace
 
 from spanguard import attributes as attrs
 from spanguard import semconv as sc
+from spanguard.hashing import KeyedHasher
 from spanguard.spantree import SpanTree
 from spanguard.testing import SpanCapture
 
@@ -126,7 +127,9 @@ def test_folded_runs_attach_children_to_the_parent(cap: SpanCapture) -> None:
 
 def test_run_attributes_are_copied_onto_every_span(cap: SpanCapture) -> None:
     tree = _tree(cap)
-    identity = attrs.run_identity_attributes(conversation_id="thread-9", prompt_version="p7")
+    hasher = KeyedHasher(b"k" * 32)
+    identity = attrs.run_identity_attributes(conversation_id="thread-9", prompt_version="p7",
+                                             hasher=hasher)
     tree.start("root", None, "invoke_agent x", attrs.agent_attributes("x"),
                run_attributes=identity)
     tree.start("node", "root", "node", dict(attrs.KIND_CHAIN))
@@ -134,7 +137,7 @@ def test_run_attributes_are_copied_onto_every_span(cap: SpanCapture) -> None:
     for key in ("llm", "node", "root"):
         tree.end(key)
     for span in cap.spans():
-        assert span.attributes[sc.GEN_AI_CONVERSATION_ID] == "thread-9"
+        assert span.attributes[sc.GEN_AI_CONVERSATION_ID] == hasher("thread-9")
         assert span.attributes[sc.PROMPT_VERSION] == "p7"
 
 

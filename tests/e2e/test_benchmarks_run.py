@@ -25,6 +25,7 @@ SMOKE = {
     "langgraph_overhead.py": (["--only", "abc", "--rounds", "1", "--runs", "1"],
                               "spanguard added / floor added"),
     "import_time.py": (["--runs", "2"], "x python -c pass"),
+    "redaction_quality.py": (["--rounds", "1", "--messages", "2"], "false-positive rate"),
 }
 
 

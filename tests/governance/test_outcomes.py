@@ -23,7 +23,8 @@ def _run(handle: spanguard.SpanguardHandle, conversation: str) -> str:
     tracer = handle.tracer_provider.get_tracer("test")
     with tracer.start_as_current_span("invoke_agent support", attributes={
             **agent_attributes("support"),
-            **run_identity_attributes(conversation_id=conversation)}) as span:
+            **run_identity_attributes(conversation_id=conversation,
+                                      hasher=handle.hasher)}) as span:
         trace_id = format_trace_id(span.get_span_context().trace_id)
     handle.force_flush()
     return trace_id
@@ -53,7 +54,8 @@ def test_outcome_for_a_trace_is_a_linked_child_of_its_root_and_is_counted() -> N
     assert attrs[sc.OUTCOME_ACTION] == "accepted"
     assert attrs[sc.OUTCOME_RATING] == 4.5
     assert attrs[sc.KEEP] is True
-    assert attrs[sc.SESSION_ID] == attrs[sc.GEN_AI_CONVERSATION_ID] == "conv-7"
+    # the run's session, as the run carries it: a keyed hash of "conv-7"
+    assert attrs[sc.SESSION_ID] == attrs[sc.GEN_AI_CONVERSATION_ID] == handle.hasher("conv-7")
     assert attrs[sc.OI_INPUT_VALUE] == "great, reply to [REDACTED:email]"
     assert attrs[sc.OPENINFERENCE_SPAN_KIND] == "EVALUATOR"
     assert attrs[sc.LANGFUSE_OBSERVATION_TYPE] == "event"
@@ -91,7 +93,7 @@ def test_unknown_trace_still_lands_in_that_trace() -> None:
     (outcome,) = _stored(handle, "user_outcome converted")
     assert outcome.trace_id == trace_hex
     assert outcome.parent_span_id is not None
-    assert outcome.attributes[sc.SESSION_ID] == "c-1"
+    assert outcome.attributes[sc.SESSION_ID] == handle.hasher("c-1")
     handle.shutdown()
 
 
@@ -104,7 +106,7 @@ def test_conversation_only_outcome_is_a_new_trace_linked_to_the_conversation_run
     (outcome,) = _stored(handle, "user_outcome converted")
     assert outcome.trace_id not in runs
     assert outcome.parent_span_id is None
-    assert outcome.attributes[sc.SESSION_ID] == "conv-9"
+    assert outcome.attributes[sc.SESSION_ID] == handle.hasher("conv-9")
     exported = next(s for s in sink.get_finished_spans() if s.name == "user_outcome converted")
     assert {format_trace_id(link.context.trace_id) for link in exported.links} == runs
     handle.shutdown()

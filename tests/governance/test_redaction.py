@@ -42,15 +42,16 @@ TRUE_POSITIVES = [
     ("openai_api_key", "key sk-" + "T3BlbkFJ" * 5, "sk-" + "T3BlbkFJ" * 5),
     ("anthropic_api_key", "sk-ant-api03-" + "x1Y2" * 10, "sk-ant-api03-" + "x1Y2" * 10),
     ("aws_access_key_id", "AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
+    # where a key name shows, only the value is replaced: the key name stays readable
     ("aws_secret_access_key", "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-     "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+     "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
     ("github_token", "ghp_" + "a1B2" * 9, "ghp_" + "a1B2" * 9),
     ("github_token", "github_pat_11ABCDEFG0" + "x" * 40, "github_pat_11ABCDEFG0" + "x" * 40),
     ("slack_token", "xoxb-123456789012-abcdefABCDEF", "xoxb-123456789012-abcdefABCDEF"),
     ("google_api_key", "AIzaSyA" + "b" * 32, "AIzaSyA" + "b" * 32),
     ("stripe_key", "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
     ("bearer_token", "Authorization: Bearer abc.DEF-123_ghi~jkl+mno/pq",
-     "Bearer abc.DEF-123_ghi~jkl+mno/pq"),
+     "abc.DEF-123_ghi~jkl+mno/pq"),
     ("jwt", "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9"
             "PlFUP0THsR8U end",
      "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9"

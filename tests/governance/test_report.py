@@ -21,11 +21,16 @@ from spanguard.attributes import (
 )
 from spanguard.cli import main
 from spanguard.cli.report import parse_since
+from spanguard.hashing import KeyedHasher
 from spanguard.report import build_report, percentile
 from spanguard.store import StoredSpan, TraceStore
 
 T0 = 1_600_000_000_000_000_000  # 2020-09-13, in ns
 MS = 1_000_000
+
+
+# Runs and outcomes carry the conversation hashed with one key, as record_outcome does.
+HASHER = KeyedHasher(b"report-test-key-16b")
 
 
 def span(trace: str, span_id: str, parent: str | None, name: str, start_ms: int, dur_ms: int,
@@ -41,7 +46,8 @@ def run_root(trace: str, agent: str, tenant: str, conversation: str, start_ms: i
              error: str | None = None, totals: tuple[int, int, float | None] | None = None,
              start: int = T0) -> StoredSpan:
     attrs = {**agent_attributes(agent),
-             **run_identity_attributes(conversation_id=conversation, tenant_hash=tenant)}
+             **run_identity_attributes(conversation_id=conversation, tenant_hash=tenant,
+                                       hasher=HASHER)}
     if totals is not None:
         attrs[sc.RUN_TOTAL_INPUT_TOKENS], attrs[sc.RUN_TOTAL_OUTPUT_TOKENS] = totals[:2]
         attrs.update(cost_attributes(totals[2]))
@@ -86,7 +92,8 @@ def known_traces(now_ns: int) -> list[StoredSpan]:
             **tool_attributes("refund"), sc.HOLD_ID: "h2", sc.HOLD_STATUS: "approved"}),
         # outcomes for C by conversation only, in their own traces, after the run
         span("6", "a", None, "user_outcome converted", 5000, 0, {
-            sc.OUTCOME_ACTION: "converted", sc.GEN_AI_CONVERSATION_ID: "c3"}),
+            sc.OUTCOME_ACTION: "converted",
+            sc.GEN_AI_CONVERSATION_ID: HASHER.conversation_id("c3")}),
         span("7", "a", None, "user_outcome dismissed", 5001, 0, {
             sc.OUTCOME_ACTION: "dismissed", sc.OUTCOME_TARGET_TRACE_ID: "3" * 32}),
         # D: support/t2, recent, failed, unknown price

@@ -28,7 +28,7 @@ def test_langfuse_preset_sends_path_auth_and_mappable_attributes() -> None:
                                      langfuse_public_key="pk-lf-test",
                                      langfuse_secret_key="sk-lf-test", local_store=False)
         tree = SpanTree(handle.tracer_provider.get_tracer("test"))
-        identity = attrs.run_identity_attributes(conversation_id="thread-7",
+        identity = attrs.run_identity_attributes(conversation_id="thread-7", hasher=handle.hasher,
                                                  user_hash=handle.hasher("alice"))
         tree.start("run", None, attrs.agent_span_name("support"),
                    attrs.agent_attributes("support"), run_attributes=identity)
@@ -60,6 +60,6 @@ def test_langfuse_preset_sends_path_auth_and_mappable_attributes() -> None:
     assert generation["gen_ai.usage.output_tokens"] == 80
     assert generation["gen_ai.usage.cost"] > 0
     root = by_name["invoke_agent support"]["attributes"]
-    assert root["session.id"] == "thread-7"
+    assert root["session.id"] == handle.hasher("thread-7")  # Langfuse groups by the keyed hash
     assert root["user.id"].startswith("hmac:") and "alice" not in root["user.id"]
     assert by_name["execute_tool search"]["attributes"]["gen_ai.operation.name"] == "execute_tool"

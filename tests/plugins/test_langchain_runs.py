@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from langchain_core.messages import HumanMessage
 
+import spanguard
+import spanguard.config
 from spanguard import semconv as sc
 from spanguard.hashing import KeyedHasher
 from spanguard.plugins.langchain import SpanguardCallbackHandler
@@ -46,7 +48,8 @@ async def test_500_concurrent_runs_on_one_handler(cap: SpanCapture) -> None:
             assert node.span.trace_id == tree.span.trace_id
             assert node.attributes[sc.GEN_AI_CONVERSATION_ID] == conversation
         assert tree.attributes[sc.RUN_MODEL_CALLS] == 3
-    assert threads == {f"t{i}" for i in range(500)}
+    hasher = spanguard.config.current().hasher  # the handler's default: configure()'s
+    assert threads == {hasher(f"t{i}") for i in range(500)}
     assert len(handler._tree) == 0
     assert handler.telemetry_errors == 0
 
@@ -68,24 +71,35 @@ def test_run_metadata_is_copied_onto_every_span_and_ids_are_hashed(cap: SpanCapt
         assert attrs[sc.MODEL_VERSION] == "m-7", node.name
         assert attrs[sc.PROMPT_VERSION] == "p-3"
         assert attrs[sc.FEATURE_FLAG_STATE] == "beta=on"
-        assert attrs[sc.GEN_AI_CONVERSATION_ID] == "thread-9"
+        assert attrs[sc.GEN_AI_CONVERSATION_ID] == attrs[sc.OI_SESSION_ID] == hasher("thread-9")
         assert attrs[sc.USER_HASH] == hasher("alice@example.com")
         assert attrs[sc.TENANT_HASH] == hasher("acme-corp")
         flat = json.dumps(attrs, default=str)
-        assert "alice" not in flat and "acme-corp" not in flat
+        assert "alice" not in flat and "acme-corp" not in flat and "thread-9" not in flat
 
 
 def test_explicit_conversation_id_wins_over_thread_id(cap: SpanCapture) -> None:
+    hasher = KeyedHasher(b"k" * 32)
+    ScriptedChatModel(tool_steps=0).invoke("hi", {
+        "callbacks": [SpanguardCallbackHandler(cap.tracer_provider, hasher=hasher)],
+        "metadata": {"session_id": "sess-1"}, "configurable": {"thread_id": "thread-1"}})
+    assert cap.tree().attributes[sc.GEN_AI_CONVERSATION_ID] == hasher("sess-1")
+    assert cap.tree().attributes[sc.OI_SESSION_ID] == hasher("sess-1")
+
+
+def test_conversation_ids_stay_raw_only_when_the_operator_asks(cap: SpanCapture) -> None:
+    handle = spanguard.configure(local_store=False, hash_key="x" * 32,
+                                 raw_conversation_ids=True)
     ScriptedChatModel(tool_steps=0).invoke("hi", {
         "callbacks": [SpanguardCallbackHandler(cap.tracer_provider)],
-        "metadata": {"session_id": "sess-1"}, "configurable": {"thread_id": "thread-1"}})
-    assert cap.tree().attributes[sc.GEN_AI_CONVERSATION_ID] == "sess-1"
-    assert cap.tree().attributes[sc.OI_SESSION_ID] == "sess-1"
+        "metadata": {"user_id": "bob", "thread_id": "thread-1"}})
+    attrs = cap.tree().attributes
+    assert attrs[sc.GEN_AI_CONVERSATION_ID] == attrs[sc.OI_SESSION_ID] == "thread-1"
+    assert attrs[sc.USER_HASH] == handle.hasher("bob")  # user ids are hashed either way
+    handle.shutdown()
 
 
 def test_default_hasher_comes_from_configure(cap: SpanCapture) -> None:
-    import spanguard
-
     handle = spanguard.configure(local_store=False, hash_key="x" * 32)
     ScriptedChatModel(tool_steps=0).invoke("hi", {
         "callbacks": [SpanguardCallbackHandler(cap.tracer_provider)],

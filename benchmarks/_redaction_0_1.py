@@ -1,35 +1,8 @@
-"""Redaction of prompts, completions, tool payloads and retrieved text.
+"""spanguard 0.1's regex-only redactor, kept verbatim as the baseline of redaction_quality.py.
 
-Content capture is opt-in; when it is on, the text still passes through here
-before any span leaves the process (see :mod:`spanguard.exporters.redacting`).
-Each detector is a regular expression plus, where the format has one, a check
-that rejects look-alikes: card numbers must pass Luhn (so an order id is not
-eaten), IBANs mod-97, IPv4 octets must be at most 255, US SSNs must not be in
-the ranges the SSA never issues. A match is replaced by a typed placeholder
-(``[REDACTED:email]``) so the redacted text still reads, and every replacement
-is counted so a redaction rate can be computed.
-
-Decisions worth knowing (tests pin each one):
-
-- Dotted quads are IP addresses when every octet is 0-255, so a bare version
-  string such as ``1.2.3.4`` is redacted (over-redaction is the safe failure);
-  ``v1.2.3.4`` and five-part versions ``1.2.3.4.5`` are left alone.
-- IPv6 needs at least one decimal digit, so ``dead::beef`` or ``ab::cd`` in
-  C++-like text is not an address.
-- Phone numbers are international (``+`` and 8-15 digits) or North American
-  with separators (``(415) 555-0100``, ``415-555-0100``); bare digit runs are
-  not phones (they are ids far more often).
-- National ids: US SSN (dashed form; area 000, 666 and 900-999, group 00,
-  serial 0000 and the advertising numbers 078-05-1120 / 219-09-9999 are not
-  issued), UK National Insurance number (invalid prefixes excluded), Spanish
-  DNI/NIE (check letter verified).
-- Detectors run in a fixed order, secrets first, so a key is named for what it
-  is rather than eaten by a broader pattern.
-
-Regex redaction is a layer, not a guarantee (seed 004): it misses unfamiliar
-formats. Keep content capture off where that is not acceptable.
+Not used by spanguard itself: the benchmark measures the library-backed
+detectors against it in the same run (cost per 2 KB message, recall).
 """
-
 from __future__ import annotations
 
 import ipaddress
