@@ -2,7 +2,8 @@
 
 Start with :func:`configure`, then add the plugin for your framework
 (``spanguard.plugins.langchain``, ``spanguard.plugins.llama_index``) and wrap
-your MCP servers (``spanguard.mcp_bridge``).
+your MCP servers (``spanguard.mcp_bridge``). :func:`run_context` tags runs started
+outside a framework that carries user/tenant/session ids itself.
 """
 
 from spanguard.config import SpanguardHandle, configure, current
@@ -19,6 +20,7 @@ from spanguard.metrics import MetricsSpanProcessor, register_pending_holds
 from spanguard.outcomes import record_outcome
 from spanguard.pricing import PriceTable
 from spanguard.redaction import Redactor
+from spanguard.runcontext import RunContext, current_run_context, run_context
 from spanguard.sampling import TailSampler
 
 __version__ = "0.1.0"
@@ -31,6 +33,7 @@ __all__ = [
     "PriceTable",
     "RedactingExporter",
     "Redactor",
+    "RunContext",
     "SpanguardError",
     "SpanguardHandle",
     "StoreError",
@@ -39,7 +42,9 @@ __all__ = [
     "__version__",
     "configure",
     "current",
+    "current_run_context",
     "payload_hash",
     "record_outcome",
     "register_pending_holds",
+    "run_context",
 ]
