@@ -131,12 +131,17 @@ class ResilientChatModel(BaseChatModel):
     _routes: tuple[Runnable[Any, Any], ...] = PrivateAttr()
     _tracing: BaseCallbackHandler | None = PrivateAttr(default=None)
 
+    def __init__(self, **data: Any) -> None:
+        # Read before pydantic validates: a bad policy file raises its ConfigError as it
+        # is, not wrapped in a ValidationError.
+        if "retry" not in data:
+            loaded = load_policy(data.get("policy"))
+            if loaded is not None and loaded.retry is not None:
+                data["retry"] = loaded.retry
+        super().__init__(**data)
+
     @model_validator(mode="after")
     def _build_router(self) -> ResilientChatModel:
-        if "retry" not in self.model_fields_set:
-            loaded = load_policy(self.policy)
-            if loaded is not None and loaded.retry is not None:
-                self.retry = loaded.retry
         if not self.models:
             raise ValueError("ResilientChatModel needs at least one model in models=[...]")
         names = self.route_names or _default_names(self.models)
