@@ -1,4 +1,4 @@
-"""Read model parameters, usage and finish reasons out of LangChain callback payloads.
+"""Read model parameters, usage, finish reasons and run ids out of LangChain callback payloads.
 
 LangChain reports the same facts in several places depending on the provider
 package and its age (``invocation_params``, ``ls_*`` metadata, ``llm_output``,
@@ -14,6 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from spanguard import semconv as sc
+from spanguard.attributes import run_identity_attributes
+from spanguard.hashing import canonical_json
+from spanguard.runcontext import RunContext
 
 
 def _str(value: Any) -> str | None:
@@ -210,3 +213,50 @@ def document_ids(documents: Any) -> list[str]:
         if doc_id:
             ids.append(str(doc_id))
     return ids
+
+
+def serialized_name(serialized: Mapping[str, Any] | None, default: str) -> str:
+    """A run's name from its ``serialized`` description (``name``, else the class id)."""
+    if serialized:
+        name = serialized.get("name")
+        if isinstance(name, str) and name:
+            return name
+        ident = serialized.get("id")
+        if isinstance(ident, list) and ident:
+            return str(ident[-1])
+    return default
+
+
+def text_id(value: Any) -> str | None:
+    """An id as text: strings as they are, anything else as canonical JSON."""
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, str) else canonical_json(value)
+
+
+def run_ids(metadata: Mapping[str, Any] | None, identity: str | None,
+            outer: RunContext | None) -> RunContext | None:
+    """Who a root run is for: its metadata's ids, the rest from the enclosing context.
+
+    ``identity`` (the handler's own maker) wins over the metadata's ``identity``.
+    """
+    if metadata:
+        user = text_id(metadata.get("user_id"))
+        tenant = text_id(metadata.get("tenant_id"))
+        conversation = (text_id(metadata.get("conversation_id"))
+                        or text_id(metadata.get("session_id"))
+                        or text_id(metadata.get("thread_id")))
+        identity = identity or text_id(metadata.get("identity"))
+        if user or tenant or conversation or identity:
+            return RunContext(user, tenant, conversation, identity).over(outer)
+    elif identity:
+        return RunContext(identity=identity).over(outer)
+    return outer
+
+
+def version_attributes(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's model/prompt version and feature flags, when its metadata names them."""
+    return run_identity_attributes(
+        model_version=text_id(metadata.get(sc.MODEL_VERSION)),
+        prompt_version=text_id(metadata.get(sc.PROMPT_VERSION)),
+        feature_flag_state=text_id(metadata.get(sc.FEATURE_FLAG_STATE)))

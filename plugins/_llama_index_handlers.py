@@ -16,9 +16,17 @@ so a faithful copy would bury the four steps a person cares about. The rules:
 Folded spans are aliases in :class:`~spanguard.spantree.SpanTree`, so events
 dispatched inside them (LLM start/end fire inside ``complete``) reach the kept
 span. Roots start under the ambient OpenTelemetry context, which is how a query
-run inside a LangGraph tool lands under that tool's ``execute_tool`` span.
+run inside a LangGraph tool lands under that tool's ``execute_tool`` span; they
+take who the run is for from the ambient :func:`spanguard.run_context` (which the
+LangChain handler sets while a tool runs): the hashed user/tenant and the session
+go on every span of the run and into the policy's ``RunState``.
 
 Telemetry fails open: every handler body is guarded and logs at debug level.
+
+Why one module of ~580 lines: the streaming bookkeeping (a span held open until
+its stream ends, its ancestors waiting with it, a lazy stream adopted by its
+synthesizer) is one state machine over :class:`Instrumentation`'s maps; split
+across modules it would be harder to follow, not easier.
 """
 
 from __future__ import annotations
@@ -83,6 +91,7 @@ from spanguard.plugins._llama_index_extract import (
     usage_from_response,
 )
 from spanguard.pricing import PriceTable
+from spanguard.runcontext import RunContext, current_run_context
 from spanguard.spantree import RunEntry, SpanTree
 
 logger = logging.getLogger("spanguard.plugins.llama_index")
@@ -108,14 +117,15 @@ _ROLES: tuple[tuple[type, str], ...] = (
 class Step:
     """Adapter state on a kept span (``RunEntry.data``)."""
 
-    __slots__ = ("adopter", "calls", "deferred", "depth", "first_chunk", "held", "instance_id",
-                 "lazy", "model", "role", "run", "stream_keys", "usage_done")
+    __slots__ = ("adopter", "calls", "deferred", "depth", "first_chunk", "held", "ids",
+                 "instance_id", "lazy", "model", "role", "run", "stream_keys", "usage_done")
 
     def __init__(self, role: str, instance_id: int, model: str | None = None) -> None:
         self.role = role
         self.instance_id = instance_id
         self.model = model
         self.run: RunState | None = None  # roots only, when a policy is active
+        self.ids: RunContext | None = None  # roots only: who the run is for (raw)
         # LLM wrappers nest (``acomplete`` -> ``complete``) inside one kept span and
         # each reports its own start/end: only the outermost policy call and the
         # first reported usage count, so nothing is enforced or billed twice.
@@ -140,12 +150,15 @@ class Instrumentation:
     """Everything the handlers share: the span tree, hashing, prices, policy."""
 
     def __init__(self, tree: SpanTree, hasher: KeyedHasher, prices: PriceTable,
-                 capture_content: bool, enforcer: Enforcer | None) -> None:
+                 capture_content: bool, enforcer: Enforcer | None,
+                 identity: str | None = None) -> None:
         self.tree = tree
         self.hasher = hasher
         self.prices = prices
         self.capture = capture_content
         self.enforcer = enforcer
+        # The maker given to instrument(): wins over the run context's.
+        self._maker = RunContext(identity=identity) if identity else None
         # Called with each LLM about to run (the policy handler attaches itself).
         self.on_llm_enter: Callable[[Any], None] | None = None
         self._roles: dict[type, str | None] = {}
@@ -172,9 +185,16 @@ class Instrumentation:
         root: Step = entry.root.data
         if root.run is None:
             ctx = entry.root.span.get_span_context()
+            ids = root.ids.guard_ids(self.hasher) if root.ids is not None else {}
             root.run = self.enforcer.start_run(entry.root.key,
-                                               trace_id=format(ctx.trace_id, "032x"))
+                                               trace_id=format(ctx.trace_id, "032x"), **ids)
         return root.run
+
+    def _run_ids(self) -> RunContext | None:
+        """Who a new root run is for: the ambient run context, under instrument()'s maker."""
+        ambient = current_run_context()
+        maker = self._maker
+        return ambient if maker is None else maker.over(ambient)
 
     # --- spans ----------------------------------------------------------------
     def enter(self, id_: str, instance: Any, parent_id: str | None) -> None:
@@ -194,12 +214,18 @@ class Instrumentation:
                 return
         adopter = self._adopter() if role == LLM and parent is None else None
         name, attrs, model = self._describe(role, instance, id_)
+        ids: RunContext | None = None
         if adopter is not None:
             entry = tree.start_under(id_, adopter, name, attrs)
+        elif parent is not None:
+            entry = tree.start_under(id_, parent, name, attrs)
         else:
-            entry = tree.start(id_, parent_id if parent is not None else None, name, attrs)
+            ids = self._run_ids()
+            entry = tree.start(id_, None, name, attrs, run_attributes=ids.attributes(
+                self.hasher) if ids is not None else None)
         entry.data = Step(role, id(instance), model)
         entry.data.adopter = adopter
+        entry.data.ids = ids
         if role == LLM and self.on_llm_enter is not None:
             self.on_llm_enter(instance)
 

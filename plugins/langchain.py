@@ -3,7 +3,7 @@
 ::
 
     from spanguard.plugins.langchain import SpanguardCallbackHandler
-    handler = SpanguardCallbackHandler()        # or (tracer_provider=..., policy=...)
+    handler = SpanguardCallbackHandler()   # or (tracer_provider, policy=..., meter_provider=...)
     graph.invoke(inputs, config={"callbacks": [handler]})
 
 The top-level run becomes ``invoke_agent {name}``; LangGraph nodes become CHAIN
@@ -18,8 +18,20 @@ shipping each callback to a thread pool, and its bookkeeping is keyed by run id
 (:class:`~spanguard.spantree.SpanTree`), never by ambient state. Telemetry
 fails open: every callback body is guarded and a bug in it is logged, never
 raised. Enforcement fails closed: the handler sets ``raise_error`` so that a
-guard's refusal (and only the guardrail hooks) propagates and stops the step
-before the model or tool is invoked.
+guard's refusal (and only the guardrail hooks, in
+:mod:`spanguard.plugins._langchain_guard`) propagates and stops the step before
+the model or tool is invoked.
+
+While a tool body runs, its ``execute_tool`` span is the current OpenTelemetry
+span and the root run's ids are the current :func:`spanguard.run_context`, so a
+LlamaIndex query or MCP call inside the tool joins the trace and is tagged (and
+budgeted) as the agent run is.
+
+Why one module of ~650 lines: LangChain's callback interface is one class, whose
+fourteen callbacks take about 300 lines here (130 of them signatures LangChain
+fixes), and the span bookkeeping they share stays beside them. What a model span
+records lives in ``_langchain_model``, enforcement in ``_langchain_guard``, payload
+reading in ``_langchain_extract``.
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -42,62 +54,38 @@ from spanguard.attributes import (
     agent_attributes,
     agent_span_name,
     chat_span_name,
-    cost_attributes,
     model_attributes,
     retrieval_attributes,
     retrieval_span_name,
-    run_identity_attributes,
     tool_attributes,
     tool_span_name,
-    usage_attributes,
 )
-from spanguard.guardrails import (
-    Enforcer,
-    Guard,
-    GuardrailViolation,
-    ModelCall,
-    ModelUsage,
-    Policy,
-    RunState,
-    ToolCall,
-    ToolOutcome,
-    load_policy,
-    record_verification,
-    verification_of,
-)
-from spanguard.guardrails.gating import GatedCall, gate_for
-from spanguard.guardrails.holds import HoldPending
-from spanguard.guardrails.transient import classify, error_usage
-from spanguard.hashing import KeyedHasher, canonical_json, payload_hash
-from spanguard.plugins._langchain_content import (
-    capture_from_env,
-    input_message_attributes,
-    output_message_attributes,
-    value_text,
-)
+from spanguard.guardrails.errors import GuardrailViolation
+from spanguard.guardrails.gating import gate_for
+from spanguard.guardrails.transient import classify
+from spanguard.hashing import KeyedHasher, payload_hash
+from spanguard.plugins._langchain_content import capture_from_env, value_text
 from spanguard.plugins._langchain_context import activate, deactivate
 from spanguard.plugins._langchain_extract import (
-    Response,
-    Usage,
     document_ids,
-    request_key,
-    request_model,
-    request_parameters,
+    run_ids,
+    serialized_name,
+    version_attributes,
 )
 from spanguard.plugins._langchain_fold import is_plumbing
-from spanguard.plugins._langchain_quiet import install as install_refusal_filter
-from spanguard.plugins._langchain_quiet import note_refusal
+from spanguard.plugins._langchain_guard import HeldWithoutGate, build_guard
+from spanguard.plugins._langchain_model import Charge, ModelSpans
+from spanguard.plugins._langchain_step import Step
 from spanguard.plugins.resilient import (
-    META_ATTEMPT,
     META_ROUTER,
     ResilientChatModel,
-    attempt_attributes,
-    attempt_is_retry,
     error_routing_attributes,
     is_router_run,
-    routing_attributes,
 )
 from spanguard.pricing import PriceTable
+from spanguard.runcontext import RunContext, current_run_context
+from spanguard.runcontext import attach as attach_run_context
+from spanguard.runcontext import detach as detach_run_context
 from spanguard.spantree import RunEntry, SpanTree
 
 if TYPE_CHECKING:
@@ -106,7 +94,11 @@ if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
     from langchain_core.outputs import LLMResult
 
-__all__ = ["HeldWithoutGate", "ResilientChatModel", "SpanguardCallbackHandler", "run_span"]
+    from spanguard.guardrails.enforcer import Guard
+    from spanguard.guardrails.policy import Policy
+
+__all__ = ["HeldWithoutGate", "ResilientChatModel", "RunTracing", "SpanguardCallbackHandler",
+           "run_span", "run_tracing"]
 
 logger = logging.getLogger("spanguard.plugins.langchain")
 
@@ -120,67 +112,16 @@ except ImportError:  # plain LangChain without LangGraph
     _INTERRUPT = ()
 
 _INTERRUPTED = {sc.RUN_INTERRUPTED: True}
-_REQUEST_CACHE_SIZE = 256  # distinct (model, parameters) combinations remembered
-
-
-class _Step:
-    """Per-run adapter state kept on ``RunEntry.data`` (only for runs that need it)."""
-
-    __slots__ = ("call", "first_token", "gate", "model", "router", "run", "started", "token",
-                 "usage")
-
-    def __init__(self) -> None:
-        self.call: ModelCall | ToolCall | None = None
-        self.first_token = False
-        self.gate: GatedCall | None = None  # a hold gate around this tool call verifies it
-        self.model: str | None = None
-        self.router = False  # a ResilientChatModel's own run: its attempts carry the usage
-        self.run: RunState | None = None  # roots only, when a policy is active
-        self.started = 0.0
-        self.token: object | None = None  # OTel context token of an active tool span
-        self.usage: Usage | None = None  # summed from streamed chunks
-
-
-def _serialized_name(serialized: Mapping[str, Any] | None, default: str) -> str:
-    if serialized:
-        name = serialized.get("name")
-        if isinstance(name, str) and name:
-            return name
-        ident = serialized.get("id")
-        if isinstance(ident, list) and ident:
-            return str(ident[-1])
-    return default
-
-
-def _text_id(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    return value if isinstance(value, str) else canonical_json(value)
-
-
-class HeldWithoutGate(HoldPending):
-    """A held tool call in a graph with no hold gate: the call did not run, the run stops.
-
-    A callback can refuse a step but cannot pause a graph; ``HoldGate`` /
-    ``HoldMiddleware`` (:mod:`spanguard.plugins.langgraph_holds`) pause it with
-    ``interrupt()`` and resume it after approval.
-    """
-
-    def __init__(self, held: HoldPending) -> None:
-        super().__init__(held.hold)
-        self.args = (f"{self.args[0]}. The call did not run and this run stopped here: "
-                     "the callback handler alone cannot pause a graph. Add "
-                     "HoldGate(policy) as ToolNode(wrap_tool_call=...), or "
-                     "HoldMiddleware(policy) to create_agent(middleware=[...]), to pause "
-                     "with interrupt() and resume after approval; or, with a checkpointer, "
-                     "re-run the stopped step after approval: graph.invoke(None, config).",)
 
 
 class SpanguardCallbackHandler(BaseCallbackHandler):
     """Add to ``config={"callbacks": [handler]}`` of any LangGraph graph or runnable.
 
-    ``policy``: a :class:`~spanguard.guardrails.Policy`, a path to a policy TOML
-    file, or None (then ``SPANGUARD_POLICY``, else no enforcement at all).
+    ``tracer_provider`` (the only positional parameter): where the spans go;
+    default: :func:`spanguard.configure`'s, else the global SDK provider.
+    ``policy``: a :class:`~spanguard.guardrails.policy.Policy`, a path to a policy
+    TOML file, or None (then ``SPANGUARD_POLICY``, else no enforcement at all).
+    ``meter_provider``: for the guardrail decision counters.
     ``guards``: explicit guard objects (instead of those the policy builds).
     ``capture_content``: record prompts/completions/tool arguments; default from
     ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``, else off.
@@ -188,7 +129,10 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     ``identity``: the maker the runs act for (guardrails' holds use it).
     ``agent_name``: root span name (default: the top-level run's name).
     ``hasher``/``prices``: default to those of :func:`spanguard.configure`.
-    ``meter_provider``: for the guardrail decision counters.
+
+    A run's user, tenant and session come from its metadata (``user_id``,
+    ``tenant_id``, ``conversation_id``/``session_id``/``thread_id``, ``identity``),
+    else from the :func:`spanguard.run_context` it was started in.
     """
 
     run_inline = True
@@ -197,8 +141,9 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     def __init__(
         self,
         tracer_provider: trace.TracerProvider | None = None,
-        policy: Policy | str | os.PathLike[str] | None = None,
         *,
+        policy: Policy | str | os.PathLike[str] | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
         capture_content: bool | None = None,
         keep_plumbing: bool = False,
         identity: str | None = None,
@@ -206,11 +151,13 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         hasher: KeyedHasher | None = None,
         prices: PriceTable | None = None,
         guards: Sequence[Guard] | None = None,
-        meter_provider: metrics.MeterProvider | None = None,
         max_open_runs: int = 10_000,
     ) -> None:
         super().__init__()
         provider = sg_config.resolve_tracer_provider(tracer_provider)
+        # Public so that a hold gate used with this handler can follow its providers.
+        self.tracer_provider = provider
+        self.meter_provider = meter_provider
         self._tree = SpanTree(provider.get_tracer("spanguard.plugins.langchain", __version__),
                               max_open=max_open_runs)
         self._capture = capture_from_env() if capture_content is None else capture_content
@@ -219,15 +166,10 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         self._agent_name = agent_name
         self._hasher = hasher
         handle = sg_config.configured()
-        self._prices = prices or (handle.prices if handle is not None else PriceTable.default())
-        loaded = load_policy(policy)
-        enforcer = (Enforcer(loaded, provider, meter_provider, guards=guards)
-                    if loaded is not None or guards is not None else None)
-        self._enforcer = enforcer if enforcer is not None and enforcer.active else None
-        if self._enforcer is not None:
-            install_refusal_filter()
+        self._models = ModelSpans(self._tree, prices or (
+            handle.prices if handle is not None else PriceTable.default()), self._capture)
+        self._guard = build_guard(policy, guards, provider, meter_provider, self, self._close)
         self.telemetry_errors = 0
-        self._requests: dict[tuple[Any, ...], tuple[str | None, str, dict[str, Any]]] = {}
 
     # LangChain skips a handler's callbacks for event kinds it ignores. (Not
     # ``ignore_agent``: LangChain routes the tool callbacks through that flag.)
@@ -255,7 +197,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             tree = self._tree
             key = run_id.int
             parent = tree.get(parent_run_id.int) if parent_run_id is not None else None
-            name = kwargs.get("name") or _serialized_name(serialized, "chain")
+            name = kwargs.get("name") or serialized_name(serialized, "chain")
             if parent is None:
                 agent = self._agent_name or name
                 self._open_root(key, agent_span_name(agent), agent_attributes(agent),
@@ -294,8 +236,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             entry = self._tree.end(run_id.int)
-            if entry is not None and entry.parent is None and self._enforcer is not None:
-                self._end_run(entry)
+            if entry is not None and entry.parent is None and self._guard is not None:
+                self._guard.end_run(entry)
         except Exception:
             self._failed("on_chain_end")
 
@@ -322,8 +264,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         entry = self._open_model(run_id.int, _key(parent_run_id), metadata, kwargs, messages)
-        if entry is not None and self._enforcer is not None:
-            self._before_model(run_id.int, entry)
+        if entry is not None and self._guard is not None:
+            self._guard.before_model(run_id.int, entry)
 
     def on_llm_start(
         self,
@@ -337,8 +279,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         entry = self._open_model(run_id.int, _key(parent_run_id), metadata, kwargs, [prompts])
-        if entry is not None and self._enforcer is not None:
-            self._before_model(run_id.int, entry)
+        if entry is not None and self._guard is not None:
+            self._guard.before_model(run_id.int, entry)
 
     def on_llm_new_token(
         self,
@@ -355,18 +297,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             entry = self._tree.get(key)
             if entry is None or entry.key != key:
                 return
-            step: _Step = entry.data
-            if not step.first_token:
-                step.first_token = True
-                entry.span.set_attributes({
-                    sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: time.perf_counter() - step.started,
-                    sc.GEN_AI_REQUEST_STREAM: True,
-                })
-            usage = getattr(getattr(chunk, "message", None), "usage_metadata", None)
-            if usage:
-                if step.usage is None:
-                    step.usage = Usage()
-                step.usage.add(usage)
+            self._models.chunk(entry, chunk)
         except Exception:
             self._failed("on_llm_new_token")
 
@@ -381,21 +312,16 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     ) -> None:
         key = run_id.int
         entry: RunEntry | None = None
-        usage: ModelUsage | None = None
+        charge: Charge | None = None
         try:
             entry = self._tree.get(key)
             if entry is None or entry.key != key:
                 return
-            usage = self._record_response(entry, response)
+            charge = self._models.response(entry, response)
         except Exception:
             self._failed("on_llm_end")
-        if usage is not None and entry is not None:
-            run = self._run_of(entry)
-            step = entry.data
-            if run is not None and self._enforcer is not None and isinstance(step.call,
-                                                                             ModelCall):
-                self._guarded(key, self._enforcer.after_model_call, run, step.call, usage,
-                              entry.span)
+        if charge is not None and entry is not None and self._guard is not None:
+            self._guard.after_model(key, entry, *charge)
         self._close(key)
 
     def on_llm_error(
@@ -411,7 +337,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         entry: RunEntry | None = None
         error_type: str | None = None
         attrs: dict[str, Any] | None = None
-        usage: ModelUsage | None = None
+        charge: Charge | None = None
         try:
             entry = self._tree.get(key)
             if entry is not None and entry.key == key and not isinstance(error, _BUBBLE_UP):
@@ -421,16 +347,12 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                 if entry.data.router:
                     attrs = error_routing_attributes(error)
                 else:
-                    usage = self._record_failed_usage(entry, error)
+                    charge = self._models.failed(entry, error)
         except Exception:
             self._failed("on_llm_error")
-        if usage is not None and entry is not None and self._enforcer is not None:
+        if charge is not None and entry is not None and self._guard is not None:
             # A failed attempt that reported tokens spent them: they count (retry tokens).
-            run = self._run_of(entry)
-            call = entry.data.call
-            if run is not None and isinstance(call, ModelCall):
-                self._guarded(key, self._enforcer.after_model_call, run, call, usage,
-                              entry.span)
+            self._guard.after_model(key, entry, *charge)
         if error_type is None:
             self._close_after(key, error)
         else:
@@ -457,21 +379,14 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             self._failed("on_tool_start")
         if entry is None:
             return
-        step: _Step = entry.data
-        if self._enforcer is not None:
-            run = self._run_of(entry)
-            if run is not None and isinstance(step.call, ToolCall):
-                try:
-                    self._guarded(run_id.int, self._enforcer.before_tool_call, run,
-                                  step.call, entry.span)
-                except HoldPending as held:
-                    if isinstance(held, HeldWithoutGate):
-                        raise
-                    stopped = HeldWithoutGate(held)
-                    note_refusal(self, stopped)
-                    raise stopped from held
+        if self._guard is not None:
+            self._guard.before_tool(run_id.int, entry)
+        step: Step = entry.data
         try:
             step.token = activate(entry.context)
+            root = entry.root.data
+            if isinstance(root, Step) and root.ids is not None:
+                step.ids_token = attach_run_context(root.ids)
         except Exception:
             self._failed("on_tool_start")
 
@@ -501,8 +416,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         if gate is not None:
             # The hold gate verifies; the span is still open, so the status lands on it.
             gate.settle(entry.span, output, failed)
-        if self._enforcer is not None:
-            self._after_tool(run_id.int, entry, ToolOutcome(result=output, is_error=failed))
+        if self._guard is not None:
+            self._guard.after_tool(run_id.int, entry, output, failed)
         if failed:
             self._close(run_id.int, error_type="tool_error")
         else:
@@ -517,9 +432,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         entry = self._leave_tool(run_id.int)
-        if entry is not None and self._enforcer is not None and not isinstance(
-                error, _BUBBLE_UP):
-            self._after_tool(run_id.int, entry, ToolOutcome(result=error, is_error=True))
+        if entry is not None and self._guard is not None and not isinstance(error, _BUBBLE_UP):
+            self._guard.after_tool(run_id.int, entry, error, True)
         self._close_after(run_id.int, error)
 
     # --- retrievers ----------------------------------------------------------------
@@ -535,7 +449,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            source = kwargs.get("name") or _serialized_name(serialized, "retriever")
+            source = kwargs.get("name") or serialized_name(serialized, "retriever")
             attrs = retrieval_attributes(source)
             attrs[sc.RETRIEVAL_QUERY_HASH] = payload_hash(query)
             if self._capture:
@@ -585,11 +499,15 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
 
     def _open_root(self, run_id: int, name: str, attrs: dict[str, Any],
                    metadata: Mapping[str, Any] | None) -> RunEntry:
-        run_attrs = self._run_attributes(metadata) if metadata else None
+        ids = run_ids(metadata, self._identity, current_run_context())
+        run_attrs = self._run_attributes(metadata, ids) if metadata or ids else None
         entry = self._tree.start(run_id, None, name, attrs, run_attributes=run_attrs)
-        if self._enforcer is not None:
-            step = _Step()
-            step.run = self._start_run(run_id, metadata or {}, entry)
+        guard = self._guard
+        if guard is not None or ids is not None:
+            step = Step()
+            step.ids = ids
+            if guard is not None:
+                step.run = guard.start_run(run_id, entry, ids, self._hash)
             entry.data = step
         return entry
 
@@ -598,12 +516,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                     messages: Sequence[Sequence[Any]]) -> RunEntry | None:
         model: str | None = None
         try:
-            params = kwargs.get("invocation_params")
-            model, name, attrs = self._request_attributes(params, metadata)
-            if metadata and META_ATTEMPT in metadata:
-                attrs.update(attempt_attributes(metadata))
-            if self._capture:
-                attrs.update(input_message_attributes(messages))
+            model, name, attrs = self._models.describe(kwargs.get("invocation_params"),
+                                                       metadata, messages)
         except Exception:
             # Still open the span (and so still enforce) with what is known.
             self._failed("on_chat_model_start")
@@ -613,50 +527,23 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             entry = self._open(run_id, parent_run_id, name, attrs, metadata)
             step = entry.data
             if step is None:
-                step = entry.data = _Step()
+                step = entry.data = Step()
             step.model = model
             if metadata and META_ROUTER in metadata:
-                # The retry wrapper's own run is recorded but never budgeted: each of
-                # its attempts is a model run of its own, checked and charged.
                 step.router = is_router_run(metadata)
-            if self._enforcer is not None and not step.router:
-                step.call = ModelCall(model=model, is_retry=attempt_is_retry(metadata))
+            if self._guard is not None:
+                self._guard.watch_model(step, metadata)
             step.started = time.perf_counter()
             return entry
         except Exception:
             self._failed("on_chat_model_start")
             return None
 
-    def _request_attributes(self, params: Mapping[str, Any] | None,
-                            metadata: Mapping[str, Any] | None
-                            ) -> tuple[str | None, str, dict[str, Any]]:
-        """The request model, the span name and a fresh copy of the request attributes.
-
-        A graph calls the same model with the same parameters over and over, so the
-        result is cached by the raw values it is read from (bounded: cleared when full).
-        """
-        try:
-            key = request_key(params, metadata)
-            cached = self._requests.get(key)
-        except TypeError:  # an unhashable value where a name or number belongs
-            key, cached = None, None
-        if cached is None:
-            model = request_model(params, metadata)
-            provider = metadata.get("ls_provider") if metadata else None
-            cached = (model, chat_span_name(model), model_attributes(
-                model, provider if isinstance(provider, str) else None,
-                **request_parameters(params, metadata)))
-            if key is not None:
-                if len(self._requests) >= _REQUEST_CACHE_SIZE:
-                    self._requests.clear()
-                self._requests[key] = cached
-        return cached[0], cached[1], dict(cached[2])
-
     def _open_tool(self, run_id: int, parent_run_id: int | None,
                    serialized: Mapping[str, Any] | None, input_str: str,
                    inputs: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None,
                    kwargs: Mapping[str, Any]) -> RunEntry:
-        name = _serialized_name(serialized, "") or kwargs.get("name") or "tool"
+        name = serialized_name(serialized, "") or kwargs.get("name") or "tool"
         arguments: Any = inputs if inputs is not None else input_str
         call_id = kwargs.get("tool_call_id")
         call_id = call_id if isinstance(call_id, str) else None
@@ -675,71 +562,23 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         entry = self._open(run_id, parent_run_id, tool_span_name(name), attrs, metadata)
         step = entry.data
         if step is None:
-            step = entry.data = _Step()
+            step = entry.data = Step()
         step.gate = gate_for(name, call_id)
-        if self._enforcer is not None:
-            step.call = ToolCall(tool=name, arguments=inputs if inputs is not None
-                                 else {"input": input_str},
-                                 call_id=call_id, arguments_hash=digest)
+        if self._guard is not None:
+            self._guard.watch_tool(step, name, inputs, input_str, call_id, digest)
         return entry
 
     # --- closing spans -------------------------------------------------------------
-    def _record_response(self, entry: RunEntry, response: LLMResult) -> ModelUsage | None:
-        """Set the response attributes; the usage for the guards when a policy is active."""
-        step: _Step = entry.data
-        info = Response(response)
-        attrs = info.attributes()
-        if step.router:
-            # Its usage is its last attempt's, already counted on that attempt's span.
-            routing = routing_attributes(response)
-            if routing:
-                attrs.update(routing)
-            if self._capture:
-                attrs.update(output_message_attributes(response))
-            entry.span.set_attributes(attrs)
-            return None
-        usage = info.usage or step.usage
-        cost: float | None = None
-        if usage is not None:
-            attrs.update(usage_attributes(usage.input, usage.output, cache_read=usage.cache_read,
-                                          cache_creation=usage.cache_creation,
-                                          reasoning=usage.reasoning))
-            cost = self._prices.cost(info.model or step.model, usage.input, usage.output,
-                                     usage.cache_read)
-            self._tree.add_usage(entry, usage.input, usage.output, cost)
-        else:
-            self._tree.add_usage(entry, 0, 0, None)
-        attrs.update(cost_attributes(cost))
-        if self._capture:
-            attrs.update(output_message_attributes(response))
-        entry.span.set_attributes(attrs)
-        if self._enforcer is None:
-            return None
-        if usage is None:
-            return ModelUsage(cost_usd=None)
-        return ModelUsage(input_tokens=usage.input, output_tokens=usage.output, cost_usd=cost)
-
-    def _record_failed_usage(self, entry: RunEntry, error: BaseException) -> ModelUsage | None:
-        """Usage a failed call reported (few providers do), like a successful call's."""
-        inputs, outputs = error_usage(error)
-        if not (inputs or outputs):
-            return None
-        step: _Step = entry.data
-        cost = self._prices.cost(step.model, inputs, outputs, 0)
-        entry.span.set_attributes({**usage_attributes(inputs, outputs),
-                                   **cost_attributes(cost)})
-        self._tree.add_usage(entry, inputs, outputs, cost)
-        if self._enforcer is None:
-            return None
-        return ModelUsage(input_tokens=inputs, output_tokens=outputs, cost_usd=cost)
-
     def _leave_tool(self, run_id: int) -> RunEntry | None:
         """Deactivate the tool span's context first, whatever else fails."""
         try:
             entry = self._tree.get(run_id)
             if entry is None or entry.key != run_id:
                 return None
-            step: _Step = entry.data
+            step: Step = entry.data
+            if step.ids_token is not None:
+                ids_token, step.ids_token = step.ids_token, None
+                detach_run_context(ids_token)
             if step.token is not None:
                 token, step.token = step.token, None
                 deactivate(token)
@@ -748,30 +587,16 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             self._failed("tool end")
             return None
 
-    def _after_tool(self, run_id: int, entry: RunEntry, outcome: ToolOutcome) -> None:
-        assert self._enforcer is not None
-        run = self._run_of(entry)
-        call = entry.data.call
-        if run is not None and isinstance(call, ToolCall):
-            decisions = self._guarded(run_id, self._enforcer.after_tool_call, run, call,
-                                      outcome, entry.span)
-            record_verification(entry.span, verification_of(call.tool, decisions))
-
     def _close(self, run_id: int, *, error: BaseException | None = None,
                error_type: str | None = None, attributes: Mapping[str, Any] | None = None
                ) -> None:
         try:
             entry = self._tree.end(run_id, error=error, error_type=error_type,
                                    attributes=attributes)
-            if entry is not None and entry.parent is None and self._enforcer is not None:
-                self._end_run(entry)
+            if entry is not None and entry.parent is None and self._guard is not None:
+                self._guard.end_run(entry)
         except Exception:
             self._failed("span end")
-
-    def _end_run(self, root: RunEntry) -> None:
-        run = self._run_of(root)
-        if run is not None and self._enforcer is not None:
-            self._enforcer.end_run(run)
 
     def _close_after(self, run_id: int, error: BaseException) -> None:
         if isinstance(error, _BUBBLE_UP):
@@ -784,69 +609,16 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         else:
             self._close(run_id, error=error)
 
-    # --- guardrails ----------------------------------------------------------------
-    def _before_model(self, run_id: int, entry: RunEntry) -> None:
-        run = self._run_of(entry)
-        step = entry.data
-        if run is not None and self._enforcer is not None and isinstance(step.call, ModelCall):
-            self._guarded(run_id, self._enforcer.before_model_call, run, step.call, entry.span)
+    # --- who the run is for -------------------------------------------------------
+    def _run_attributes(self, metadata: Mapping[str, Any] | None,
+                        ids: RunContext | None) -> dict[str, Any] | None:
+        attrs = ids.attributes(self._get_hasher()) if ids is not None else {}
+        if metadata:
+            attrs.update(version_attributes(metadata))
+        return attrs or None
 
-    def _guarded(self, run_id: int, hook: Any, *args: Any) -> Any:
-        """Run one enforcer hook; a refusal (or a guard failure) ends the span and propagates.
-
-        Enforcement fails closed: whatever the hook raises reaches the caller, so
-        the refused model or tool is never invoked.
-        """
-        try:
-            return hook(*args)
-        except BaseException as exc:
-            if isinstance(exc, GuardrailViolation):
-                self._close(run_id, error=exc, error_type=exc.error_type)
-                note_refusal(self, exc)
-            else:
-                self._close(run_id, error=exc)
-            raise
-
-    def _run_of(self, entry: RunEntry) -> RunState | None:
-        data = entry.root.data
-        return data.run if isinstance(data, _Step) else None
-
-    def _start_run(self, run_id: int, metadata: Mapping[str, Any], entry: RunEntry
-                   ) -> RunState:
-        assert self._enforcer is not None
-        conversation = _conversation_id(metadata)
-        user = _text_id(metadata.get("user_id"))
-        tenant = _text_id(metadata.get("tenant_id"))
-        hasher = self._get_hasher() if conversation or user or tenant else None
-        identity = self._identity or _text_id(metadata.get("identity"))
-        return self._enforcer.start_run(
-            UUID(int=run_id),
-            identity=identity,
-            session=hasher(conversation) if hasher and conversation else None,
-            user=hasher(user) if hasher and user else None,
-            tenant=hasher(tenant) if hasher and tenant else None,
-            trace_id=format(entry.span.get_span_context().trace_id, "032x"),
-        )
-
-    # --- run-level attributes --------------------------------------------------------
-    def _run_attributes(self, metadata: Mapping[str, Any]) -> dict[str, Any] | None:
-        conversation = _conversation_id(metadata)
-        user = _text_id(metadata.get("user_id"))
-        tenant = _text_id(metadata.get("tenant_id"))
-        model_version = _text_id(metadata.get(sc.MODEL_VERSION))
-        prompt_version = _text_id(metadata.get(sc.PROMPT_VERSION))
-        flags = _text_id(metadata.get(sc.FEATURE_FLAG_STATE))
-        if not (conversation or user or tenant or model_version or prompt_version or flags):
-            return None
-        hasher = self._get_hasher() if user or tenant else None
-        return run_identity_attributes(
-            conversation_id=conversation, hasher=self._hasher,  # None: the configured one
-            user_hash=hasher(user) if hasher and user else None,
-            tenant_hash=hasher(tenant) if hasher and tenant else None,
-            model_version=model_version,
-            prompt_version=prompt_version,
-            feature_flag_state=flags,
-        )
+    def _hash(self, value: str) -> str:
+        return self._get_hasher()(value)
 
     def _get_hasher(self) -> KeyedHasher:
         if self._hasher is None:
@@ -860,13 +632,21 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                    where, exc_info=True)
 
 
-def run_span(callbacks: Any) -> Span | None:
+class RunTracing(NamedTuple):
+    """The span of a step a handler traces, and that handler."""
+
+    span: Span
+    handler: SpanguardCallbackHandler
+
+
+def run_tracing(callbacks: Any) -> RunTracing | None:
     """The span of the run that ``callbacks`` (a run's child callback manager) belong to,
-    when a :class:`SpanguardCallbackHandler` among them traces it; else None.
+    and the :class:`SpanguardCallbackHandler` among them that traces it; else None.
 
     Lets code running inside a step (a tool-call interceptor, say) record under the
-    step's span, in the run's trace, without the handler making every step's span
-    the current OpenTelemetry span (which would cost every run).
+    step's span, in the run's trace and through the handler's providers, without the
+    handler making every step's span the current OpenTelemetry span (which would
+    cost every run).
     """
     parent = getattr(callbacks, "parent_run_id", None)
     if parent is None:
@@ -875,15 +655,16 @@ def run_span(callbacks: Any) -> Span | None:
         if isinstance(handler, SpanguardCallbackHandler):
             entry = handler._tree.get(parent.int)
             if entry is not None:
-                return entry.span
+                return RunTracing(entry.span, handler)
     return None
+
+
+def run_span(callbacks: Any) -> Span | None:
+    """The span part of :func:`run_tracing`."""
+    found = run_tracing(callbacks)
+    return found.span if found is not None else None
 
 
 def _key(run_id: UUID | None) -> int | None:
     # Run ids are UUIDs; their int hashes in C, the UUID's __hash__ is Python code.
     return run_id.int if run_id is not None else None
-
-
-def _conversation_id(metadata: Mapping[str, Any]) -> str | None:
-    return (_text_id(metadata.get("conversation_id")) or _text_id(metadata.get("session_id"))
-            or _text_id(metadata.get("thread_id")))

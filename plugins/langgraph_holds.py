@@ -13,8 +13,16 @@ One gate, two hooks (both are LangGraph 1.x's own tool-call interception points)
     ToolNode(tools, wrap_tool_call=HoldGate(policy, identity="alice"))
     create_agent(model, tools, middleware=[HoldMiddleware(policy, identity="alice")])
 
-The gate holds no policy logic: it asks the hold and verify guards (through an
-:class:`~spanguard.guardrails.Enforcer`) and carries out their answer.
+The gate holds no policy logic: it asks the policy's hold and verify guards
+(through an :class:`~spanguard.guardrails.enforcer.Enforcer` built from the policy
+without its budgets and loop checks, which belong to the callback handler) and
+carries out their answer.
+
+Its decisions are recorded under the span of the node running the tools when a
+:class:`~spanguard.plugins.langchain.SpanguardCallbackHandler` traces the run, and,
+unless the gate was given providers of its own, through that handler's tracer and
+meter providers: one trace, one destination (``spanguard.testing.capture()``
+sees them too).
 
 Resuming: ``graph.invoke(Command(resume=True), config)``; with several held calls
 pending at once, resume each by interrupt id (LangGraph's rule). With a plain
@@ -34,36 +42,33 @@ from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, interrupt
-from opentelemetry import trace
-from opentelemetry.trace import Span
+from opentelemetry import metrics, trace
+from opentelemetry.trace import Span, Tracer
 
 from spanguard.attributes import KIND_GUARDRAIL, guardrail_span_name
 from spanguard.config import resolve_tracer_provider
-from spanguard.guardrails import (
-    Enforcer,
-    HoldError,
-    HoldPending,
-    Policy,
-    RunState,
-    ToolCall,
-    ToolOutcome,
+from spanguard.guardrails.enforcer import Enforcer
+from spanguard.guardrails.gating import GatedCall, gated
+from spanguard.guardrails.holds import HoldError, HoldPending, default_identity
+from spanguard.guardrails.pipeline import build_guards
+from spanguard.guardrails.policy import Policy, load_policy
+from spanguard.guardrails.steps import RunState, ToolCall, ToolOutcome
+from spanguard.guardrails.verify import (
+    VerificationFailed,
     VerificationResult,
-    load_policy,
+    VerifyGuard,
     record_verification,
     verification_of,
 )
-from spanguard.guardrails.gating import GatedCall, gated
-from spanguard.guardrails.holds import build_hold_guards, default_identity
-from spanguard.guardrails.verify import (
-    VerificationFailed,
-    VerifyGuard,
-    build_verify_guards,
-)
-from spanguard.plugins.langchain import run_span
+from spanguard.plugins.langchain import SpanguardCallbackHandler, run_tracing
 
 IDENTITY_METADATA_KEY = "spanguard.identity"
 INTERRUPT_TYPE = "spanguard.hold"
 ToolResult = ToolMessage | Command[Any]
+# The guards a gate runs around a tool call; the handler runs the rest of the policy.
+GATE_PARTS = ("holds", "verify")
+_TRACER_NAME = "spanguard.plugins.langgraph_holds"
+_MAX_FOLLOWED = 16  # distinct handler providers remembered (a handler per provider is usual)
 
 
 def interrupt_value(hold: HoldPending) -> dict[str, Any]:
@@ -79,45 +84,55 @@ def interrupt_value(hold: HoldPending) -> dict[str, Any]:
 class HoldGate:
     """The ``wrap_tool_call`` callable: check, pause or refuse, execute once, verify.
 
-    ``identity`` is the maker; else the run's ``config["metadata"]["spanguard.identity"]``;
-    else the OS user. ``tools`` lets a policy read-back verifier call another tool
-    (e.g. a ``git_log`` tool after ``git_commit``).
+    ``policy``: a :class:`~spanguard.guardrails.policy.Policy`, a path to a policy
+    TOML file, or None (then ``SPANGUARD_POLICY``); only its holds and verification
+    apply here. ``identity`` is the maker; else the run's
+    ``config["metadata"]["spanguard.identity"]``; else the OS user. ``tools`` lets a
+    policy read-back verifier call another tool (e.g. a ``git_log`` tool after
+    ``git_commit``). ``tracer_provider``/``meter_provider``: where its decisions go;
+    each one not given follows the handler tracing the run, else the default.
+    ``enforcer``: a ready-made enforcer instead (used as it is, never followed).
     """
 
     def __init__(self, policy: Policy | str | os.PathLike[str] | None = None, *,
                  identity: str | None = None, tools: Sequence[BaseTool] = (),
                  tracer_provider: trace.TracerProvider | None = None,
+                 meter_provider: metrics.MeterProvider | None = None,
                  enforcer: Enforcer | None = None) -> None:
+        provider = resolve_tracer_provider(tracer_provider)
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
+        self._follows = enforcer is None and (tracer_provider is None or meter_provider is None)
         if enforcer is None:
-            loaded = load_policy(policy) or Policy()
-            enforcer = Enforcer(loaded, resolve_tracer_provider(tracer_provider),
-                                guards=[*build_hold_guards(loaded),
-                                        *build_verify_guards(loaded)])
+            # Only holds and verification: budgets, loop checks and the policy's own
+            # guards are the handler's, and a gate running them too would count (or
+            # check) every tool call twice.
+            self._policy = load_policy(policy) or Policy()
+            enforcer = Enforcer(self._policy, provider, meter_provider,
+                                guards=build_guards(self._policy, parts=GATE_PARTS))
         self.enforcer = enforcer
         self.identity = identity
         self._tools = {tool.name: tool for tool in tools}
-        self._tracer = trace.get_tracer(
-            "spanguard.plugins.langgraph_holds",
-            tracer_provider=resolve_tracer_provider(tracer_provider))
+        self._tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=provider)
+        self._own = (provider, meter_provider)
+        self._followed: dict[tuple[Any, Any], tuple[Enforcer, Tracer]] = {}
 
     # --- the two framework hooks ------------------------------------------------
     def __call__(self, request: ToolCallRequest,
                  execute: Callable[[ToolCallRequest], ToolResult]) -> ToolResult:
-        run, call, refusal = self._admit(request)
+        check, refusal = self._admit(request)
         if refusal is not None:
             return refusal
-        check = _Check(self, run, call)
-        with gated(call, check.settle) as gate:
+        with gated(check.call, check.settle) as gate:
             result = execute(request)
         return check.finish(gate, result)
 
     async def acall(self, request: ToolCallRequest,
                     execute: Callable[[ToolCallRequest], Awaitable[ToolResult]]) -> ToolResult:
-        run, call, refusal = self._admit(request)
+        check, refusal = self._admit(request)
         if refusal is not None:
             return refusal
-        check = _Check(self, run, call)
-        with gated(call, check.settle) as gate:
+        with gated(check.call, check.settle) as gate:
             result = await execute(request)
         return check.finish(gate, result)
 
@@ -129,7 +144,7 @@ class HoldGate:
         named = metadata.get(IDENTITY_METADATA_KEY)
         return str(named) if named else default_identity()
 
-    def _admit(self, request: ToolCallRequest) -> tuple[RunState, ToolCall, ToolMessage | None]:
+    def _admit(self, request: ToolCallRequest) -> tuple[_Check, ToolMessage | None]:
         """Ask the guards until they allow or refuse; pause on every pending answer.
 
         Decisions go under the span of the node running the tools when a
@@ -139,26 +154,49 @@ class HoldGate:
         tool_call = request.tool_call
         call = ToolCall(tool=tool_call["name"], arguments=dict(tool_call.get("args") or {}),
                         call_id=tool_call.get("id"))
-        span = run_span(_config(request).get("callbacks")) or trace.get_current_span()
+        tracing = run_tracing(_config(request).get("callbacks"))
+        if tracing is not None:
+            span: Span = tracing.span
+            enforcer, tracer = self._following(tracing.handler)
+        else:
+            span, enforcer, tracer = trace.get_current_span(), self.enforcer, self._tracer
         context = span.get_span_context()
-        run = self.enforcer.start_run(
+        run = enforcer.start_run(
             call.call_id, identity=self._maker(request),
             trace_id=format(context.trace_id, "032x") if context.is_valid else None)
+        check = _Check(self, enforcer, tracer, run, call)
         while True:
             try:
                 with trace.use_span(span, end_on_exit=False, record_exception=False,
                                     set_status_on_exception=False):
-                    self.enforcer.before_tool_call(run, call,
-                                                   span if context.is_valid else None)
-                return run, call, None
+                    enforcer.before_tool_call(run, call, span if context.is_valid else None)
+                return check, None
             except HoldPending as held:
                 interrupt(interrupt_value(held))
             except HoldError as refused:
-                return run, call, ToolMessage(
+                return check, ToolMessage(
                     content=str(refused), name=call.tool, tool_call_id=call.call_id or "",
                     status="error",
                     response_metadata={"spanguard": {"hold_id": refused.hold_id,
                                                      "hold_status": refused.hold.status}})
+
+    def _following(self, handler: SpanguardCallbackHandler) -> tuple[Enforcer, Tracer]:
+        """The enforcer (same guards, so the same holds) recording through ``handler``'s
+        providers wherever this gate was given none of its own."""
+        if not self._follows:
+            return self.enforcer, self._tracer
+        key = (self._tracer_provider or handler.tracer_provider,
+               self._meter_provider or handler.meter_provider)
+        if key == self._own:
+            return self.enforcer, self._tracer
+        found = self._followed.get(key)
+        if found is None:
+            if len(self._followed) >= _MAX_FOLLOWED:
+                self._followed.clear()
+            found = self._followed[key] = (
+                Enforcer(self._policy, key[0], key[1], guards=self.enforcer.guards),
+                trace.get_tracer(_TRACER_NAME, tracer_provider=key[0]))
+        return found
 
     def _read_back(self, tool: str, arguments: Mapping[str, Any]) -> Any:
         """The verifier's read: part of this gate's verification, not an agent action, so
@@ -174,10 +212,13 @@ class _Check:
     is open (the handler calls :meth:`settle` from its tool-end callback), else, with no
     handler tracing the call, after the execution on a ``guardrail verify`` span."""
 
-    __slots__ = ("call", "gate", "result", "run")
+    __slots__ = ("call", "enforcer", "gate", "result", "run", "tracer")
 
-    def __init__(self, gate: HoldGate, run: RunState, call: ToolCall) -> None:
+    def __init__(self, gate: HoldGate, enforcer: Enforcer, tracer: Tracer, run: RunState,
+                 call: ToolCall) -> None:
         self.gate = gate
+        self.enforcer = enforcer
+        self.tracer = tracer
         self.run = run
         self.call = call
         self.result: VerificationResult | None = None
@@ -185,14 +226,14 @@ class _Check:
     def settle(self, span: Span | None, result: Any, is_error: bool) -> None:
         content = result.content if isinstance(result, ToolMessage) else result
         outcome = ToolOutcome(content, is_error=is_error, read_back=self.gate._read_back)
-        decisions = self.gate.enforcer.after_tool_call(self.run, self.call, outcome, span)
+        decisions = self.enforcer.after_tool_call(self.run, self.call, outcome, span)
         self.result = verification_of(self.call.tool, decisions)
         if self.result is None:
             return
         if span is not None and span.is_recording():
             record_verification(span, self.result)
             return
-        with self.gate._tracer.start_as_current_span(
+        with self.tracer.start_as_current_span(
                 guardrail_span_name(VerifyGuard.name), attributes=dict(KIND_GUARDRAIL),
                 end_on_exit=True) as own:
             record_verification(own, self.result)
@@ -227,14 +268,16 @@ def _config(request: ToolCallRequest) -> Mapping[str, Any]:
 
 
 class HoldMiddleware(AgentMiddleware):
-    """The same gate for ``langchain.agents.create_agent(middleware=[...])``."""
+    """The same gate for ``langchain.agents.create_agent(middleware=[...])``; the same
+    arguments as :class:`HoldGate`."""
 
     def __init__(self, policy: Policy | str | os.PathLike[str] | None = None, *,
                  identity: str | None = None, tools: Sequence[BaseTool] = (),
-                 tracer_provider: trace.TracerProvider | None = None) -> None:
+                 tracer_provider: trace.TracerProvider | None = None,
+                 meter_provider: metrics.MeterProvider | None = None) -> None:
         super().__init__()
         self.gate = HoldGate(policy, identity=identity, tools=tools,
-                             tracer_provider=tracer_provider)
+                             tracer_provider=tracer_provider, meter_provider=meter_provider)
 
     def wrap_tool_call(self, request: ToolCallRequest,
                        handler: Callable[[ToolCallRequest], ToolResult]) -> ToolResult:

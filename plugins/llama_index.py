@@ -3,7 +3,7 @@
 ::
 
     from spanguard.plugins import llama_index as sg_llama
-    sg_llama.instrument()            # tracer_provider=..., policy=..., capture_content=...
+    sg_llama.instrument()     # or (tracer_provider, policy=..., meter_provider=..., identity=...)
     index.as_query_engine().query("...")
     sg_llama.uninstrument()
 
@@ -11,7 +11,10 @@ Instrumentation goes through LlamaIndex's own dispatcher (a span handler and an
 event handler on the root dispatcher), not monkey-patching, so it sees every
 component, including ones created before ``instrument()``. Spans start under
 whatever OpenTelemetry span is current when a LlamaIndex operation begins: a
-query engine called inside a LangGraph tool is part of the agent's trace.
+query engine called inside a LangGraph tool is part of the agent's trace. A run
+is for the user, tenant and session of the :func:`spanguard.run_context` it starts
+in (the LangChain handler sets it while a tool runs): its spans carry their
+hashes and the policy's window budgets charge them.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ import threading
 from dataclasses import dataclass
 
 from llama_index_instrumentation import get_dispatcher
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 
 from spanguard import config as sg_config
 from spanguard.guardrails.enforcer import Enforcer
-from spanguard.guardrails.policy import Policy
+from spanguard.guardrails.policy import Policy, load_policy
 from spanguard.hashing import KeyedHasher
 from spanguard.plugins._llama_index_guard import PolicyCallbackHandler
 from spanguard.plugins._llama_index_handlers import (
@@ -59,19 +62,26 @@ _lock = threading.Lock()
 
 def instrument(
     tracer_provider: trace.TracerProvider | None = None,
-    policy: Policy | None = None,
     *,
+    policy: Policy | str | os.PathLike[str] | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+    identity: str | None = None,
     capture_content: bool | None = None,
     prices: PriceTable | None = None,
     hasher: KeyedHasher | None = None,
 ) -> None:
     """Start recording LlamaIndex operations as spans.
 
-    ``capture_content=None`` reads ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``
-    (``true`` turns it on); off, no query, prompt, completion or document text
-    is recorded. ``prices`` and ``hasher`` default to the configured handle's.
-    A second call while instrumented changes nothing (call ``uninstrument()``
-    first to change options).
+    ``tracer_provider`` (the only positional parameter): where the spans go.
+    ``policy``: a :class:`~spanguard.guardrails.policy.Policy`, a path to a policy
+    TOML file, or None (then ``SPANGUARD_POLICY``, else no enforcement); its model
+    guards (budgets) run around every LLM call. ``meter_provider``: for the
+    guardrail decision counters. ``identity``: the maker every run acts for
+    (default: the run context's). ``capture_content=None`` reads
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (``true`` turns it on);
+    off, no query, prompt, completion or document text is recorded. ``prices``
+    and ``hasher`` default to the configured handle's. A second call while
+    instrumented changes nothing (call ``uninstrument()`` first to change options).
     """
     global _installed
     with _lock:
@@ -85,9 +95,10 @@ def instrument(
             hasher = handle.hasher if hasher is None else hasher
         if capture_content is None:
             capture_content = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() == "true"
-        enforcer = Enforcer(policy, provider) if policy is not None else None
+        loaded = load_policy(policy)
+        enforcer = Enforcer(loaded, provider, meter_provider) if loaded is not None else None
         state = Instrumentation(SpanTree(provider.get_tracer(_TRACER_NAME)), hasher, prices,
-                                capture_content, enforcer)
+                                capture_content, enforcer, identity)
         policy_handler = None
         if enforcer is not None and enforcer.active:
             policy_handler = PolicyCallbackHandler(state, enforcer)

@@ -22,6 +22,12 @@ here, helpers below read them):
   ``generations[0][0].message.response_metadata["spanguard"]``
   (:func:`routing_attributes`); when the call fails, on the error
   (:func:`~spanguard.guardrails.routing.error_routing_attributes`).
+
+Like every entry point it takes ``policy=`` (its ``[retry]`` table is the retry
+policy unless ``retry=`` is given) and ``tracer_provider=``/``meter_provider=``:
+with either provider, a call that no ``SpanguardCallbackHandler`` traces is traced
+(and guarded by the policy) by a handler built from these three arguments; a
+handler already in the call's callbacks wins, so nothing is recorded twice.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Any
 from langchain_core.callbacks import (
     AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
+    BaseCallbackHandler,
     BaseCallbackManager,
     CallbackManager,
     CallbackManagerForLLMRun,
@@ -47,11 +54,13 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.config import set_config_context
 from langchain_core.runnables.utils import coro_with_context
+from opentelemetry import metrics, trace
 from pydantic import Field, PrivateAttr, model_validator
 
 from spanguard import semconv as sc
 from spanguard.guardrails.circuit import CircuitBreakers
 from spanguard.guardrails.errors import AllRoutesFailed
+from spanguard.guardrails.policy import load_policy
 from spanguard.guardrails.retry import RetryPolicy
 from spanguard.guardrails.routing import Attempt, Router, error_routing_attributes
 
@@ -96,6 +105,10 @@ class _Parent:
 class ResilientChatModel(BaseChatModel):
     """Try ``models`` in order, retrying transient failures per ``retry``.
 
+    ``retry``: default, the ``[retry]`` table of ``policy`` (a
+    :class:`~spanguard.guardrails.policy.Policy`, a path to a policy TOML file, or
+    None for ``SPANGUARD_POLICY``), else ``RetryPolicy()``.
+    ``tracer_provider``/``meter_provider``: trace calls no handler traces (see above).
     ``route_names`` name the routes in the trace (default: each model's
     ``ls_model_name``). ``sleep``/``asleep``/``clock`` are injectable for tests;
     ``breakers`` may be shared between wrappers to share circuit state.
@@ -103,6 +116,11 @@ class ResilientChatModel(BaseChatModel):
 
     models: list[BaseChatModel]
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    # Policy | str | os.PathLike[str] | None: checked by load_policy (a Policy is not a
+    # pydantic type; validating it here would copy it field by field).
+    policy: Any = Field(default=None, exclude=True)
+    tracer_provider: trace.TracerProvider | None = Field(default=None, exclude=True)
+    meter_provider: metrics.MeterProvider | None = Field(default=None, exclude=True)
     route_names: list[str] | None = None
     breakers: CircuitBreakers | None = None
     sleep: Callable[[float], None] = time.sleep
@@ -111,6 +129,16 @@ class ResilientChatModel(BaseChatModel):
 
     _router: Router = PrivateAttr()
     _routes: tuple[Runnable[Any, Any], ...] = PrivateAttr()
+    _tracing: BaseCallbackHandler | None = PrivateAttr(default=None)
+
+    def __init__(self, **data: Any) -> None:
+        # Read before pydantic validates: a bad policy file raises its ConfigError as it
+        # is, not wrapped in a ValidationError.
+        if "retry" not in data:
+            loaded = load_policy(data.get("policy"))
+            if loaded is not None and loaded.retry is not None:
+                data["retry"] = loaded.retry
+        super().__init__(**data)
 
     @model_validator(mode="after")
     def _build_router(self) -> ResilientChatModel:
@@ -166,25 +194,37 @@ class ResilientChatModel(BaseChatModel):
 
     def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
                stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
-        config, kwargs = _with_parent(config, kwargs)
+        config, kwargs = _with_parent(config, kwargs, self._own_handler())
         return super().invoke(input, config, stop=stop, **kwargs)
 
     async def ainvoke(self, input: LanguageModelInput, config: RunnableConfig | None = None,
                       *, stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
-        config, kwargs = _with_parent(config, kwargs)
+        config, kwargs = _with_parent(config, kwargs, self._own_handler())
         return await super().ainvoke(input, config, stop=stop, **kwargs)
 
     def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
                stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
-        config, kwargs = _with_parent(config, kwargs)
+        config, kwargs = _with_parent(config, kwargs, self._own_handler())
         yield from super().stream(input, config, stop=stop, **kwargs)
 
     async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None,
                       *, stop: list[str] | None = None,
                       **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
-        config, kwargs = _with_parent(config, kwargs)
+        config, kwargs = _with_parent(config, kwargs, self._own_handler())
         async for chunk in super().astream(input, config, stop=stop, **kwargs):
             yield chunk
+
+    def _own_handler(self) -> BaseCallbackHandler | None:
+        """The handler tracing calls no other handler traces; None without providers."""
+        if self.tracer_provider is None and self.meter_provider is None:
+            return None
+        if self._tracing is None:
+            # Imported here: the handler's module imports this one.
+            from spanguard.plugins.langchain import SpanguardCallbackHandler
+
+            self._tracing = SpanguardCallbackHandler(
+                self.tracer_provider, policy=self.policy, meter_provider=self.meter_provider)
+        return self._tracing
 
     def _get_invocation_params(self, stop: list[str] | None = None,
                                **kwargs: Any) -> dict[str, Any]:
@@ -300,14 +340,31 @@ def _default_names(models: Sequence[BaseChatModel]) -> list[str]:
     return names
 
 
-def _with_parent(config: RunnableConfig | None,
-                 kwargs: dict[str, Any]) -> tuple[RunnableConfig, dict[str, Any]]:
+def _with_parent(config: RunnableConfig | None, kwargs: dict[str, Any],
+                 tracing: BaseCallbackHandler | None) -> tuple[RunnableConfig, dict[str, Any]]:
     config = ensure_config(config)
+    if tracing is not None:
+        config["callbacks"] = _with_tracing(config.get("callbacks"), tracing)
     run_id = config.get("run_id") or uuid.uuid4()
     config["run_id"] = run_id
     parent = _Parent(run_id, config.get("callbacks"), list(config.get("tags") or []),
                      dict(config.get("metadata") or {}))
     return config, {**kwargs, _PARENT: parent}
+
+
+def _with_tracing(callbacks: Callbacks, tracing: BaseCallbackHandler) -> Callbacks:
+    """``callbacks`` plus ``tracing``, unless a handler of its class is among them already
+    (a graph's handler traces the call: a second one would record it twice)."""
+    handlers = callbacks if isinstance(callbacks, list) else getattr(callbacks, "handlers", ())
+    if any(isinstance(handler, type(tracing)) for handler in handlers):
+        return callbacks
+    if callbacks is None:
+        return [tracing]
+    if isinstance(callbacks, list):
+        return [*callbacks, tracing]
+    manager = callbacks.copy()  # the caller's manager stays as it was
+    manager.add_handler(tracing, inherit=True)
+    return manager
 
 
 def _child_callbacks(

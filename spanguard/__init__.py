@@ -2,7 +2,8 @@
 
 Start with :func:`configure`, then add the plugin for your framework
 (``spanguard.plugins.langchain``, ``spanguard.plugins.llama_index``) and wrap
-your MCP servers (``spanguard.mcp_bridge``).
+your MCP servers (``spanguard.mcp_bridge``). :func:`run_context` tags runs started
+outside a framework that carries user/tenant/session ids itself.
 
 Every process that imports spanguard, and every ``spanguard`` command, pays for
 this module, so it imports almost nothing: the public names below are loaded
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from spanguard.outcomes import record_outcome
     from spanguard.pricing import PriceTable
     from spanguard.redaction import Redactor
+    from spanguard.runcontext import RunContext, current_run_context, run_context
     from spanguard.sampling import TailSampler
 
 __version__ = "0.1.0"
@@ -49,6 +51,9 @@ _LAZY = {
     "record_outcome": "spanguard.outcomes",
     "PriceTable": "spanguard.pricing",
     "Redactor": "spanguard.redaction",
+    "RunContext": "spanguard.runcontext",
+    "current_run_context": "spanguard.runcontext",
+    "run_context": "spanguard.runcontext",
     "TailSampler": "spanguard.sampling",
 }
 
@@ -61,6 +66,7 @@ __all__ = [
     "PriceTable",
     "RedactingExporter",
     "Redactor",
+    "RunContext",
     "SpanguardError",
     "SpanguardHandle",
     "StoreError",
@@ -69,9 +75,11 @@ __all__ = [
     "__version__",
     "configure",
     "current",
+    "current_run_context",
     "payload_hash",
     "record_outcome",
     "register_pending_holds",
+    "run_context",
 ]
 
 

@@ -159,7 +159,7 @@ def test_every_hook_sees_the_step(cap: SpanCapture) -> None:
 
 def test_no_policy_means_no_enforcer(cap: SpanCapture) -> None:
     handler = SpanguardCallbackHandler(cap.tracer_provider)
-    assert handler._enforcer is None
+    assert handler._guard is None  # the enforcement half is not even built
 
 
 def test_policy_path_from_environment(cap: SpanCapture, tmp_path: Any,

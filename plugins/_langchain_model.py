@@ -1,0 +1,153 @@
+"""What a LangChain model run records on its ``chat`` span: request, stream, usage, cost.
+
+The handler opens and closes the span (:mod:`spanguard.plugins.langchain`); this
+module fills it in. A graph calls the same model with the same parameters over
+and over, so the request attributes are cached by the raw values they are read
+from. Usage is the provider's reported usage, else the sum of streamed chunks';
+a failed call's usage counts too when the provider reported it (few do). A retry
+wrapper's own run (:class:`~spanguard.plugins.resilient.ResilientChatModel`)
+carries the routing decision, never usage: its attempts' spans carry that.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from spanguard import semconv as sc
+from spanguard.attributes import (
+    chat_span_name,
+    cost_attributes,
+    model_attributes,
+    usage_attributes,
+)
+from spanguard.guardrails.transient import error_usage
+from spanguard.plugins._langchain_content import (
+    input_message_attributes,
+    output_message_attributes,
+)
+from spanguard.plugins._langchain_extract import (
+    Response,
+    Usage,
+    request_key,
+    request_model,
+    request_parameters,
+)
+from spanguard.plugins.resilient import META_ATTEMPT, attempt_attributes, routing_attributes
+
+if TYPE_CHECKING:
+    from langchain_core.outputs import LLMResult
+
+    from spanguard.plugins._langchain_step import Step
+    from spanguard.pricing import PriceTable
+    from spanguard.spantree import RunEntry, SpanTree
+
+# What a model run reported, for the guards: (input tokens, output tokens, cost or None).
+Charge = tuple[int, int, "float | None"]
+
+_REQUEST_CACHE_SIZE = 256  # distinct (model, parameters) combinations remembered
+_Request = tuple["str | None", str, dict[str, Any]]
+
+
+class ModelSpans:
+    """The model-call part of one handler's span bookkeeping."""
+
+    __slots__ = ("_capture", "_prices", "_requests", "_tree")
+
+    def __init__(self, tree: SpanTree, prices: PriceTable, capture: bool) -> None:
+        self._tree = tree
+        self._prices = prices
+        self._capture = capture
+        self._requests: dict[tuple[Any, ...], _Request] = {}
+
+    def describe(self, params: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None,
+                 messages: Sequence[Sequence[Any]]) -> tuple[str | None, str, dict[str, Any]]:
+        """The request model, the span name and the span's attributes (a fresh dict)."""
+        model, name, attrs = self._request(params, metadata)
+        if metadata and META_ATTEMPT in metadata:
+            attrs.update(attempt_attributes(metadata))
+        if self._capture:
+            attrs.update(input_message_attributes(messages))
+        return model, name, attrs
+
+    def _request(self, params: Mapping[str, Any] | None,
+                 metadata: Mapping[str, Any] | None) -> _Request:
+        """Cached by the raw values read (bounded: cleared when full); returns a copy."""
+        try:
+            key = request_key(params, metadata)
+            cached = self._requests.get(key)
+        except TypeError:  # an unhashable value where a name or number belongs
+            key, cached = None, None
+        if cached is None:
+            model = request_model(params, metadata)
+            provider = metadata.get("ls_provider") if metadata else None
+            cached = (model, chat_span_name(model), model_attributes(
+                model, provider if isinstance(provider, str) else None,
+                **request_parameters(params, metadata)))
+            if key is not None:
+                if len(self._requests) >= _REQUEST_CACHE_SIZE:
+                    self._requests.clear()
+                self._requests[key] = cached
+        return cached[0], cached[1], dict(cached[2])
+
+    @staticmethod
+    def chunk(entry: RunEntry, chunk: Any) -> None:
+        """A streamed chunk: time to the first one, and the usage chunks report."""
+        step: Step = entry.data
+        if not step.first_token:
+            step.first_token = True
+            entry.span.set_attributes({
+                sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: time.perf_counter() - step.started,
+                sc.GEN_AI_REQUEST_STREAM: True,
+            })
+        usage = getattr(getattr(chunk, "message", None), "usage_metadata", None)
+        if usage:
+            if step.usage is None:
+                step.usage = Usage()
+            step.usage.add(usage)
+
+    def response(self, entry: RunEntry, response: LLMResult) -> Charge | None:
+        """Set the response attributes; returns what to charge (None for a retry wrapper)."""
+        step: Step = entry.data
+        info = Response(response)
+        attrs = info.attributes()
+        if step.router:
+            # Its usage is its last attempt's, already counted on that attempt's span.
+            routing = routing_attributes(response)
+            if routing:
+                attrs.update(routing)
+            if self._capture:
+                attrs.update(output_message_attributes(response))
+            entry.span.set_attributes(attrs)
+            return None
+        usage = info.usage or step.usage
+        cost: float | None = None
+        if usage is not None:
+            attrs.update(usage_attributes(usage.input, usage.output, cache_read=usage.cache_read,
+                                          cache_creation=usage.cache_creation,
+                                          reasoning=usage.reasoning))
+            cost = self._prices.cost(info.model or step.model, usage.input, usage.output,
+                                     usage.cache_read)
+            self._tree.add_usage(entry, usage.input, usage.output, cost)
+        else:
+            self._tree.add_usage(entry, 0, 0, None)
+        attrs.update(cost_attributes(cost))
+        if self._capture:
+            attrs.update(output_message_attributes(response))
+        entry.span.set_attributes(attrs)
+        if usage is None:
+            return 0, 0, None
+        return usage.input, usage.output, cost
+
+    def failed(self, entry: RunEntry, error: BaseException) -> Charge | None:
+        """Usage a failed call reported, recorded like a successful call's; else None."""
+        inputs, outputs = error_usage(error)
+        if not (inputs or outputs):
+            return None
+        step: Step = entry.data
+        cost = self._prices.cost(step.model, inputs, outputs, 0)
+        entry.span.set_attributes({**usage_attributes(inputs, outputs),
+                                   **cost_attributes(cost)})
+        self._tree.add_usage(entry, inputs, outputs, cost)
+        return inputs, outputs, cost
