@@ -97,13 +97,13 @@ def test_detach_from_another_context_changes_nothing() -> None:
     assert current_run_context() is None
 
 
-def test_attributes_and_guard_ids_hash_every_id_but_the_maker_and_the_conversation() -> None:
+def test_attributes_and_guard_ids_hash_every_id_but_the_maker() -> None:
     hasher = KeyedHasher(b"k" * 32)
     context = RunContext("u-1", "acme", "chat-7", "alice")
     attrs = context.attributes(hasher)
     assert attrs[sc.USER_HASH] == attrs[sc.OI_USER_ID] == hasher("u-1")
     assert attrs[sc.TENANT_HASH] == hasher("acme")
-    assert attrs[sc.GEN_AI_CONVERSATION_ID] == attrs[sc.OI_SESSION_ID] == "chat-7"
+    assert attrs[sc.GEN_AI_CONVERSATION_ID] == attrs[sc.OI_SESSION_ID] == hasher("chat-7")
     assert "u-1" not in attrs.values() and "acme" not in attrs.values()
     assert context.guard_ids(hasher) == {"identity": "alice", "session": hasher("chat-7"),
                                          "user": hasher("u-1"), "tenant": hasher("acme")}

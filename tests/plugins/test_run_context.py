@@ -73,7 +73,7 @@ def test_a_query_under_run_context_carries_the_hashed_ids_on_every_span(
     spans = list(cap.tree().walk())
     assert len(spans) > 3
     for node in spans:
-        assert _ids(node) == (HASHER("u-1"), HASHER("acme"), "chat-7"), node.name
+        assert _ids(node) == (HASHER("u-1"), HASHER("acme"), HASHER("chat-7")), node.name
         assert "acme" not in node.attributes.values() and "u-1" not in node.attributes.values()
 
 
@@ -123,7 +123,7 @@ def test_a_query_inside_a_langgraph_tool_carries_the_agent_runs_ids(cap: SpanCap
     llama = _llama_spans(root)
     assert llama and any(node.kind == "LLM" for node in llama)
     for node in root.walk():
-        assert _ids(node) == (HASHER("u-1"), HASHER("acme"), "chat-7"), node.name
+        assert _ids(node) == (HASHER("u-1"), HASHER("acme"), HASHER("chat-7")), node.name
     assert spanguard.current_run_context() is None, "published only while the tool ran"
 
 
@@ -205,4 +205,4 @@ def test_a_langchain_run_takes_what_its_metadata_lacks_from_the_run_context(
     graph = react_graph(ScriptedChatModel(), [])
     with spanguard.run_context(user_id="u-1", tenant_id="acme", session_id="chat-7"):
         graph.invoke({"messages": [HumanMessage("hi")]}, _config(handler, tenant_id="globex"))
-    assert _ids(cap.tree()) == (HASHER("u-1"), HASHER("globex"), "chat-7")
+    assert _ids(cap.tree()) == (HASHER("u-1"), HASHER("globex"), HASHER("chat-7"))
