@@ -104,9 +104,9 @@ class GuardrailCrashed(GuardrailViolation):
     guard = "guardrail"
     error_type = GUARDRAIL_ERROR
 
-    def __init__(self, error: Exception, when: str) -> None:
-        super().__init__(f"the {when} guardrail check failed ({type(error).__name__}), "
-                         "so the call was refused")
+    def __init__(self, error: Exception, consequence: str) -> None:
+        # The type only: a guard's exception message may quote the call's arguments.
+        super().__init__(f"the guardrail check failed ({type(error).__name__}), {consequence}")
 
 
 class _WaitStopped(Exception):
@@ -219,7 +219,7 @@ class ToolGate:
         except Exception as exc:
             logger.exception("spanguard: guardrail check failed on tool %r; refusing it",
                              call.tool)
-            return GuardrailCrashed(exc, "pre-call")
+            return GuardrailCrashed(exc, "so the call was refused")
         return None
 
     def _charge(self, run: RunState, usage: Mapping[str, Any], span: Span) -> None:
@@ -312,7 +312,7 @@ class ToolGate:
             decisions = self.enforcer.after_tool_call(run, call, outcome, span)
         except Exception as exc:
             logger.exception("spanguard: post-call guardrail failed on tool %r", call.tool)
-            crashed = GuardrailCrashed(exc, "post-call")
+            crashed = GuardrailCrashed(exc, "so the result is not reported as a success")
             decisions = [Decision("deny", crashed.guard, str(crashed), error=crashed)]
         answer = outcome_payload(result, decisions)
         if answer is not None:
