@@ -41,7 +41,7 @@ from typing import Any
 import anyio.to_thread
 from mcp.shared.exceptions import MCPError
 from opentelemetry import metrics, trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, format_trace_id
 
 from spanguard import semconv as sc
 from spanguard.attributes import tool_attributes
@@ -151,24 +151,27 @@ class ToolGate:
 
     # --- sessions -------------------------------------------------------------------
 
-    def session_run(self, key: Hashable, ids: Correlation, trace_id: str | None) -> RunState:
+    def session_run(self, key: Hashable, ids: Correlation, span: Span | None) -> RunState:
         """The run of the session named ``key``, kept until :meth:`close`.
 
-        The least recently used of more than 4096 kept sessions is ended, so a
-        server that sees endless distinct session ids keeps bounded memory.
+        ``span`` is the call's span; a new run records its trace id. The least
+        recently used of more than 4096 kept sessions is ended, so a server that
+        sees endless distinct session ids keeps bounded memory.
         """
         run = self._runs.get(key)
         if run is not None:
             self._runs.move_to_end(key)
             return run
-        run = self.start_run(key, ids, trace_id)
+        run = self.start_run(key, ids, span)
         self._runs[key] = run
         if len(self._runs) > _MAX_RUNS:
             self.end_run(self._runs.popitem(last=False)[1])
         return run
 
-    def start_run(self, key: Hashable, ids: Correlation, trace_id: str | None) -> RunState:
+    def start_run(self, key: Hashable, ids: Correlation, span: Span | None) -> RunState:
         """A run the caller keeps and ends itself (:meth:`end_run`), e.g. per connection."""
+        context = span.get_span_context() if span is not None else None
+        trace_id = format_trace_id(context.trace_id) if context and context.is_valid else None
         return self.enforcer.start_run(key, identity=self.identity, session=ids.session,
                                        user=ids.user, tenant=ids.tenant, trace_id=trace_id)
 
@@ -211,7 +214,7 @@ class ToolGate:
         """
         try:
             usage = meta.get(USAGE_META_KEY) if meta else None
-            if isinstance(usage, Mapping):
+            if usage is not None and isinstance(usage, Mapping):
                 self._charge(run, usage, span)
             self.enforcer.before_tool_call(run, call, span)
         except GuardrailViolation as violation:
@@ -314,6 +317,8 @@ class ToolGate:
             logger.exception("spanguard: post-call guardrail failed on tool %r", call.tool)
             crashed = GuardrailCrashed(exc, "so the result is not reported as a success")
             decisions = [Decision("deny", crashed.guard, str(crashed), error=crashed)]
+        if not decisions:
+            return None
         answer = outcome_payload(result, decisions)
         if answer is not None:
             _mark_findings(span, call.tool, decisions, answer)
@@ -371,6 +376,8 @@ def _mark_findings(span: Span, tool: str, decisions: list[Decision],
 
 
 def _is_error(result: object) -> bool:
+    if isinstance(result, dict):  # the wire form, nearly always: skip the ABC check
+        return result.get("isError") is True
     return isinstance(result, Mapping) and result.get("isError") is True
 
 

@@ -36,7 +36,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INTERNAL_ERROR, PROTOCOL_VERSION_META_KEY
 from opentelemetry import metrics, trace
 from opentelemetry.propagate import extract, inject
-from opentelemetry.trace import Span, SpanKind, Tracer, format_trace_id
+from opentelemetry.trace import Span, SpanKind, Tracer
 
 from spanguard import semconv as sc
 from spanguard.config import resolve_tracer_provider
@@ -302,7 +302,8 @@ class McpProxy:
             args_hash = payload_hash(arguments)
             attributes.update(spans.tool_call_attributes(target, request_id, args_hash))
             ids = correlation_from_meta(meta if isinstance(meta, dict) else None)
-            attributes.update(ids.attributes())
+            if ids:
+                attributes.update(ids.attributes())
             # No call id: the JSON-RPC id changes when a client re-makes a held call,
             # and the re-made call must find its approval by maker and payload.
             call = ToolCall(target, arguments, arguments_hash=args_hash)
@@ -316,8 +317,7 @@ class McpProxy:
         if call is not None and self._gate is not None:
             # One run per conversation the caller names (hashed session id), else
             # one for this client connection, as instrument_server keys them.
-            run = self._gate.session_run(ids.session or self._run_key, ids,
-                                         format_trace_id(span.get_span_context().trace_id))
+            run = self._gate.session_run(ids.session or self._run_key, ids, span)
             violation = self._gate.check(run, call, span, meta if isinstance(meta, dict)
                                          else None)
             if violation is not None:

@@ -43,7 +43,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, StatusCode, format_trace_id
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from pydantic import BaseModel, RootModel
 
 from spanguard import semconv as sc
@@ -148,7 +148,8 @@ class SpanguardServerMiddleware:
         connection = getattr(ctx.session, "_connection", None)
         session_id = getattr(connection, "session_id", None)
         attributes = tool_attributes(tool, arguments_hash=arguments_hash)
-        attributes.update(ids.attributes())
+        if ids:
+            attributes.update(ids.attributes())
         if session_id:
             attributes[sc.MCP_SESSION_ID] = session_id
         span.set_attributes(attributes)
@@ -188,16 +189,15 @@ class SpanguardServerMiddleware:
         conversation keeps its budget across reconnects), else by the
         transport's session id, else it lives on the connection itself.
         """
-        trace_id = format_trace_id(span.get_span_context().trace_id)
         key = ids.session or session_id
         if key is not None:
-            return self.gate.session_run(key, ids, trace_id)
+            return self.gate.session_run(key, ids, span)
         per_connection = getattr(connection, "state", None)
         if not isinstance(per_connection, dict):
-            return self.gate.start_run(f"mcp-request-{id(span)}", ids, trace_id)
+            return self.gate.start_run(f"mcp-request-{id(span)}", ids, span)
         run = per_connection.get(_RUN_STATE_KEY)
         if not isinstance(run, RunState):
-            run = self.gate.start_run(f"mcp-connection-{id(connection)}", ids, trace_id)
+            run = self.gate.start_run(f"mcp-connection-{id(connection)}", ids, span)
             per_connection[_RUN_STATE_KEY] = run
             exit_stack = getattr(connection, "exit_stack", None)
             if exit_stack is not None:
