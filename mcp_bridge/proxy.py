@@ -17,6 +17,11 @@ Faults: a dead upstream fails every pending request with a JSON-RPC error that
 names the cause, then the proxy exits (or restarts the server and replays the
 client's ``initialize``); bad client input is answered with a JSON-RPC error
 and the pump goes on; stdin EOF stops the upstream (close, SIGTERM, SIGKILL).
+
+Why one long module: the pump's state (pending requests, the proxy's own
+requests, held calls, restarts) is shared by every step of it. What does not
+need that state lives apart: framing, messages, span attributes, the upstream
+process, and the guardrail gate.
 """
 
 from __future__ import annotations
