@@ -1,7 +1,9 @@
-"""JSON-RPC messages the proxy writes itself: errors, refusals, and its own requests.
+"""JSON-RPC framing helpers for the messages the proxy writes itself.
 
 Everything else is forwarded as the bytes that arrived. Error codes come from
-the MCP SDK's types so they match what an SDK client expects.
+the MCP SDK's types so they match what an SDK client expects. Guardrail
+answers (refusals, holds) are tool results rendered by
+:mod:`spanguard.mcp_bridge.guard`, not errors.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ __all__ = [
     "dumps",
     "error_response",
     "loads",
-    "tool_error_result",
 ]
 
 RequestId = int | str
@@ -44,14 +45,3 @@ def error_response(request_id: RequestId | None, code: int, message: str,
     if data is not None:
         error["data"] = data
     return dumps({"jsonrpc": "2.0", "id": request_id, "error": error})
-
-
-def tool_error_result(request_id: RequestId, text: str, structured: Message) -> bytes:
-    """A ``tools/call`` result the model can read: the call did not run, and why.
-
-    A refusal is a tool result (``isError``), not a protocol error, so an agent
-    sees the reason instead of a transport failure and can choose another step.
-    """
-    result = {"content": [{"type": "text", "text": text}],
-              "structuredContent": structured, "isError": True}
-    return dumps({"jsonrpc": "2.0", "id": request_id, "result": result})

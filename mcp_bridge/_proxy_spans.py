@@ -56,12 +56,6 @@ def finish_error(span: Span, error: Any) -> None:
     span.set_status(Status(StatusCode.ERROR, message if isinstance(message, str) else None))
 
 
-def finish_tool_error(span: Span) -> None:
-    """``isError: true``: the tool ran and failed (the MCP convention's ``tool_error``)."""
-    span.set_attribute(sc.ERROR_TYPE, "tool_error")
-    span.set_status(Status(StatusCode.ERROR))
-
-
 def finish_unanswered(span: Span, outcome: str, description: str) -> None:
     """The proxy closed the request itself (upstream gone, client gone, cancelled)."""
     span.set_attribute(sc.MCP_PROXY_OUTCOME, outcome)

@@ -2,8 +2,11 @@
 
 Hold rules match on ``destructiveHint``, so a guard deciding on a ``tools/call``
 needs the annotations the server advertised for that tool. They are learned
-from every ``tools/list`` result that passes by (wire form, so the stdio proxy
-can feed it the same JSON), and kept until the next listing replaces them.
+from every ``tools/list`` result that passes by, in wire form, so both MCP paths
+feed one cache the same way: ``instrument_server`` from the server's own
+listing, the stdio proxy from the JSON the upstream sends. Each
+:class:`~spanguard.mcp_bridge.gate.ToolGate` keeps one; a listing replaces a
+tool's entry.
 """
 
 from __future__ import annotations

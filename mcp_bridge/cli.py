@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import logging
 import os
 import sys
@@ -20,8 +19,7 @@ from typing import Any
 
 from spanguard.cli._common import EXIT_CONFIG
 from spanguard.config import configure
-from spanguard.guardrails import Enforcer, load_policy
-from spanguard.mcp_bridge._proxy_guard import ToolGate
+from spanguard.guardrails.policy import load_policy
 from spanguard.mcp_bridge.proxy import (
     DEFAULT_MAX_MESSAGE_BYTES,
     McpProxy,
@@ -75,20 +73,15 @@ def run_wrap(args: argparse.Namespace) -> int:
     if args.hold_wait < 0:
         print("spanguard mcp wrap: --hold-wait must be 0 or more seconds", file=sys.stderr)
         return EXIT_CONFIG
+    # Read before configure(): a bad policy is reported before anything is set up.
     policy = load_policy(args.policy)
     handle = configure(home=args.home,
                        service_name=None if os.environ.get("OTEL_SERVICE_NAME") else SERVICE_NAME)
     try:
-        gate = None
-        if policy is not None:
-            enforcer = Enforcer(policy, handle.tracer_provider)
-            if enforcer.active:
-                state = enforcer.start_run(f"mcp-proxy:{os.getpid()}",
-                                           identity=args.identity or _os_user())
-                gate = ToolGate(enforcer, state, hold_wait=args.hold_wait)
-        proxy = McpProxy(command, tracer_provider=handle.tracer_provider, gate=gate,
+        proxy = McpProxy(command, tracer_provider=handle.tracer_provider,
+                         meter_provider=handle.meter_provider, policy=policy,
+                         identity=args.identity, hold_wait=args.hold_wait,
                          restart=RestartPolicy(enabled=args.restart_on_crash),
-                         retry=policy.retry if policy is not None else None,
                          max_message_bytes=args.max_message_bytes)
         return _run_loop(_serve(proxy))
     finally:
@@ -116,10 +109,3 @@ def _run_loop(main: Coroutine[Any, Any, int]) -> int:
         else:
             return uvloop.run(main)
     return asyncio.run(main)
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid:{os.getuid()}"

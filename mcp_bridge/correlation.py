@@ -43,10 +43,17 @@ class Correlation:
     user: str | None = None
     tenant: str | None = None
 
+    def __bool__(self) -> bool:
+        """Whether any id is present (most requests carry none)."""
+        return self.session is not None or self.user is not None or self.tenant is not None
+
     def attributes(self) -> dict[str, str]:
         """The span attributes for the ids that are present."""
         pairs = zip(BAGGAGE_KEYS, (self.session, self.user, self.tenant), strict=True)
         return {key: value for key, value in pairs if value is not None}
+
+
+_NONE = Correlation()
 
 
 @contextmanager
@@ -85,12 +92,12 @@ def correlation(
 def correlation_from_meta(meta: Mapping[str, Any] | None) -> Correlation:
     """The hashed ids a request's ``_meta`` carries; malformed or raw values are dropped."""
     if not meta or not isinstance(meta.get("baggage"), str):
-        return Correlation()
+        return _NONE
     try:
         # A fresh Context: only what this request carries, never ambient baggage.
         entries = baggage.get_all(propagate.extract(meta, context=Context()))
     except (ValueError, TypeError, AttributeError):
-        return Correlation()
+        return _NONE
     values = [entries.get(key) for key in BAGGAGE_KEYS]
     session, user, tenant = (
         value if isinstance(value, str) and _HASHED.fullmatch(value) else None

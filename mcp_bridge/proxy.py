@@ -6,7 +6,9 @@ message is forwarded as the bytes that arrived, except client requests, which
 get the proxy's trace context in ``params._meta`` (so the server's own spans,
 if it has any, continue the trace). Each client request gets one SERVER span
 continuing the caller's trace from ``params._meta``; ``tools/call`` also passes
-the guardrail hook, which may answer the client itself instead of forwarding.
+the :class:`~spanguard.mcp_bridge.gate.ToolGate` (the same gate as
+``instrument_server``), which may answer the client itself instead of
+forwarding, and judges the answer before the client sees it.
 
 Each line is parsed once (orjson) and only requests are re-serialized; no
 message goes through pydantic, which would cost more than the hop itself.
@@ -15,6 +17,11 @@ Faults: a dead upstream fails every pending request with a JSON-RPC error that
 names the cause, then the proxy exits (or restarts the server and replays the
 client's ``initialize``); bad client input is answered with a JSON-RPC error
 and the pump goes on; stdin EOF stops the upstream (close, SIGTERM, SIGKILL).
+
+Why one long module: the pump's state (pending requests, the proxy's own
+requests, held calls, restarts) is shared by every step of it. What does not
+need that state lives apart: framing, messages, span attributes, the upstream
+process, and the guardrail gate.
 """
 
 from __future__ import annotations
@@ -30,22 +37,24 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from mcp.types import PROTOCOL_VERSION_META_KEY
-from opentelemetry import trace
+from mcp.shared.exceptions import MCPError
+from mcp.types import INTERNAL_ERROR, PROTOCOL_VERSION_META_KEY
+from opentelemetry import metrics, trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Span, SpanKind, Tracer
 
 from spanguard import semconv as sc
-from spanguard.attributes import tool_attributes
-from spanguard.guardrails import (
-    GuardrailViolation,
-    HoldPending,
+from spanguard.config import resolve_tracer_provider
+from spanguard.guardrails.errors import GuardrailViolation
+from spanguard.guardrails.holds import HoldPending
+from spanguard.guardrails.policy import Policy
+from spanguard.guardrails.retry import (
     RetryPolicy,
-    ToolCall,
     ToolCallNotRetried,
     aretry_tool_call,
     tool_retry_allowed,
 )
+from spanguard.guardrails.steps import RunState, ToolCall
 from spanguard.guardrails.transient import error_type_name
 from spanguard.hashing import payload_hash
 from spanguard.mcp_bridge import _proxy_spans as spans
@@ -55,7 +64,6 @@ from spanguard.mcp_bridge._proxy_framing import (
     FrameReader,
     Oversized,
 )
-from spanguard.mcp_bridge._proxy_guard import USAGE_META_KEY, ToolGate, flagged_result
 from spanguard.mcp_bridge._proxy_messages import (
     CONNECTION_CLOSED,
     INVALID_REQUEST,
@@ -67,6 +75,9 @@ from spanguard.mcp_bridge._proxy_messages import (
     loads,
 )
 from spanguard.mcp_bridge._proxy_upstream import Upstream, describe_exit
+from spanguard.mcp_bridge.annotations import ToolAnnotations
+from spanguard.mcp_bridge.correlation import Correlation, correlation_from_meta
+from spanguard.mcp_bridge.gate import ToolGate, mark_tool_result
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -97,6 +108,7 @@ class _Pending:
     method: str
     span: Span
     call: ToolCall | None = None
+    run: RunState | None = None
     # Set while a task awaits the answer (a repeatable tool call): it gets
     # (message, frame), or the transport failure that may be retried.
     future: asyncio.Future[tuple[Message, bytes]] | None = None
@@ -117,29 +129,39 @@ class _Cancelled(Exception):
 class McpProxy:
     """One client session in front of one wrapped server (restarted as needed).
 
-    ``gate`` is the guardrail hook (None: no policy, no hook). ``client_writer``
-    receives protocol frames only.
+    ``policy`` (a ``Policy``, a TOML path, or None for ``SPANGUARD_POLICY``),
+    ``identity`` (the maker of held calls, default the OS user) and
+    ``hold_wait`` configure the proxy's :class:`~spanguard.mcp_bridge.gate.ToolGate`;
+    ``retry`` defaults to the policy's ``[retry]``. ``client_writer`` receives
+    protocol frames only.
     """
 
     def __init__(self, command: Sequence[str], *,
                  tracer_provider: trace.TracerProvider | None = None,
-                 gate: ToolGate | None = None,
+                 meter_provider: metrics.MeterProvider | None = None,
+                 policy: Policy | str | os.PathLike[str] | None = None,
+                 identity: str | None = None,
+                 hold_wait: float = 0.0,
                  restart: RestartPolicy = RestartPolicy(),
                  retry: RetryPolicy | None = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self._upstream = Upstream(command, CHUNK_BYTES)
-        self._tracer: Tracer = trace.get_tracer("spanguard.mcp_bridge.proxy",
-                                                tracer_provider=tracer_provider)
-        self._gate = gate
+        provider = resolve_tracer_provider(tracer_provider)
+        self._tracer: Tracer = provider.get_tracer("spanguard.mcp_bridge.proxy")
+        gate = ToolGate(policy, tracer_provider=provider, meter_provider=meter_provider,
+                        identity=identity, hold_wait=hold_wait)
+        self._gate: ToolGate | None = gate if gate.active else None
+        self._tools: ToolAnnotations = gate.tools
+        self._run_key = f"mcp-proxy-{os.getpid()}-{id(self)}"
         self._restart = restart
-        self._retry = retry or RetryPolicy()
+        self._retry = retry or (gate.policy.retry if gate.policy is not None else None) \
+            or RetryPolicy()
         self._limit = max_message_bytes
         self._pending: dict[RequestId, _Pending] = {}
         self._own: dict[str, asyncio.Future[Message]] = {}
         self._own_counter = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._held: dict[RequestId, asyncio.Task[None]] = {}
-        self._annotations: dict[str, dict[str, Any]] = {}
         self._tools_listed = False
         self._protocol_version: str | None = None
         self._session_id: str | None = None
@@ -158,9 +180,9 @@ class McpProxy:
         return self._upstream.pid
 
     @property
-    def annotations(self) -> dict[str, dict[str, Any]]:
-        """Tool name -> MCP tool annotations, as the upstream's ``tools/list`` gave them."""
-        return self._annotations
+    def annotations(self) -> ToolAnnotations:
+        """The upstream's tool annotations, as its ``tools/list`` answers gave them."""
+        return self._tools
 
     async def run(self, client_reader: asyncio.StreamReader,
                   client_writer: asyncio.StreamWriter) -> int:
@@ -191,7 +213,7 @@ class McpProxy:
         finally:
             self._closing = True
             if self._gate is not None:
-                self._gate.end()
+                self._gate.close()
             for task in (from_client, from_upstream, *self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -278,11 +300,15 @@ class McpProxy:
         attributes = spans.request_attributes(method, request_id, self._protocol_version,
                                               self._session_id)
         call: ToolCall | None = None
+        ids = Correlation()
         if method == "tools/call" and target is not None and isinstance(params, dict):
             raw_args = params.get("arguments")
             arguments = raw_args if isinstance(raw_args, dict) else {}
             args_hash = payload_hash(arguments)
             attributes.update(spans.tool_call_attributes(target, request_id, args_hash))
+            ids = correlation_from_meta(meta if isinstance(meta, dict) else None)
+            if ids:
+                attributes.update(ids.attributes())
             # No call id: the JSON-RPC id changes when a client re-makes a held call,
             # and the re-made call must find its approval by maker and payload.
             call = ToolCall(target, arguments, arguments_hash=args_hash)
@@ -292,39 +318,43 @@ class McpProxy:
             # {} for a tool the server gave no hints for (or that it did not list):
             # None would mean "not classified" and let a high-risk rule pass it.
             call.annotations = await self._tool_annotations(call.tool) or {}
+        run: RunState | None = None
         if call is not None and self._gate is not None:
-            usage = meta.get(USAGE_META_KEY) if isinstance(meta, dict) else None
-            violation = self._gate.check(call, span, usage if isinstance(usage, dict) else None)
+            # One run per conversation the caller names (hashed session id), else
+            # one for this client connection, as instrument_server keys them.
+            run = self._gate.session_run(ids.session or self._run_key, ids, span)
+            violation = self._gate.check(run, call, span, meta if isinstance(meta, dict)
+                                         else None)
             if violation is not None:
                 held = self._gate.waits_for(violation)
                 if held is None:
                     await self._refuse(request_id, call, violation, span)
                     return
                 self._held[request_id] = self._spawn(self._wait_then_forward(
-                    held, message, request_id, method, span, call, frame))
+                    held, message, request_id, method, span, call, run, frame))
                 return
-        await self._forward(message, request_id, method, span, call, frame)
+        await self._forward(message, request_id, method, span, call, frame, run)
 
     async def _refuse(self, request_id: RequestId, call: ToolCall,
                       violation: GuardrailViolation, span: Span) -> None:
         assert self._gate is not None
-        refusal = self._gate.refusal(request_id, call, violation, span)
+        refusal = self._gate.refuse(call, violation, span)
         span.end()
-        await self._to_client(refusal)
+        await self._to_client(dumps({"jsonrpc": "2.0", "id": request_id, "result": refusal}))
 
     async def _wait_then_forward(self, held: HoldPending, message: Message,
                                  request_id: RequestId, method: str, span: Span,
-                                 call: ToolCall, frame: bytes) -> None:
+                                 call: ToolCall, run: RunState, frame: bytes) -> None:
         """``--hold-wait``: wait for the checker off the pump, then ask the guards again."""
         assert self._gate is not None
         try:
             violation = await self._gate.wait(held)
             if violation is None:
-                violation = self._gate.check(call, span)
+                violation = self._gate.check(run, call, span)
             if violation is not None:
                 await self._refuse(request_id, call, violation, span)
                 return
-            await self._forward(message, request_id, method, span, call, frame)
+            await self._forward(message, request_id, method, span, call, frame, run)
         except asyncio.CancelledError:
             if span.is_recording():
                 spans.finish_unanswered(span, "cancelled", "cancelled while held")
@@ -334,7 +364,8 @@ class McpProxy:
             self._held.pop(request_id, None)
 
     async def _forward(self, message: Message, request_id: RequestId, method: str,
-                       span: Span, call: ToolCall | None, frame: bytes) -> None:
+                       span: Span, call: ToolCall | None, frame: bytes,
+                       run: RunState | None = None) -> None:
         params = message.get("params")
         if method == "initialize" and isinstance(params, dict):
             self._init_params = {k: v for k, v in params.items() if k != "_meta"}
@@ -354,7 +385,7 @@ class McpProxy:
             frame = dumps(message)
         else:
             frame += b"\n"
-        entry = _Pending(method, span, call)
+        entry = _Pending(method, span, call, run)
         self._pending[request_id] = entry
         if call is not None and self._restart.enabled and \
                 tool_retry_allowed(call.annotations)[0]:
@@ -531,17 +562,15 @@ class McpProxy:
                 if isinstance(version, str):
                     self._protocol_version = version
             elif entry.call is not None:
-                is_error = result.get("isError") is True
-                if is_error:
-                    spans.finish_tool_error(span)
-                if self._gate is not None:
-                    if not is_error and self._gate.read_back_request(entry.call) is not None:
+                mark_tool_result(span, result)
+                if self._gate is not None and entry.run is not None:
+                    if self._gate.needs_read_back(entry.call, result):
                         self._spawn(self._verify_then_answer(entry, message))
                         handed_off = True  # the task ends the span
                         return None
-                    failed, checked = self._gate.settle(entry.call, result, is_error, span)
-                    if failed or checked is not None:
-                        message["result"] = flagged_result(result, failed, checked)
+                    settled = self._gate.settle_now(entry.run, entry.call, result, span)
+                    if settled is not None:
+                        message["result"] = settled
                         return dumps(message)[:-1]
             return frame
         finally:
@@ -549,62 +578,44 @@ class McpProxy:
                 span.end()
 
     async def _verify_then_answer(self, entry: _Pending, message: Message) -> None:
-        """Read back through the upstream, let the verify guard judge, then answer."""
-        assert self._gate is not None and entry.call is not None
-        span = entry.span
+        """Read back through the upstream, let the guards judge, then answer."""
+        assert self._gate is not None and entry.call is not None and entry.run is not None
         try:
-            result = message["result"]
-            failed, checked = await self._gate.after(entry.call, result, False, span,
-                                                     read_back=self._read_back(span))
-            message["result"] = flagged_result(result, failed, checked)
+            settled = await self._gate.settle(entry.run, entry.call, message["result"],
+                                              entry.span, self._read_back)
+            if settled is not None:
+                message["result"] = settled
             await self._to_client(dumps(message))
         finally:
-            span.end()
+            entry.span.end()
 
-    def _read_back(self, parent: Span) -> Callable[[str, Mapping[str, Any]], Any]:
-        """A verifier's read-back: a hidden ``tools/call`` to the upstream (own request id),
-        traced as a CLIENT span under the verified call's span."""
-        async def read_back(tool: str, arguments: Mapping[str, Any]) -> Any:
-            attributes = tool_attributes(tool, arguments_hash=payload_hash(dict(arguments)))
-            attributes[sc.MCP_METHOD_NAME] = "tools/call"
-            child = self._tracer.start_span(
-                spans.request_span_name("tools/call", tool), trace.set_span_in_context(parent),
-                kind=SpanKind.CLIENT, attributes=attributes)
-            try:
-                meta: Message = {}
-                inject(meta, context=trace.set_span_in_context(child))
-                response = await self._own_request(
-                    "tools/call", {"name": tool, "arguments": dict(arguments), "_meta": meta})
-                if "error" in response:
-                    spans.finish_error(child, response["error"])
-                    raise RuntimeError(f"read-back {tool} failed: {response['error']}")
-                result = response.get("result")
-                if isinstance(result, dict) and result.get("isError") is True:
-                    spans.finish_tool_error(child)
-                return result
-            finally:
-                child.end()
-        return read_back
+    async def _read_back(self, tool: str, arguments: Mapping[str, Any]) -> Any:
+        """A verifier's read-back: a hidden ``tools/call`` to the upstream (own request
+        id), continuing the trace of the read-back span the gate made current."""
+        meta: Message = {}
+        inject(meta)
+        response = await self._own_request(
+            "tools/call", {"name": tool, "arguments": dict(arguments), "_meta": meta})
+        error = response.get("error")
+        if error is not None:
+            code = error.get("code") if isinstance(error, dict) else None
+            text = error.get("message") if isinstance(error, dict) else None
+            raise MCPError(code if isinstance(code, int) else INTERNAL_ERROR,
+                           text if isinstance(text, str) else f"read-back {tool} failed")
+        return response.get("result")
 
     def _remember_tools(self, result: Message) -> None:
-        tools = result.get("tools")
-        if not isinstance(tools, list):
-            return
-        for tool in tools:
-            if isinstance(tool, dict) and isinstance(tool.get("name"), str):
-                annotations = tool.get("annotations")
-                self._annotations[tool["name"]] = (
-                    annotations if isinstance(annotations, dict) else {})
+        self._tools.observe(result)
         if result.get("nextCursor") is None:
             self._tools_listed = True
 
-    async def _tool_annotations(self, tool: str) -> dict[str, Any] | None:
+    async def _tool_annotations(self, tool: str) -> Mapping[str, Any] | None:
         """The tool's annotations; lists the upstream's tools first if they are unknown.
 
         A client may call a tool it never listed; a policy keyed on
         ``destructiveHint`` must still see the hint, so the proxy asks itself.
         """
-        if tool not in self._annotations and not self._tools_listed:
+        if self._tools.get(tool) is None and not self._tools_listed:
             cursor: str | None = None
             while True:
                 params = {"cursor": cursor} if cursor else {}
@@ -620,7 +631,7 @@ class McpProxy:
                 cursor = result.get("nextCursor")
                 if not isinstance(cursor, str):
                     break
-        return self._annotations.get(tool)
+        return self._tools.get(tool)
 
     async def _own_request(self, method: str, params: Message) -> Message:
         self._own_counter += 1

@@ -16,16 +16,22 @@ land there, so the middleware opens the one server span itself, in spanguard's
 provider, with the same name, kind, parent and attributes. Either way each
 provider receives exactly one server span per call.
 
-This middleware is where guardrails run: before the tool, the enforcer may
-refuse or hold the call (the tool does not run; the caller gets an ``isError``
-result from :func:`spanguard.mcp_bridge.guard.refusal_result`); after it,
-decisions such as a failed verification are written onto the result.
+Guardrails run here through a :class:`~spanguard.mcp_bridge.gate.ToolGate`, the
+same gate the stdio proxy uses, so both paths answer alike: before the tool,
+the gate may refuse or hold the call (the tool does not run; the caller gets the
+gate's ``isError`` result); after it, the gate makes the verifier's read-back
+through this server's own ``tools/call`` handler and writes its findings onto
+the result. The SDK's middleware marks every ``isError`` result
+``error.type=tool_error`` after this one returns; a result the gate wrote
+(a refusal, a hold, an unconfirmed action) is not a tool failure, so it is
+returned in a form the SDK does not classify and the span keeps the gate's
+``error.type``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+import os
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -35,24 +41,20 @@ from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult
-from opentelemetry import propagate, trace
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, StatusCode, format_trace_id
-from pydantic import BaseModel
+from opentelemetry.trace import Span, SpanKind, StatusCode
+from pydantic import BaseModel, RootModel
 
 from spanguard import semconv as sc
 from spanguard.attributes import tool_attributes
 from spanguard.config import resolve_tracer_provider
-from spanguard.guardrails.enforcer import Enforcer
-from spanguard.guardrails.errors import GuardrailViolation
-from spanguard.guardrails.holds import HoldError, hold_result_payload
 from spanguard.guardrails.policy import Policy
-from spanguard.guardrails.steps import RunState, ToolCall, ToolOutcome
+from spanguard.guardrails.steps import RunState, ToolCall
 from spanguard.hashing import payload_hash
 from spanguard.mcp_bridge.annotations import ToolAnnotations
 from spanguard.mcp_bridge.correlation import Correlation, correlation_from_meta
-from spanguard.mcp_bridge.guard import apply_decisions, refusal_result
+from spanguard.mcp_bridge.gate import STATUS_ERROR, ToolGate, mark_tool_result
 
 __all__ = ["SpanguardServerMiddleware", "instrument_server"]
 
@@ -63,11 +65,14 @@ AnyServer = Server[Any] | MCPServer[Any]
 SDK_TRACER_NAME = "mcp-python-sdk"
 """Instrumentation scope of the SDK's own spans (``mcp.shared._otel``)."""
 
-TOOL_ERROR = "tool_error"
-STATUS_OK, STATUS_ERROR, STATUS_REFUSED = "ok", "error", "refused"
-
 _RUN_STATE_KEY = "spanguard.run_state"
-_MAX_SESSIONS = 4096
+
+
+class _GateAnswer(RootModel[dict[str, Any]]):
+    """A wire result the gate wrote, in a shape the SDK's span middleware leaves alone.
+
+    Serialized exactly like the dict it holds; see the module docstring for why.
+    """
 
 
 class SpanguardServerMiddleware:
@@ -75,18 +80,20 @@ class SpanguardServerMiddleware:
 
     Other methods pass straight through, except ``tools/list`` whose result is
     read for tool annotations. One instance serves all connections of a server;
-    guard state lives in a :class:`RunState` per MCP session.
+    the gate keeps guard state per MCP session.
     """
 
     def __init__(self, server: AnyServer, tracer_provider: trace.TracerProvider,
-                 enforcer: Enforcer | None = None, identity: str | None = None) -> None:
+                 gate: ToolGate) -> None:
         self._server = server
         self._provider = tracer_provider
         self._tracer = tracer_provider.get_tracer("spanguard.mcp_bridge")
-        self.enforcer = enforcer if enforcer is not None and enforcer.active else None
-        self.identity = identity
-        self.tools = ToolAnnotations()
-        self._runs: OrderedDict[str, RunState] = OrderedDict()
+        self.gate = gate
+
+    @property
+    def tools(self) -> ToolAnnotations:
+        """The annotations the server advertised, as the gate's guards see them."""
+        return self.gate.tools
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any],
                        call_next: CallNext) -> HandlerResult:
@@ -141,43 +148,38 @@ class SpanguardServerMiddleware:
         connection = getattr(ctx.session, "_connection", None)
         session_id = getattr(connection, "session_id", None)
         attributes = tool_attributes(tool, arguments_hash=arguments_hash)
-        attributes.update(ids.attributes())
+        if ids:
+            attributes.update(ids.attributes())
         if session_id:
             attributes[sc.MCP_SESSION_ID] = session_id
         span.set_attributes(attributes)
+        if not self.gate.active:
+            result = await _run(call_next, ctx, span)
+            mark_tool_result(span, result if isinstance(result, Mapping) else _wire(result))
+            return result
 
-        call: ToolCall | None = None
-        state: RunState | None = None
-        if self.enforcer is not None:
-            state = self._run_state(connection, session_id, ids, span)
-            if self.tools.get(tool) is None:  # first call, or a tool added since
-                await self._list_tools(ctx)
-            # No call id: a client re-making a held call sends a new JSON-RPC id, and
-            # the call must still find its approval. {} for a tool without hints: None
-            # would mean "not classified" and let a high-risk rule pass it.
-            call = ToolCall(tool, arguments, annotations=self.tools.get(tool) or {},
-                            arguments_hash=arguments_hash)
-            try:
-                self.enforcer.before_tool_call(state, call, span)
-            except GuardrailViolation as violation:
-                return _refuse(span, violation, tool)
-            except Exception as exc:  # enforcement fails closed
-                logger.exception("spanguard: guardrail failed on tool %r; refusing it", tool)
-                return _refuse(span, _guard_failure(exc), tool)
+        gate = self.gate
+        run = self._run_state(connection, session_id, ids, span)
+        if gate.tools.get(tool) is None:  # first call, or a tool added since
+            await self._list_tools(ctx)
+        # No call id: a client re-making a held call sends a new JSON-RPC id, and
+        # the call must still find its approval. {} for a tool without hints: None
+        # would mean "not classified" and let a high-risk rule pass it.
+        call = ToolCall(tool, arguments, annotations=gate.tools.get(tool) or {},
+                        arguments_hash=arguments_hash)
+        refused = await gate.admit(run, call, span, ctx.meta)
+        if refused is not None:
+            return _GateAnswer(refused)
+        wire = _wire(await _run(call_next, ctx, span))
+        mark_tool_result(span, wire)
 
-        try:
-            result = await call_next(ctx)
-        except Exception:
-            span.set_attribute(sc.TOOL_RESULT_STATUS, STATUS_ERROR)
-            raise
-        if self.enforcer is not None and call is not None and state is not None:
-            wire = _wire(result)
-            decisions = self.enforcer.after_tool_call(
-                state, call, ToolOutcome(result=wire, is_error=_is_error(wire)), span)
-            if any(d.kind != "allow" for d in decisions):
-                result = apply_decisions(wire, decisions)
-        _finish(span, _is_error(result))
-        return result
+        async def read_back(name: str, read_arguments: Mapping[str, Any]) -> Any:
+            """Another tool of this server, through the rest of the chain (its own handler)."""
+            return _wire(await call_next(replace(
+                ctx, params={"name": name, "arguments": dict(read_arguments)}, meta=None)))
+
+        settled = await gate.settle(run, call, wire, span, read_back)
+        return wire if settled is None else _GateAnswer(settled)
 
     def _run_state(self, connection: object, session_id: str | None, ids: Correlation,
                    span: Span) -> RunState:
@@ -187,35 +189,20 @@ class SpanguardServerMiddleware:
         conversation keeps its budget across reconnects), else by the
         transport's session id, else it lives on the connection itself.
         """
-        assert self.enforcer is not None
         key = ids.session or session_id
         if key is not None:
-            state = self._runs.get(key)
-            if state is not None:
-                self._runs.move_to_end(key)
-                return state
-            state = self._new_state(key, ids, span)
-            self._runs[key] = state
-            if len(self._runs) > _MAX_SESSIONS:
-                self.enforcer.end_run(self._runs.popitem(last=False)[1])
-            return state
+            return self.gate.session_run(key, ids, span)
         per_connection = getattr(connection, "state", None)
         if not isinstance(per_connection, dict):
-            return self._new_state(f"mcp-request-{id(span)}", ids, span)
-        state = per_connection.get(_RUN_STATE_KEY)
-        if not isinstance(state, RunState):
-            state = self._new_state(f"mcp-connection-{id(connection)}", ids, span)
-            per_connection[_RUN_STATE_KEY] = state
+            return self.gate.start_run(f"mcp-request-{id(span)}", ids, span)
+        run = per_connection.get(_RUN_STATE_KEY)
+        if not isinstance(run, RunState):
+            run = self.gate.start_run(f"mcp-connection-{id(connection)}", ids, span)
+            per_connection[_RUN_STATE_KEY] = run
             exit_stack = getattr(connection, "exit_stack", None)
             if exit_stack is not None:
-                exit_stack.callback(self.enforcer.end_run, state)
-        return state
-
-    def _new_state(self, key: str, ids: Correlation, span: Span) -> RunState:
-        assert self.enforcer is not None
-        return self.enforcer.start_run(
-            key, identity=self.identity, session=ids.session, user=ids.user, tenant=ids.tenant,
-            trace_id=format_trace_id(span.get_span_context().trace_id))
+                exit_stack.callback(self.gate.end_run, run)
+        return run
 
     async def _list_tools(self, ctx: ServerRequestContext[Any, Any]) -> None:
         """Read the tool annotations the server advertises (before a guarded call)."""
@@ -232,7 +219,7 @@ class SpanguardServerMiddleware:
                                          entry.params_type.model_validate({}))
             self._observe_tools(result)
         except Exception:
-            # Guards then see annotations=None ("unknown"), which they must treat as such.
+            # Guards then see annotations {} ("no hints"), which they must treat as such.
             logger.warning("spanguard: could not list tools for their annotations",
                            exc_info=True)
 
@@ -243,29 +230,44 @@ class SpanguardServerMiddleware:
 
 def instrument_server(
     server: AnyServer,
-    policy: Policy | None = None,
+    policy: Policy | str | os.PathLike[str] | None = None,
     *,
     tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
     identity: str | None = None,
+    hold_wait: float = 0.0,
 ) -> SpanguardServerMiddleware:
     """Add spanguard to an SDK-built server (low-level ``Server`` or ``MCPServer``).
 
     The middleware goes right after the SDK's OpenTelemetry middleware, so it
     sees the SDK's span and runs guards before any other middleware or the tool.
-    ``identity`` names the maker for hold rules. Calling it twice returns the
-    middleware already installed.
+    ``policy`` is a ``Policy``, a TOML path, or None for ``SPANGUARD_POLICY``
+    (unset: tracing only); ``identity`` names the maker for hold rules (default:
+    the OS user); ``hold_wait`` > 0 lets a held call wait that many seconds for a
+    checker. Calling it twice returns the middleware already installed.
     """
     chain: list[ServerMiddleware[Any]] = server.middleware
     for middleware in chain:
         if isinstance(middleware, SpanguardServerMiddleware):
             return middleware
     provider = resolve_tracer_provider(tracer_provider)
-    enforcer = Enforcer(policy, provider) if policy is not None else None
-    installed = SpanguardServerMiddleware(server, provider, enforcer, identity)
+    gate = ToolGate(policy, tracer_provider=provider, meter_provider=meter_provider,
+                    identity=identity, hold_wait=hold_wait)
+    installed = SpanguardServerMiddleware(server, provider, gate)
     position = next((i + 1 for i, m in enumerate(chain)
                      if isinstance(m, OpenTelemetryMiddleware)), 0)
     chain.insert(position, installed)
     return installed
+
+
+async def _run(call_next: CallNext, ctx: ServerRequestContext[Any, Any],
+               span: Span) -> HandlerResult:
+    """The rest of the chain (the tool); a raised error marks the result status first."""
+    try:
+        return await call_next(ctx)
+    except Exception:
+        span.set_attribute(sc.TOOL_RESULT_STATUS, STATUS_ERROR)
+        raise
 
 
 def _remote_parent(meta: Mapping[str, Any] | None) -> Context | None:
@@ -281,41 +283,6 @@ def _remote_parent(meta: Mapping[str, Any] | None) -> Context | None:
 
 def _wire(result: object) -> dict[str, Any]:
     if isinstance(result, BaseModel):
-        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return dumped
     return dict(result) if isinstance(result, Mapping) else {}
-
-
-def _is_error(result: object) -> bool:
-    if isinstance(result, CallToolResult):
-        return result.is_error is True
-    return isinstance(result, Mapping) and result.get("isError") is True
-
-
-def _finish(span: Span, is_error: bool) -> None:
-    if is_error:
-        span.set_attribute(sc.TOOL_RESULT_STATUS, STATUS_ERROR)
-        span.set_attribute(sc.ERROR_TYPE, TOOL_ERROR)
-        span.set_status(StatusCode.ERROR)
-    else:
-        span.set_attribute(sc.TOOL_RESULT_STATUS, STATUS_OK)
-
-
-def _refuse(span: Span, violation: GuardrailViolation, tool: str) -> CallToolResult:
-    span.set_attributes({
-        sc.TOOL_RESULT_STATUS: STATUS_REFUSED,
-        sc.GUARDRAIL_NAME: violation.guard,
-        sc.ERROR_TYPE: TOOL_ERROR,
-    })
-    span.set_status(StatusCode.ERROR, violation.error_type)
-    if isinstance(violation, HoldError):  # the approval id and the command to approve it
-        span.set_attribute(sc.HOLD_ID, violation.hold_id)
-        return CallToolResult.model_validate(hold_result_payload(violation))
-    return refusal_result(violation, tool)
-
-
-def _guard_failure(exc: Exception) -> GuardrailViolation:
-    violation = GuardrailViolation(
-        f"the guardrail check failed ({type(exc).__name__}), so the call was refused")
-    violation.guard = "enforcer"
-    violation.error_type = "guardrail_error"
-    return violation

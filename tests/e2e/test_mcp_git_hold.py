@@ -120,7 +120,7 @@ async def test_held_git_commit_is_approved_by_a_second_identity_and_verified(
     assert not committed.is_error, committed
     assert committed.content[0].text.startswith("Changes committed successfully")
     assert committed.meta is not None
-    assert committed.meta["spanguard/verification"]["status"] == "verified"
+    assert committed.meta["spanguard/guardrail"]["verification"]["status"] == "verified"
     # The approval ran one call: the same payload once more is a new hold, not a commit.
     again = results["again"]
     assert again.is_error

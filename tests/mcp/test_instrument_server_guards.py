@@ -28,7 +28,7 @@ from spanguard.guardrails import (
 )
 from spanguard.hashing import KeyedHasher, payload_hash
 from spanguard.mcp_bridge import correlation, instrument_server
-from spanguard.mcp_bridge.guard import DECISIONS_META_KEY, REFUSAL_KEY
+from spanguard.mcp_bridge.guard import GUARDRAIL_META_KEY, REFUSAL_KEY
 from tests.mcp.mcp_helpers import connect, high_level_server, low_level_server
 from tests.mcp.sdk_otel import finished, global_capture
 
@@ -102,7 +102,7 @@ async def test_refused_tool_does_not_run_and_returns_an_error_result(
     root = next(node for tree in cap.trees() for node in tree.walk()
                 if node.name == "tools/call delete_all")
     assert root.attributes[sc.TOOL_RESULT_STATUS] == "refused"
-    assert root.attributes[sc.ERROR_TYPE] == "tool_error"
+    assert root.attributes[sc.ERROR_TYPE] == "destructive_refused"  # a refusal, not a tool error
     assert root.span.status == "ERROR"
     (decision,) = [n for n in root.children if n.name == "guardrail no_destructive"]
     assert decision.attributes[sc.GUARDRAIL_DECISION] == "deny"
@@ -142,10 +142,10 @@ async def test_a_failed_verification_turns_the_result_into_an_error(
     texts = [b.text for b in result.content if isinstance(b, TextContent)]
     assert texts[0] == "hi" and "read-back" in texts[-1]
     assert result.meta is not None
-    assert result.meta[DECISIONS_META_KEY] == [
-        {"guard": "verify", "decision": "deny", "reason": "the write did not show up on read-back"}]
+    assert result.meta[GUARDRAIL_META_KEY] == {"verification": {
+        "status": "unknown", "detail": "the write did not show up on read-back"}}
     (span,) = finished(cap, "tools/call echo")
-    assert (span.attributes or {})[sc.ERROR_TYPE] == "tool_error"
+    assert (span.attributes or {})[sc.ERROR_TYPE] == "unverified_action"
     assert span.status.status_code is StatusCode.ERROR
 
 

@@ -26,7 +26,7 @@ async def test_a_refused_call_is_answered_by_the_proxy_and_never_forwarded(
     assert result["isError"] is True
     assert "wipe is not allowed for alice" in result["content"][0]["text"]
     assert result["structuredContent"]["spanguard"] == {
-        "refused": True, "tool": "wipe", "guard": "test_tools", "error_type": "test_refusal",
+        "tool": "wipe", "guard": "test_tools", "error_type": "test_refusal",
         "reason": "wipe is not allowed for alice (call 1)"}
     allowed = await proxy.call(2, "echo", q=1)
     assert allowed["result"]["isError"] is False

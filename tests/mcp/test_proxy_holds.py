@@ -157,7 +157,7 @@ expect_contains = "gone: {path}"
     assert result["isError"] is True
     assert '"path": "/data"' in result["content"][0]["text"]  # the server's content is kept
     assert result["content"][1]["text"].startswith("spanguard: not confirmed (verify: ")
-    assert result["_meta"]["spanguard/verification"]["status"] == "failed"
+    assert result["_meta"]["spanguard/guardrail"]["verification"]["status"] == "failed"
     # hold_on_failure: the next call of the unverified tool waits for a checker.
     again = (await proxy.call(2, "wipe", path="/other"))["result"]
     assert again["structuredContent"]["spanguard_hold"]["status"] == "held"
@@ -187,7 +187,7 @@ async def test_tools_without_a_verifier_are_never_called_verified(
     assert "_meta" not in plain["result"]
     verified = (await proxy.call(2, "wipe", path="/p"))["result"]
     assert verified["isError"] is False
-    assert verified["_meta"]["spanguard/verification"]["status"] == "verified"
+    assert verified["_meta"]["spanguard/guardrail"]["verification"]["status"] == "verified"
     await proxy.close()
     spans = {s.name: s for s in stored_spans(spanguard_home) if s.kind == "SERVER"}
     assert "verification.status" not in spans["tools/call echo"].attributes

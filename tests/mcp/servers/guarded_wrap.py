@@ -7,7 +7,11 @@ file before spanguard parses the rest, adds a small real guard to the loaded
 
 Policy table ``[test_tools]``: ``deny = [names]`` refuses those tools,
 ``refuse_destructive = true`` refuses tools whose annotations say
-``destructiveHint``, ``fail_after = [names]`` reports a failed post-call check.
+``destructiveHint``, ``fail_after = [names]`` reports a failed post-call check,
+``crash_before = [names]`` / ``crash_after = [names]`` make the guard itself raise
+(a bug in a guard) before / after those tools. Importing this module registers
+the table in the importing process too, so an in-process test can load the same
+policy file.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class TestTools:
     deny: tuple[str, ...] = ()
     refuse_destructive: bool = False
     fail_after: tuple[str, ...] = ()
+    crash_before: tuple[str, ...] = ()
+    crash_after: tuple[str, ...] = ()
 
 
 class TestToolsGuard(Guard):
@@ -41,6 +47,8 @@ class TestToolsGuard(Guard):
         self.config = config
 
     def before_tool_call(self, run: RunState, call: ToolCall) -> Decision | None:
+        if call.tool in self.config.crash_before:
+            raise RuntimeError(f"test guard bug before {call.tool}")
         destructive = bool((call.annotations or {}).get("destructiveHint"))
         if call.tool in self.config.deny or (self.config.refuse_destructive and destructive):
             reason = f"{call.tool} is not allowed for {run.identity} (call {run.tool_calls})"
@@ -49,6 +57,8 @@ class TestToolsGuard(Guard):
 
     def after_tool_call(self, run: RunState, call: ToolCall,
                         outcome: ToolOutcome) -> Decision | None:
+        if call.tool in self.config.crash_after:
+            raise RuntimeError(f"test guard bug after {call.tool}")
         if call.tool in self.config.fail_after:
             return Decision("deny", self.name, "state not verified")
         return None
@@ -57,7 +67,9 @@ class TestToolsGuard(Guard):
 def _parse(table: Mapping[str, Any], source: str) -> TestTools:
     return TestTools(deny=tuple(table.get("deny", ())),
                      refuse_destructive=bool(table.get("refuse_destructive", False)),
-                     fail_after=tuple(table.get("fail_after", ())))
+                     fail_after=tuple(table.get("fail_after", ())),
+                     crash_before=tuple(table.get("crash_before", ())),
+                     crash_after=tuple(table.get("crash_after", ())))
 
 
 _from_mapping = Policy.from_mapping
