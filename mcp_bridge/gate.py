@@ -135,6 +135,9 @@ class ToolGate:
         # No policy, no guards: not even ones an Enforcer would build for an empty Policy.
         self.enforcer = Enforcer(self.policy, provider, meter_provider,
                                  guards=() if self.policy is None else None)
+        # A hold wait polls the store the hold guard wrote the request to.
+        store = self.policy.store if self.policy is not None else None
+        self._store_url = store.url if store is not None else None
         self.identity = identity if identity is not None else default_identity()
         self.hold_wait = hold_wait
         self.tools = ToolAnnotations()
@@ -264,7 +267,8 @@ class ToolGate:
 
         try:
             record = await anyio.to_thread.run_sync(
-                partial(wait_for_decision, held.hold_id, self.hold_wait, sleep=sleep),
+                partial(wait_for_decision, held.hold_id, self.hold_wait,
+                        store_url=self._store_url, sleep=sleep),
                 abandon_on_cancel=True)
         except _WaitStopped:
             return held

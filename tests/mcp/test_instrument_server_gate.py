@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from spanguard import semconv as sc
 from spanguard.guardrails.approvals import approve, list_holds
 from spanguard.guardrails.holds import HoldRules
 from spanguard.guardrails.policy import Policy
+from spanguard.guardrails.stores import StoreConfig
 from spanguard.hashing import payload_hash
 from spanguard.mcp_bridge import GUARDRAIL_META_KEY, USAGE_META_KEY, instrument_server
 from tests.mcp.mcp_helpers import connect, high_level_server, low_level_server
@@ -110,6 +112,28 @@ async def test_a_held_call_waits_for_the_checker_in_process_without_blocking_the
 
     assert not result.is_error
     assert executed == ["echo", "delete_all"]
+
+
+async def test_a_hold_wait_polls_the_store_the_policy_names(tmp_path: Path) -> None:
+    cap = global_capture()
+    executed: list[str] = []
+    server = high_level_server(executed)
+    url = f"sqlite://{tmp_path / 'policy-store.db'}"
+    policy = Policy(holds=HoldRules(tools=("delete_all",)), store=StoreConfig(url))
+    instrument_server(server, policy=policy, tracer_provider=cap.tracer_provider,
+                      identity="alice", hold_wait=30)
+
+    async with connect(server) as session:
+        waiting = asyncio.create_task(session.call_tool("delete_all", {"text": "users"}))
+        while not list_holds("pending", store_url=url):
+            await asyncio.sleep(0.02)
+        assert list_holds("pending") == []  # not in the default store
+        (pending,) = list_holds("pending", store_url=url)
+        approve(pending.id, "bob", store_url=url)
+        result = await asyncio.wait_for(waiting, 20)
+
+    assert not result.is_error
+    assert executed == ["delete_all"]
 
 
 async def test_a_hold_wait_that_times_out_answers_held() -> None:
