@@ -57,7 +57,9 @@ class ModelUsage:
 
 @dataclass(slots=True)
 class ToolCall:
-    """A tool call about to execute. ``annotations`` are MCP tool hints when known."""
+    """A tool call about to execute. ``annotations`` are MCP tool hints when known;
+    ``server`` names the MCP server the call goes to (None outside MCP), so that a
+    decision about one server's tool is never taken for another's."""
 
     tool: str
     arguments: Mapping[str, Any]
@@ -65,6 +67,7 @@ class ToolCall:
     annotations: Mapping[str, Any] | None = None
     arguments_hash: str | None = None
     state_hash: str | None = None
+    server: str | None = None
 
 
 @dataclass(slots=True)

@@ -199,7 +199,7 @@ class Verification:
 
     async def averify(self, tool: str, arguments: Mapping[str, Any], result: Any,
                       read_back: AsyncReadBack | None = None) -> VerificationResult | None:
-        """:meth:`verify` for async adapters (the MCP proxy and middleware)."""
+        """:meth:`verify` with an async read-back, for adapters that run on an event loop."""
         verifier = self.verifiers.get(tool)
         if not isinstance(verifier, ReadBackCheck) or read_back is None:
             return self.verify(tool, arguments, result)
