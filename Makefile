@@ -58,7 +58,7 @@ lint: $(STAMP)
 # mypy cannot follow the package-dir mapping (plugins/ -> spanguard.plugins), so
 # it checks the package as it installs: a plain (non-editable) copy in build/.
 typecheck: $(STAMP)
-	rm -rf build/typecheck
+	rm -rf build  # setuptools keeps stale copies of deleted modules in build/lib
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation --target build/typecheck .
 	cd build/typecheck && ../../$(BIN)/mypy --strict --config-file ../../pyproject.toml -p spanguard
 
