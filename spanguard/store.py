@@ -13,6 +13,8 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,14 @@ CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_time);
 """
 
 DB_NAME = "traces.db"
+
+# One row of the spans table, in column order; attributes and events as JSON text.
+# Exporters build it straight from the SDK's span (spanguard.exporters.convert.to_row).
+StoredRow = tuple[str, str, str | None, str, str, int, int | None, str, str | None,
+                  str, str, str | None]
+_COLUMNS = 12
+# SQLite's default bound on ``?`` parameters per statement: 32766 since 3.32, 999 before.
+_DEFAULT_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
 @dataclass(frozen=True)
@@ -121,6 +131,7 @@ class TraceStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            self._rows_per_statement = _max_variables(self._conn) // _COLUMNS
         except sqlite3.DatabaseError as exc:
             raise StoreError(str(self.path), f"cannot open ({exc})", _hint(exc)) from exc
         except OSError as exc:
@@ -136,27 +147,41 @@ class TraceStore:
             self._conn.close()
 
     def write(self, rows: Iterable[StoredSpan]) -> int:
-        data = [
+        encode = _JSON.encode
+        return self.write_rows([
             (s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_time,
-             s.end_time, s.status, s.status_message,
-             json.dumps(s.attributes, default=str), json.dumps(s.events, default=str),
+             s.end_time, s.status, s.status_message, encode(s.attributes), encode(s.events),
              s.service_name)
-            for s in rows
-        ]
-        if not data:
+            for s in rows])
+
+    def write_rows(self, rows: Sequence[StoredRow]) -> int:
+        """Insert (or replace) rows atomically, with as few statements as SQLite allows.
+
+        Each statement inserts many rows (``VALUES (...), (...)``), so a batch costs
+        one or two trips into SQLite instead of one per row; SQLite runs without
+        the GIL, so the fewer trips, the less an exporter thread waits for the GIL
+        behind a busy agent thread. One statement is its own transaction; a batch
+        above SQLite's parameter limit is split into statements inside one.
+        """
+        if not rows:
             return 0
+        step = self._rows_per_statement
         try:
             with self._lock:
+                if len(rows) <= step:
+                    self._conn.execute(_insert_sql(len(rows)), list(chain.from_iterable(rows)))
+                    return len(rows)
                 self._conn.execute("BEGIN")
-                self._conn.executemany(
-                    "INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", data)
+                for start in range(0, len(rows), step):
+                    chunk = rows[start:start + step]
+                    self._conn.execute(_insert_sql(len(chunk)), list(chain.from_iterable(chunk)))
                 self._conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             with self._lock:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
             raise StoreError(str(self.path), f"write failed ({exc})", _hint(exc)) from exc
-        return len(data)
+        return len(rows)
 
     def trace(self, trace_id: str) -> list[StoredSpan]:
         """Spans of one trace in start order; a unique prefix of the id is enough.
@@ -238,6 +263,24 @@ class TraceStore:
                 return list(self._conn.execute(sql, params).fetchall())
         except sqlite3.DatabaseError as exc:
             raise StoreError(str(self.path), f"read failed ({exc})", _hint(exc)) from exc
+
+
+# Compact JSON; values JSON cannot hold (none in OTel attributes, but events may
+# carry anything a caller put there) are stored as their str().
+_JSON = json.JSONEncoder(default=str, separators=(",", ":"))
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(rows: int) -> str:
+    placeholders = "(" + ",".join("?" * _COLUMNS) + ")"
+    return "INSERT OR REPLACE INTO spans VALUES " + ",".join([placeholders] * rows)
+
+
+def _max_variables(conn: sqlite3.Connection) -> int:
+    getlimit = getattr(conn, "getlimit", None)  # Python 3.11+
+    if getlimit is not None:
+        return int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    return _DEFAULT_MAX_VARIABLES
 
 
 def _row_to_span(row: tuple[Any, ...]) -> StoredSpan:
