@@ -97,7 +97,7 @@ class SpanguardHandle:
             self.owns_meter_provider = False
             self.meter_provider.shutdown()
         if self.dropped_spans:
-            logger.warning("spanguard: %d span(s) could not be exported: %s",
+            logger.warning("spanguard: %d span(s) never reached their destination: %s",
                            self.dropped_spans,
                            "; ".join(e.summary() for e in self.exporters if e.dropped))
 
@@ -144,8 +144,9 @@ def configure(
     ``span_processors`` are added first, in order. Each batched destination
     queues up to ``max_queue_size`` spans and exports ``max_export_batch_size``
     at a time (else ``OTEL_BSP_MAX_QUEUE_SIZE`` / ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``,
-    else 8192 / 512); every span a destination loses (full queue, failed
-    export, shutdown) is counted in ``handle.dropped_spans``.
+    else 8192, and 2048 for the local store / 512 for the others); every span a
+    destination loses (full queue, failed export, shutdown) is counted in
+    ``handle.dropped_spans``.
 
     Governance (docs/governance.md): every destination gets redacted copies of
     content attributes (built-in detectors plus ``redaction_patterns`` and the
@@ -183,8 +184,9 @@ def configure(
             exporter = RedactingExporter(exporter, redactor)
         wrapped = FailOpenExporter(exporter, destination, kind)
         handle_exporters.append(wrapped)
-        export_processors.append(CountedBatchSpanProcessor(wrapped, settings) if batch
-                                 else SimpleSpanProcessor(wrapped))
+        export_processors.append(
+            CountedBatchSpanProcessor(wrapped, settings.for_destination(kind)) if batch
+            else SimpleSpanProcessor(wrapped))
 
     store: TraceStore | None = None
     if local_store:

@@ -17,9 +17,13 @@ waiting when shutdown returns, and what ends after it, is counted as
 ``shutdown``. The counts go to the destination's :class:`FailOpenExporter`,
 which already counts export failures: one ledger per destination.
 
-Sizes (:func:`batch_settings`) are chosen for the local SQLite store, where one
-512-span batch costs a few milliseconds of the export thread: see the
-"Lost spans" section of docs/governance.md for the figures behind them.
+Sizes (:func:`batch_settings`): the local store exports 2,048 spans at a time,
+other destinations the SDK's 512 (what OTLP collectors expect in one request).
+Under GIL contention a batch costs its conversion plus two waits for the GIL
+(waking the worker, and returning from SQLite, which releases it), up to the
+5 ms switch interval each, so larger batches are what keeps the local store
+ahead of a busy agent; the queue (8,192 spans, ~3 KB each without content)
+holds four of them. docs/governance.md ("Lost spans") has the figures.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from opentelemetry.sdk.environment_variables import (
     OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
@@ -42,17 +46,28 @@ from spanguard.errors import ConfigError
 from spanguard.exporters.failopen import QUEUE_FULL, SHUTDOWN, FailOpenExporter
 
 DEFAULT_MAX_QUEUE_SIZE = 8192
-DEFAULT_MAX_EXPORT_BATCH_SIZE = 512
+DEFAULT_MAX_EXPORT_BATCH_SIZE = 512  # the SDK's
+LOCAL_STORE_BATCH_SIZE = 2048
 DEFAULT_SCHEDULE_DELAY_MILLIS = 5000  # the SDK's
 
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """Queue capacity, spans per export call, and the longest wait before an export."""
+    """Queue capacity, spans per export call, and the longest wait before an export.
+
+    ``max_export_batch_size`` None means each destination's default
+    (:meth:`for_destination`).
+    """
 
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
-    max_export_batch_size: int = DEFAULT_MAX_EXPORT_BATCH_SIZE
+    max_export_batch_size: int | None = None
     schedule_delay_millis: int = DEFAULT_SCHEDULE_DELAY_MILLIS
+
+    def for_destination(self, kind: str) -> BatchSettings:
+        """These settings with a batch size: the one given, else the destination's default."""
+        default = LOCAL_STORE_BATCH_SIZE if kind == "local" else DEFAULT_MAX_EXPORT_BATCH_SIZE
+        size = self.max_export_batch_size or default
+        return replace(self, max_export_batch_size=min(size, self.max_queue_size))
 
 
 def batch_settings(max_queue_size: int | None = None, max_export_batch_size: int | None = None,
@@ -71,35 +86,37 @@ def batch_settings(max_queue_size: int | None = None, max_export_batch_size: int
             raise exc
         report(exc)
 
-    queue = _positive(max_queue_size, "max_queue_size", OTEL_BSP_MAX_QUEUE_SIZE,
-                      DEFAULT_MAX_QUEUE_SIZE, env, fail)
+    queue = _positive(max_queue_size, "max_queue_size", OTEL_BSP_MAX_QUEUE_SIZE, env, fail,
+                      f"using {DEFAULT_MAX_QUEUE_SIZE}") or DEFAULT_MAX_QUEUE_SIZE
     batch = _positive(max_export_batch_size, "max_export_batch_size",
-                      OTEL_BSP_MAX_EXPORT_BATCH_SIZE, DEFAULT_MAX_EXPORT_BATCH_SIZE, env, fail)
-    delay = _positive(None, "schedule_delay_millis", OTEL_BSP_SCHEDULE_DELAY,
-                      DEFAULT_SCHEDULE_DELAY_MILLIS, env, fail)
-    if batch > queue:
+                      OTEL_BSP_MAX_EXPORT_BATCH_SIZE, env, fail,
+                      "using the destination's default")
+    delay = _positive(None, "schedule_delay_millis", OTEL_BSP_SCHEDULE_DELAY, env, fail,
+                      f"using {DEFAULT_SCHEDULE_DELAY_MILLIS}") or DEFAULT_SCHEDULE_DELAY_MILLIS
+    if batch is not None and batch > queue:
         fail(ConfigError("max_export_batch_size", f"{batch} is larger than the queue ({queue})",
                          f"using {queue}: a batch cannot hold more than the queue"))
         batch = queue
     return BatchSettings(queue, batch, delay)
 
 
-def _positive(explicit: int | None, argument: str, variable: str, default: int,
-              env: Mapping[str, str], fail: Callable[[ConfigError], None]) -> int:
+def _positive(explicit: int | None, argument: str, variable: str, env: Mapping[str, str],
+              fail: Callable[[ConfigError], None], fallback: str) -> int | None:
+    """The argument, else the variable, as a positive int; None when unset or unusable."""
     source, value = argument, explicit
     if value is None:
         text = env.get(variable, "").strip()
         if not text:
-            return default
+            return None
         source = variable
         try:
             value = int(text)
         except ValueError:
-            fail(ConfigError(source, f"{text!r} is not an integer", f"using {default}"))
-            return default
+            fail(ConfigError(source, f"{text!r} is not an integer", fallback))
+            return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        fail(ConfigError(source, f"{value!r} is not a positive integer", f"using {default}"))
-        return default
+        fail(ConfigError(source, f"{value!r} is not a positive integer", fallback))
+        return None
     return value
 
 
@@ -109,6 +126,7 @@ class CountedBatchSpanProcessor(BatchSpanProcessor):
     def __init__(self, exporter: FailOpenExporter,
                  settings: BatchSettings | None = None) -> None:
         settings = settings or BatchSettings()
+        batch = settings.max_export_batch_size or DEFAULT_MAX_EXPORT_BATCH_SIZE
         self._ledger = exporter
         self._capacity = settings.max_queue_size
         self._lock = threading.Lock()
@@ -116,7 +134,7 @@ class CountedBatchSpanProcessor(BatchSpanProcessor):
         self._closed = False
         super().__init__(_Handoff(exporter, self._received),
                          max_queue_size=settings.max_queue_size,
-                         max_export_batch_size=settings.max_export_batch_size,
+                         max_export_batch_size=min(batch, settings.max_queue_size),
                          schedule_delay_millis=settings.schedule_delay_millis)
         if hasattr(os, "register_at_fork"):
             reinit = weakref.WeakMethod(self._after_fork_in_child)

@@ -25,6 +25,7 @@ from spanguard.errors import ConfigError
 from spanguard.exporters.batching import (
     DEFAULT_MAX_EXPORT_BATCH_SIZE,
     DEFAULT_MAX_QUEUE_SIZE,
+    LOCAL_STORE_BATCH_SIZE,
     BatchSettings,
     batch_settings,
 )
@@ -66,6 +67,18 @@ class _Gate(SpanExporter):
 
     def shutdown(self) -> None:
         self.open.set()
+
+
+class _Recorder(SpanExporter):
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.batches.append(len(spans))
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
 
 
 def test_fifty_thousand_spans_at_full_speed_lose_only_what_they_count(
@@ -169,10 +182,28 @@ def test_unsampled_spans_are_not_losses(spanguard_home: Path) -> None:
 def test_sizes_come_from_arguments_then_otel_bsp_variables_then_defaults() -> None:
     env = {"OTEL_BSP_MAX_QUEUE_SIZE": "4000", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "300",
            "OTEL_BSP_SCHEDULE_DELAY": "250"}
-    assert batch_settings(env={}) == BatchSettings(DEFAULT_MAX_QUEUE_SIZE,
-                                                   DEFAULT_MAX_EXPORT_BATCH_SIZE, 5000)
+    assert batch_settings(env={}) == BatchSettings(DEFAULT_MAX_QUEUE_SIZE, None, 5000)
     assert batch_settings(env=env) == BatchSettings(4000, 300, 250)
     assert batch_settings(1000, 100, env=env) == BatchSettings(1000, 100, 250)
+
+
+def test_the_local_store_exports_larger_batches_than_remote_destinations_by_default() -> None:
+    defaults = batch_settings(env={})
+    assert defaults.for_destination("local").max_export_batch_size == LOCAL_STORE_BATCH_SIZE
+    assert defaults.for_destination("otlp").max_export_batch_size == DEFAULT_MAX_EXPORT_BATCH_SIZE
+    chosen = batch_settings(max_export_batch_size=64, env={})
+    assert chosen.for_destination("local").max_export_batch_size == 64
+    small_queue = batch_settings(max_queue_size=1000, env={})
+    assert small_queue.for_destination("local").max_export_batch_size == 1000
+
+
+def test_an_extra_destination_gets_batches_of_the_default_size(spanguard_home: Path) -> None:
+    recorder = _Recorder()
+    handle = spanguard.configure(exporters=[recorder])
+    _produce(handle, 1_500)
+    handle.shutdown()
+    assert sum(recorder.batches) == 1_500
+    assert max(recorder.batches) == DEFAULT_MAX_EXPORT_BATCH_SIZE
 
 
 @pytest.mark.parametrize(("args", "env", "named"), [
@@ -194,6 +225,7 @@ def test_an_unusable_size_is_reported_by_name_and_the_default_used(
 def test_a_batch_larger_than_the_queue_is_cut_to_the_queue() -> None:
     problems: list[ConfigError] = []
     assert batch_settings(100, 500, env={}, report=problems.append) == BatchSettings(100, 100)
+    assert problems[0].source == "max_export_batch_size"
     assert "larger than the queue" in str(problems[0])
 
 

@@ -25,6 +25,8 @@ SMOKE = {
     "langgraph_overhead.py": (["--only", "abc", "--rounds", "1", "--runs", "1"],
                               "spanguard added / floor added"),
     "import_time.py": (["--runs", "2"], "x python -c pass"),
+    "span_loss.py": (["--spans", "2000", "--rate", "2000", "--seconds", "0.5", "--batches", "2"],
+                     "every lost span counted (now): yes"),
 }
 
 
