@@ -49,6 +49,8 @@ StoredRow = tuple[str, str, str | None, str, str, int, int | None, str, str | No
 _COLUMNS = 12
 # SQLite's default bound on ``?`` parameters per statement: 32766 since 3.32, 999 before.
 _DEFAULT_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+# Rows per INSERT at most: 4096 rows is ~100 KB of SQL and covers the largest default batch.
+_MAX_ROWS_PER_STATEMENT = 4096
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ class TraceStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
-            self._rows_per_statement = _max_variables(self._conn) // _COLUMNS
+            self._rows_per_statement = _rows_per_statement(self._conn)
         except sqlite3.DatabaseError as exc:
             raise StoreError(str(self.path), f"cannot open ({exc})", _hint(exc)) from exc
         except OSError as exc:
@@ -155,31 +157,37 @@ class TraceStore:
             for s in rows])
 
     def write_rows(self, rows: Sequence[StoredRow]) -> int:
-        """Insert (or replace) rows atomically, with as few statements as SQLite allows.
+        """Insert (or replace) rows atomically, with few statements of many rows each.
 
         Each statement inserts many rows (``VALUES (...), (...)``), so a batch costs
-        one or two trips into SQLite instead of one per row; SQLite runs without
-        the GIL, so the fewer trips, the less an exporter thread waits for the GIL
-        behind a busy agent thread. One statement is its own transaction; a batch
-        above SQLite's parameter limit is split into statements inside one.
+        one trip into SQLite, or a few, instead of one per row; SQLite runs without
+        the GIL, and each return from it waits for the GIL behind a busy agent
+        thread, so the fewer trips the better. Statements come in power-of-two
+        sizes (a full batch of 512 or 2,048 rows is one statement; 1,234 rows are
+        1,024 + 128 + 64 + 16 + 2), so a long-running process prepares and caches
+        a dozen statements, not one per batch length. Several statements run in
+        one transaction.
         """
         if not rows:
             return 0
-        step = self._rows_per_statement
+        sizes = _statement_sizes(len(rows), self._rows_per_statement)
         try:
             with self._lock:
-                if len(rows) <= step:
-                    self._conn.execute(_insert_sql(len(rows)), list(chain.from_iterable(rows)))
-                    return len(rows)
-                self._conn.execute("BEGIN")
-                for start in range(0, len(rows), step):
-                    chunk = rows[start:start + step]
-                    self._conn.execute(_insert_sql(len(chunk)), list(chain.from_iterable(chunk)))
-                self._conn.execute("COMMIT")
+                try:
+                    if len(sizes) > 1:
+                        self._conn.execute("BEGIN")
+                    start = 0
+                    for size in sizes:
+                        self._conn.execute(_insert_sql(size),
+                                           list(chain.from_iterable(rows[start:start + size])))
+                        start += size
+                    if len(sizes) > 1:
+                        self._conn.execute("COMMIT")
+                except BaseException:  # whatever failed, nothing of the batch stays
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
         except sqlite3.DatabaseError as exc:
-            with self._lock:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
             raise StoreError(str(self.path), f"write failed ({exc})", _hint(exc)) from exc
         return len(rows)
 
@@ -265,22 +273,37 @@ class TraceStore:
             raise StoreError(str(self.path), f"read failed ({exc})", _hint(exc)) from exc
 
 
-# Compact JSON; values JSON cannot hold (none in OTel attributes, but events may
-# carry anything a caller put there) are stored as their str().
+# Compact JSON; a value JSON cannot hold is stored as its str() (OTel attributes
+# are all JSON values; a StoredSpan built by hand may hold anything).
 _JSON = json.JSONEncoder(default=str, separators=(",", ":"))
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=32)
 def _insert_sql(rows: int) -> str:
     placeholders = "(" + ",".join("?" * _COLUMNS) + ")"
     return "INSERT OR REPLACE INTO spans VALUES " + ",".join([placeholders] * rows)
 
 
-def _max_variables(conn: sqlite3.Connection) -> int:
+def _statement_sizes(count: int, largest: int) -> list[int]:
+    """``count`` as full statements of ``largest`` rows, then the rest's powers of two."""
+    sizes = [largest] * (count // largest)
+    rest = count % largest
+    size = largest
+    while rest:
+        if rest >= size:
+            sizes.append(size)
+            rest -= size
+        size //= 2
+    return sizes
+
+
+def _rows_per_statement(conn: sqlite3.Connection) -> int:
+    """The largest power of two of rows a statement may bind, at most 4096."""
     getlimit = getattr(conn, "getlimit", None)  # Python 3.11+
-    if getlimit is not None:
-        return int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
-    return _DEFAULT_MAX_VARIABLES
+    variables = (int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)) if getlimit is not None
+                 else _DEFAULT_MAX_VARIABLES)
+    rows = max(min(variables // _COLUMNS, _MAX_ROWS_PER_STATEMENT), 1)
+    return 1 << (rows.bit_length() - 1)
 
 
 def _row_to_span(row: tuple[Any, ...]) -> StoredSpan:

@@ -17,7 +17,7 @@ from opentelemetry.trace import Status, StatusCode
 from spanguard.errors import StoreError
 from spanguard.exporters.convert import to_row, to_stored
 from spanguard.exporters.local import LocalStoreExporter
-from spanguard.store import StoredRow, TraceStore
+from spanguard.store import StoredRow, TraceStore, _statement_sizes
 
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
 _value = st.one_of(
@@ -68,21 +68,45 @@ def test_rows_written_in_one_statement_read_back_as_to_stored_describes(
 
 def test_a_batch_beyond_one_statement_is_written_whole(tmp_path: Path) -> None:
     store = TraceStore(tmp_path / "big.db")
-    rows = [_row(i) for i in range(6_000)]  # 72,000 parameters: several statements
+    rows = [_row(i) for i in range(6_000)]  # 4,096 + 1,024 + 512 + ... rows per statement
     assert store.write_rows(rows) == 6_000
     assert len(store.spans()) == 6_000
+
+
+@given(st.integers(min_value=1, max_value=20_000),
+       st.sampled_from([1, 2, 64, 1024, 2048, 4096]))
+def test_statement_sizes_cover_the_batch_with_few_distinct_statements(count: int,
+                                                                      largest: int) -> None:
+    sizes = _statement_sizes(count, largest)
+    assert sum(sizes) == count
+    assert all(size <= largest and size & (size - 1) == 0 for size in sizes)
+    assert len(sizes) <= count // largest + largest.bit_length()
 
 
 def test_a_failing_row_leaves_nothing_of_its_batch(tmp_path: Path) -> None:
     store = TraceStore(tmp_path / "atomic.db")
     rows = [_row(i) for i in range(6_000)]
     broken = list(rows[5_500])
-    broken[3] = None  # name is NOT NULL: the last statement of the batch fails
+    broken[3] = None  # name is NOT NULL: a later statement of the batch fails
     rows[5_500] = tuple(broken)  # type: ignore[assignment]
     with pytest.raises(StoreError, match="write failed"):
         store.write_rows(rows)
     assert store.spans() == []
     assert store.write_rows(rows[:10]) == 10  # and the store is usable afterwards
+
+
+def test_a_value_sqlite_cannot_bind_rolls_back_the_whole_batch(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "unbindable.db")
+    rows = [_row(i) for i in range(6_000)]
+    broken = list(rows[5_999])
+    broken[3] = "name \ud800"  # not UTF-8: the last statement of the batch cannot bind it
+    rows[5_999] = tuple(broken)  # type: ignore[assignment]
+    with pytest.raises(UnicodeEncodeError):
+        store.write_rows(rows)
+    assert store.spans() == []
+    assert store.write_rows(rows[:10]) == 10
+    store.close()
+    assert len(TraceStore(tmp_path / "unbindable.db").spans()) == 10  # committed, not pending
 
 
 def test_a_lone_surrogate_in_a_name_does_not_cost_the_batch(tmp_path: Path) -> None:
