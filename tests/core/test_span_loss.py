@@ -7,6 +7,9 @@ holds after shutdown, never against a model of the processor.
 from __future__ import annotations
 
 import logging
+import os
+import select
+import signal
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -239,3 +242,38 @@ def test_configure_reports_a_bad_otel_bsp_variable_and_keeps_exporting(
     assert _stored_rows(spanguard_home) == 10
     with pytest.raises(ConfigError, match="OTEL_BSP_MAX_QUEUE_SIZE"):
         spanguard.configure(strict=True)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_forked_child_counts_its_own_queue_not_its_parents(spanguard_home: Path) -> None:
+    gate = _Gate()
+    # No local store: an SQLite connection must not be used across fork().
+    handle = spanguard.configure(local_store=False, exporters=[gate], max_queue_size=64,
+                                 max_export_batch_size=32)
+    _produce(handle, 200)  # the parent's queue for the stalled gate is full
+    stalled = handle.exporters[0]
+    refused_before_fork = stalled.dropped_by_reason[QUEUE_FULL]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: export its own spans, report, and leave at once
+        try:
+            gate.open.set()
+            _produce(handle, 50)
+            handle.force_flush()
+            os.write(write_end, f"{gate.received} {stalled.dropped_by_reason[QUEUE_FULL]}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], 60)
+        report = os.read(read_end, 100).decode() if ready else ""
+    finally:
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read_end)
+        gate.open.set()
+        handle.shutdown()
+    # The child's queue starts empty: its 50 spans are admitted and exported, and
+    # nothing is counted against the parent's full queue.
+    assert report == f"50 {refused_before_fork}"
