@@ -73,7 +73,7 @@ class Citations:
         if self.extract is not None:
             found = [str(i) for i in self.extract(text)]
         else:
-            compiled: re.Pattern[str] = getattr(self, "_compiled")
+            compiled: re.Pattern[str] = self._compiled
             group: int | str = "id" if "id" in compiled.groupindex else 1
             found = [m.group(group) for m in compiled.finditer(text) if m.group(group)]
         return list(dict.fromkeys(found))

@@ -186,8 +186,9 @@ class Enforcer:
         attrs.update(decision.attributes)
         review = attrs.get(sc.REVIEW_SECONDS)
         if isinstance(review, (int, float)):
+            outcome = str(attrs.get(sc.REVIEW_DECISION, "unknown"))
             self._review.record(float(review), {sc.GUARDRAIL_NAME: decision.guard,
-                                                sc.REVIEW_DECISION: str(attrs.get(sc.REVIEW_DECISION, "unknown"))})
+                                                sc.REVIEW_DECISION: outcome})
         # A refusal or a flag (a report with an error) is a finding; a hold is not (yet).
         error_type = None if decision.kind == "hold" else getattr(decision.error, "error_type",
                                                                    None)

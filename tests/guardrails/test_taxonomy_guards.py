@@ -21,14 +21,14 @@ from spanguard import semconv as sc
 from spanguard.guardrails import Policy
 from spanguard.guardrails.citations import Citations, InvalidCitation
 from spanguard.guardrails.enforcer import Enforcer
-from spanguard.guardrails.stores import MemoryStore
 from spanguard.guardrails.steps import (
     Answer,
-    RetrievedDocument,
     Retrieval,
+    RetrievedDocument,
     ToolCall,
     ToolOutcome,
 )
+from spanguard.guardrails.stores import MemoryStore
 from spanguard.guardrails.structured import (
     SCHEMA_VALIDATION_ERROR,
     SYNTAX_DECODE_ERROR,
