@@ -16,7 +16,10 @@ those attributes (``on_end`` only queues the span for a worker thread;
 - ``agent.cost.usd`` (counter, USD): run cost on the local root, by agent and
   hashed tenant;
 - ``spanguard.holds.pending`` (observable gauge) from the callbacks registered
-  with :func:`register_pending_holds`.
+  with :func:`register_pending_holds`;
+- ``spanguard.routing.decisions`` (counter): each routing decision (a span with
+  ``route_status``), by ``route_status``, ``routing_reason`` and
+  ``user_disclosure_required`` (the fallback-integrity SLO).
 
 Guardrail decisions are counted where they are made, by the Enforcer's
 ``spanguard.guardrail.decisions`` counter (by guard and decision kind), on the
@@ -120,6 +123,9 @@ class MetricsSpanProcessor(SpanProcessor):
             sc.METRIC_TOOL_CALL_COUNT, unit="{call}", description="Tool calls by tool and status")
         self._cost = meter.create_counter(
             sc.METRIC_COST_USD, unit="USD", description="Agent run cost by agent and tenant")
+        self._routes = meter.create_counter(
+            sc.METRIC_ROUTING_DECISIONS, unit="{decision}",
+            description="Routing decisions by route status, reason and disclosure")
         meter.create_observable_gauge(
             sc.METRIC_HOLDS_PENDING, callbacks=[_observe_pending_holds], unit="{hold}",
             description="Approval requests waiting for a checker")
@@ -194,6 +200,12 @@ class MetricsSpanProcessor(SpanProcessor):
         operation = attrs.get(sc.GEN_AI_OPERATION_NAME)
         if operation is not None:
             self._record_operation(span, attrs, operation)
+        status = attrs.get(sc.ROUTING_STATUS)
+        if status is not None:
+            self._routes.add(1, {sc.ROUTING_STATUS: status,
+                                 sc.ROUTING_REASON: attrs.get(sc.ROUTING_REASON, "unknown"),
+                                 sc.ROUTING_DISCLOSURE_REQUIRED: bool(
+                                     attrs.get(sc.ROUTING_DISCLOSURE_REQUIRED))})
         parent = span.parent
         if parent is None or parent.is_remote:
             cost = attrs.get(sc.RUN_TOTAL_COST_USD, attrs.get(sc.COST_USD))

@@ -205,6 +205,7 @@ ROUTING_DISCLOSURE_REQUIRED: Final = "user_disclosure_required"
 ROUTING_QUALITY_FLOOR: Final = "quality_floor"
 # budget_state is an object in the seed; span attributes are flat, so one key each.
 ROUTING_BUDGET_STATE: Final = "budget_state"
+ROUTING_DETAIL: Final = "spanguard.routing.detail"
 ROUTING_ATTEMPTS: Final = "spanguard.routing.attempts"
 ROUTING_RETRY_TOKENS: Final = "spanguard.routing.retry_tokens"
 ATTEMPT_NUMBER: Final = "spanguard.attempt"
