@@ -227,6 +227,7 @@ RETRIEVAL_CONTENT_HASHES: Final = "retrieval.content_hashes"
 EMBEDDING_INPUT_COUNT: Final = "spanguard.embedding.inputs"
 
 REDACTION_COUNT: Final = "spanguard.redaction.count"
+REDACTION_OUTCOME: Final = "spanguard.redaction.outcome"
 
 # --- guards from seed 004's error taxonomy (issue 22) -----------------------------
 # Tool arguments and structured output: the schema's identity and what failed (field
@@ -277,6 +278,7 @@ METRIC_HOLDS_PENDING: Final = "spanguard.holds.pending"
 METRIC_GUARDRAIL_FINDINGS: Final = "spanguard.guardrail.findings"
 METRIC_REVIEW_DURATION: Final = "spanguard.review.duration"
 METRIC_ROUTING_DECISIONS: Final = "spanguard.routing.decisions"
+METRIC_REDACTION_EVENTS: Final = "spanguard.redaction.events"
 # Metric-only attribute keys (low cardinality by construction).
 TOOL_CALL_STATUS: Final = "agent.tool.call.status"
 # LangGraph's superstep (the node itself is OpenInference's graph.node.id).
