@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from spanguard import semconv as sc
@@ -26,7 +26,7 @@ from spanguard.errors import ConfigError
 from spanguard.guardrails import _parse
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.guard import Guard
-from spanguard.guardrails.steps import Answer, Decision, Retrieval, RunState
+from spanguard.guardrails.steps import Answer, Decision, DecisionKind, Retrieval, RunState
 from spanguard.hashing import payload_hash
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class Citations:
     pattern: str = DEFAULT_PATTERN
     action: CitationAction = "flag"
     extract: Extractor | None = None
+    _compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         source = "Citations"
@@ -135,7 +136,7 @@ class CitationGuard(Guard):
             sc.CITATION_INVALID_IDS: list(invalid[:_MAX_LISTED]),
             sc.CITATION_INVENTORY_HASH: payload_hash(sorted(inventory)),
         }
-        kind = "deny" if self.config.action == "refuse" else "report"
+        kind: DecisionKind = "deny" if self.config.action == "refuse" else "report"
         return Decision(kind, GUARD_NAME, str(error), attributes, error)
 
 

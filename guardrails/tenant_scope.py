@@ -173,12 +173,14 @@ def result_tenant(result: Any, key: str) -> object | None:
     if isinstance(result, Mapping):
         for part in (result.get("_meta"), result.get("structuredContent"), result):
             if isinstance(part, Mapping) and part.get(key) is not None:
-                return part[key]
+                found: object = part[key]
+                return found
         return None
     for attribute in ("artifact", "metadata", "response_metadata"):
         part = getattr(result, attribute, None)
         if isinstance(part, Mapping) and part.get(key) is not None:
-            return part[key]
+            label: object = part[key]
+            return label
     return None
 
 

@@ -96,7 +96,8 @@ class ToolSchema:
     def _compile(self) -> Any:
         with self._lock:
             if self._validator is None and self._problem is None:
-                from jsonschema import exceptions, validators  # imported on first use
+                # Imported on first use (jsonschema ships no type stubs).
+                from jsonschema import exceptions, validators  # type: ignore[import-untyped]
 
                 cls = validators.validator_for(self.schema)
                 try:

@@ -177,7 +177,7 @@ class RunGuard:
         run = _run_of(entry)
         if run is None or not self._enforcer.wants_retrievals:
             return
-        found = Retrieval(entry.span.name, [_document(d) for d in documents])
+        found = Retrieval(getattr(entry.span, "name", None), [_document(d) for d in documents])
         blocked = self._guarded(run_id, self._enforcer.admit_retrieval, run, found,
                                 entry.span)
         if not blocked:

@@ -141,7 +141,7 @@ class PolicyCallbackHandler(BaseCallbackHandler):
         run = self._state.run_state(entry) if entry is not None else None
         if entry is None or run is None or nodes is None:
             return
-        found = Retrieval(entry.span.name, [_document(n) for n in nodes])
+        found = Retrieval(getattr(entry.span, "name", None), [_document(n) for n in nodes])
         blocked = self._enforcer.admit_retrieval(run, found, entry.span)
         if not blocked:
             return

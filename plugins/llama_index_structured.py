@@ -70,7 +70,8 @@ def structured_predict(llm: LLM, output_cls: type[Model], prompt: PromptTemplate
         current = prompt
         for attempt in range(1, rules.max_attempts + 1):
             try:
-                return llm.structured_predict(output_cls, current, **prompt_args)
+                result: Model = llm.structured_predict(output_cls, current, **prompt_args)
+                return result
             except _PARSE_FAILURES as error:
                 failure = classify_failure(error, limit=rules.max_errors)
             try:

@@ -112,7 +112,8 @@ class ResilientChatModel(BaseChatModel):
     ``route_names`` name the routes in the trace (default: each model's
     ``ls_model_name``); ``route_capabilities`` (route name -> labels such as
     ``["vision", "tools"]``) lets the decision say what a fallback lost
-    (``capability_delta``); the policy's ``version`` is recorded as ``policy_version``. ``sleep``/``asleep``/``clock`` are injectable for tests;
+    (``capability_delta``); the policy's ``version`` is recorded as
+    ``policy_version``. ``sleep``/``asleep``/``clock`` are injectable for tests;
     ``breakers`` may be shared between wrappers to share circuit state.
     """
 

@@ -111,7 +111,7 @@ def structured_output(model: BaseChatModel, schema: Any, *,
         enforcer, run, span = start(config)
         messages = _messages(value)
         for attempt in range(1, rules.max_attempts + 1):
-            out = bound.invoke(messages, attempt_config(config, attempt))
+            out: Any = bound.invoke(messages, attempt_config(config, attempt))
             try:
                 return judge(enforcer, run, span, attempt, out)
             except RepairRequested as repair:
@@ -122,7 +122,7 @@ def structured_output(model: BaseChatModel, schema: Any, *,
         enforcer, run, span = start(config)
         messages = _messages(value)
         for attempt in range(1, rules.max_attempts + 1):
-            out = await bound.ainvoke(messages, attempt_config(config, attempt))
+            out: Any = await bound.ainvoke(messages, attempt_config(config, attempt))
             try:
                 return judge(enforcer, run, span, attempt, out)
             except RepairRequested as repair:

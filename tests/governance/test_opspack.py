@@ -170,9 +170,11 @@ evaluation_interval: 1m
 tests:
   - interval: 1m
     input_series:
-      - series: 'spanguard_guardrail_findings_total{{error_type="tenant_scope_violation",spanguard_guardrail_name="tenant_scope"}}'
+      - series: 'spanguard_guardrail_findings_total{{error_type="tenant_scope_violation",
+          spanguard_guardrail_name="tenant_scope"}}'
         values: '0 1 2 9 15 15 15 15 15 15 15 15 15 15 15 15 15 15'
-      - series: 'spanguard_routing_decisions_total{{route_status="failed_closed",routing_reason="failover",user_disclosure_required="true"}}'
+      - series: 'spanguard_routing_decisions_total{{route_status="failed_closed",
+          routing_reason="failover",user_disclosure_required="true"}}'
         values: '0 0 0 0 1 1 1 1 1 1'
       - series: 'spanguard_review_duration_seconds_sum{{spanguard_review_decision="approved"}}'
         values: '0+0.3x120'

@@ -18,7 +18,7 @@ from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.prompts import PromptTemplate
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from spanguard import run_context
 from spanguard import semconv as sc
@@ -42,7 +42,7 @@ class Scripted(CustomLLM):
     """Answers from a script, in order; remembers every prompt."""
 
     script: list[str]
-    prompts: list[str] = []
+    prompts: list[str] = Field(default_factory=list)
 
     @property
     def metadata(self) -> LLMMetadata:
