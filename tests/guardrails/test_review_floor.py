@@ -8,6 +8,9 @@ does not run, and the next attempt asks for a new approval).
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -21,6 +24,8 @@ from spanguard.guardrails.review import ReviewBelowFloor, ReviewRules
 from spanguard.guardrails.steps import ToolCall
 from spanguard.guardrails.stores import MemoryStore
 from spanguard.testing import capture
+from tests.guardrails._holds_support import approvals_for, separate_connection
+from tests.guardrails.test_holds_security import PAY_A, RULES, hold
 
 
 class Clock:
@@ -134,3 +139,40 @@ def test_a_slow_enough_approval_passes_the_floor_and_a_rejection_is_measured_too
         enforcer.before_tool_call(run, call, None)
     assert sorted(review_points(reader)) == [("approved", pytest.approx(3)),
                                              ("rejected", pytest.approx(1))]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("action", ["flag", "refuse"])
+def test_a_fast_approval_is_spent_once_or_voided_once_under_concurrency(
+        kind: str, action: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Six makers' processes (own connections) re-make the call at once: a flagged
+    approval runs exactly once; a refused one never runs and is voided exactly once."""
+    redis_url = request.getfixturevalue("redis_url") if kind == "redis" else None
+    first = approvals_for(kind, tmp_path, redis_url)
+    review = ReviewRules(min_review_seconds=60.0, action=action)  # every approval is fast
+    hold_id = hold(HoldGuard(RULES, approvals=first), PAY_A)
+    first.approve(hold_id, "carol")
+    guards = [HoldGuard(RULES, approvals=separate_connection(first), review=review)
+              for _ in range(6)]
+    barrier = threading.Barrier(len(guards))
+    kinds: list[str] = []
+
+    def run(guard: HoldGuard) -> None:
+        barrier.wait()
+        decision = guard.check(PAY_A, maker="alice")
+        kinds.append(decision.kind if decision else "none")
+
+    threads = [threading.Thread(target=run, args=(g,)) for g in guards]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    events = [r.event for r in first.audit.records()]
+    if action == "flag":
+        assert kinds.count("allow") == 1, kinds
+        assert events.count("hold.executed") == 1 and "hold.voided" not in events
+    else:
+        assert "allow" not in kinds, kinds
+        assert events.count("hold.voided") == 1 and "hold.executed" not in events
+        assert first.get(hold_id).status == "rejected"
+    assert first.audit.verify().ok
