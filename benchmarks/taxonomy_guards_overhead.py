@@ -20,6 +20,7 @@ Usage: python benchmarks/taxonomy_guards_overhead.py [--calls N] [--rounds R]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -113,12 +114,10 @@ def failed_attempts(calls: int) -> tuple[Callable[[], float], Callable[[], float
         return per_call(calls, lambda i: Person.model_validate({"name": "Ann", "age": 40}))
 
     def judged(i: int) -> None:
-        try:
+        with contextlib.suppress(RepairRequested):
             guards.check_structured_output(
                 guards.start_run("r"), StructuredResult(1, classify_failure(failure_error)),
                 None)
-        except RepairRequested:
-            pass
 
     return baseline, lambda: per_call(calls, judged)
 
