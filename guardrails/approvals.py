@@ -135,14 +135,18 @@ class Approvals:
         return moved
 
     # --- checker side ------------------------------------------------------------
-    def approve(self, hold_id: str, as_identity: str, reason: str | None = None) -> HoldRecord:
-        return self._decide(hold_id, as_identity, reason, "approved")
+    def approve(self, hold_id: str, as_identity: str, reason: str | None = None, *,
+                shown_at: float | None = None) -> HoldRecord:
+        """``shown_at``: when the request was shown to the checker (default: its creation),
+        for the approval latency (:mod:`spanguard.guardrails.review`)."""
+        return self._decide(hold_id, as_identity, reason, "approved", shown_at)
 
-    def reject(self, hold_id: str, as_identity: str, reason: str | None = None) -> HoldRecord:
-        return self._decide(hold_id, as_identity, reason, "rejected")
+    def reject(self, hold_id: str, as_identity: str, reason: str | None = None, *,
+               shown_at: float | None = None) -> HoldRecord:
+        return self._decide(hold_id, as_identity, reason, "rejected", shown_at)
 
     def _decide(self, hold_id: str, identity: str, reason: str | None,
-                outcome: HoldStatus) -> HoldRecord:
+                outcome: HoldStatus, shown_at: float | None = None) -> HoldRecord:
         checker = _checked_identity(identity)
         hold = self.get(hold_id)
         if same_identity(hold.maker, checker):
@@ -152,15 +156,18 @@ class Approvals:
         if hold.status != "pending":
             raise HoldConflict(hold)
         now = self.clock()
+        review = max(0.0, now - (hold.created_at if shown_at is None else shown_at))
         decided = self.store.transition(hold.id, "pending", outcome, now, checker=checker,
-                                        decision_reason=reason, decided_at=now)
+                                        decision_reason=reason, decided_at=now,
+                                        review_seconds=review)
         if decided is None:
             current = self.get(hold_id)
             if current.status == "expired":
                 raise HoldExpired(current)
             raise HoldConflict(current)
         self.audit.append(f"hold.{outcome}", actor=checker, subject=hold.id, tool=hold.tool,
-                          payload_hash=hold.payload_hash, maker=hold.maker, reason=reason)
+                          payload_hash=hold.payload_hash, maker=hold.maker, reason=reason,
+                          review_seconds=review)
         return decided
 
     def get(self, hold_id: str) -> HoldRecord:
@@ -198,15 +205,15 @@ def _default(store_url: str | None) -> Approvals:
 
 
 def approve(hold_id: str, as_identity: str, reason: str | None = None, *,
-            store_url: str | None = None) -> HoldRecord:
+            store_url: str | None = None, shown_at: float | None = None) -> HoldRecord:
     """Approve a pending hold as a checker who is not its maker."""
-    return _default(store_url).approve(hold_id, as_identity, reason)
+    return _default(store_url).approve(hold_id, as_identity, reason, shown_at=shown_at)
 
 
 def reject(hold_id: str, as_identity: str, reason: str | None = None, *,
-           store_url: str | None = None) -> HoldRecord:
+           store_url: str | None = None, shown_at: float | None = None) -> HoldRecord:
     """Reject a pending hold; the held call will never execute."""
-    return _default(store_url).reject(hold_id, as_identity, reason)
+    return _default(store_url).reject(hold_id, as_identity, reason, shown_at=shown_at)
 
 
 def list_holds(status: HoldStatus | None = None, *, store_url: str | None = None,

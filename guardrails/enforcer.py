@@ -22,23 +22,29 @@ from spanguard import semconv as sc
 from spanguard.attributes import guardrail_attributes, guardrail_span_name
 from spanguard.config import resolve_meter_provider
 from spanguard.guardrails.audit import EnforcerAuditSink
-from spanguard.guardrails.errors import GuardrailViolation
-from spanguard.guardrails.guard import Guard
+from spanguard.guardrails.errors import DocumentsWithheld, GuardrailViolation, ResultWithheld
+from spanguard.guardrails.guard import Guard, overrides
 from spanguard.guardrails.pipeline import build_guards
 from spanguard.guardrails.policy import Policy
 from spanguard.guardrails.steps import (
+    Answer,
     Decision,
     ModelCall,
     ModelUsage,
+    Retrieval,
     RunState,
     ToolCall,
     ToolOutcome,
 )
 from spanguard.guardrails.stores import Store
+from spanguard.guardrails.structured import StructuredResult
 
 # Receives every decision that is not an allow, with the run and the step's subject
 # (tool or model name), to append it to the audit log.
 AuditSink = Callable[[Decision, RunState, "str | None"], None]
+
+# Approval latency buckets (seconds): the seed's complacency signal sits under a second.
+REVIEW_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
 
 
 class Enforcer:
@@ -68,6 +74,16 @@ class Enforcer:
         self._decisions = meter.create_counter(
             sc.METRIC_GUARDRAIL_DECISIONS, unit="{decision}",
             description="Guardrail decisions by guard and kind")
+        self._findings = meter.create_counter(
+            sc.METRIC_GUARDRAIL_FINDINGS, unit="{finding}",
+            description="Refusals and flags by guard and error.type (seed 004's taxonomy)")
+        self._review = meter.create_histogram(
+            sc.METRIC_REVIEW_DURATION, unit="s",
+            description="Approval latency: a hold shown to a checker until the decision",
+            explicit_bucket_boundaries_advisory=REVIEW_BUCKETS)
+        # Adapters build retrieval and answer steps only when some guard reads them.
+        self.wants_retrievals = any(overrides(g, "after_retrieval") for g in self.guards)
+        self.wants_answers = any(overrides(g, "check_answer") for g in self.guards)
 
     @property
     def active(self) -> bool:
@@ -104,8 +120,51 @@ class Enforcer:
             decision = guard.after_tool_call(run, call, outcome)
             if decision is not None:
                 self._record(decision, span)
+                if decision.kind == "deny":
+                    self._audit(decision, run, call.tool)
                 decisions.append(decision)
         return decisions
+
+    def after_retrieval(self, run: RunState, retrieval: Retrieval, span: Span | None) -> None:
+        """Raises a :class:`GuardrailViolation` if documents must not reach the model
+        (a :class:`~spanguard.guardrails.tenant_scope.TenantScopeViolation` names them)."""
+        for guard in self.guards:
+            self._apply(guard.after_retrieval(run, retrieval), span, run, retrieval.source)
+
+    def admit_retrieval(self, run: RunState, retrieval: Retrieval,
+                        span: Span | None) -> tuple[int, ...]:
+        """The indices of the documents to drop before the model sees the retrieval.
+
+        A guard that withholds documents (:class:`DocumentsWithheld`) does not fail
+        the retrieval: the guards are asked again about what remains, so every
+        guard after it (the citation inventory, say) sees exactly what the model
+        will see. Any other refusal is raised.
+        """
+        blocked: set[int] = set()
+        documents = list(enumerate(retrieval.documents))
+        while True:
+            try:
+                self.after_retrieval(
+                    run, Retrieval(retrieval.source, [d for _, d in documents]), span)
+                return tuple(sorted(blocked))
+            except DocumentsWithheld as withheld:
+                dropped = {documents[i][0] for i in withheld.blocked if i < len(documents)}
+                if not dropped:
+                    raise
+                blocked |= dropped
+                documents = [(i, d) for i, d in documents if i not in dropped]
+
+    def check_answer(self, run: RunState, answer: Answer, span: Span | None) -> None:
+        """Raises a :class:`GuardrailViolation` if the answer must not be returned."""
+        for guard in self.guards:
+            self._apply(guard.check_answer(run, answer), span, run, None)
+
+    def check_structured_output(self, run: RunState, result: StructuredResult,
+                                span: Span | None) -> None:
+        """Raises :class:`~spanguard.guardrails.structured.RepairRequested` (ask again) or
+        :class:`~spanguard.guardrails.structured.StructuredOutputError` (give up)."""
+        for guard in self.guards:
+            self._apply(guard.check_structured_output(run, result), span, run, None)
 
     def end_run(self, run: RunState) -> None:
         for guard in self.guards:
@@ -125,6 +184,19 @@ class Enforcer:
                                 sc.GUARDRAIL_DECISION: decision.kind})
         attrs = guardrail_attributes(decision.guard, decision.kind, decision.reason or None)
         attrs.update(decision.attributes)
+        review = attrs.get(sc.REVIEW_SECONDS)
+        if isinstance(review, (int, float)):
+            outcome = str(attrs.get(sc.REVIEW_DECISION, "unknown"))
+            self._review.record(float(review), {sc.GUARDRAIL_NAME: decision.guard,
+                                                sc.REVIEW_DECISION: outcome})
+        # A refusal or a flag (a report with an error) is a finding; a hold is not (yet).
+        error_type = None if decision.kind == "hold" else getattr(decision.error, "error_type",
+                                                                   None)
+        if error_type is None and decision.kind == "deny":
+            error_type = "guardrail_violation"
+        if error_type is not None:
+            self._findings.add(1, {sc.GUARDRAIL_NAME: decision.guard, sc.ERROR_TYPE: error_type})
+            attrs[sc.ERROR_TYPE] = error_type
         if decision.allowed:
             if span is not None and span.is_recording():
                 span.add_event(guardrail_span_name(decision.guard), attrs)
@@ -133,10 +205,16 @@ class Enforcer:
         child = self._tracer.start_span(guardrail_span_name(decision.guard), context,
                                         attributes=attrs)
         if decision.kind == "deny":
-            error_type = getattr(decision.error, "error_type", "guardrail_violation")
-            child.set_attribute(sc.ERROR_TYPE, error_type)
             child.set_status(Status(StatusCode.ERROR, decision.reason))
         child.end()
 
 
-__all__ = ["AuditSink", "Enforcer", "Guard"]
+def withheld_result(decisions: Sequence[Decision]) -> ResultWithheld | None:
+    """The refusal that replaces a tool's result, if a post-call guard withheld it."""
+    for decision in decisions:
+        if decision.kind == "deny" and isinstance(decision.error, ResultWithheld):
+            return decision.error
+    return None
+
+
+__all__ = ["AuditSink", "Enforcer", "Guard", "withheld_result"]

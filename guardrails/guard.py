@@ -10,14 +10,21 @@ joins a policy through ``Policy(guards=(MyGuard(),))``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from spanguard.guardrails.steps import (
+    Answer,
     Decision,
     ModelCall,
     ModelUsage,
+    Retrieval,
     RunState,
     ToolCall,
     ToolOutcome,
 )
+
+if TYPE_CHECKING:
+    from spanguard.guardrails.structured import StructuredResult
 
 
 class Guard:
@@ -39,5 +46,20 @@ class Guard:
                         outcome: ToolOutcome) -> Decision | None:
         return None
 
+    def after_retrieval(self, run: RunState, retrieval: Retrieval) -> Decision | None:
+        return None
+
+    def check_answer(self, run: RunState, answer: Answer) -> Decision | None:
+        return None
+
+    def check_structured_output(self, run: RunState,
+                                result: StructuredResult) -> Decision | None:
+        return None
+
     def end_run(self, run: RunState) -> None:
         return None
+
+
+def overrides(guard: Guard, hook: str) -> bool:
+    """Whether ``guard`` implements ``hook`` (adapters skip building steps nobody reads)."""
+    return getattr(type(guard), hook) is not getattr(Guard, hook)

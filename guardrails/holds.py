@@ -32,6 +32,7 @@ from spanguard.guardrails.approvals import Approvals, same_identity
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.gating import gate_for
 from spanguard.guardrails.guard import Guard
+from spanguard.guardrails.review import ReviewBelowFloor, ReviewRules
 from spanguard.guardrails.steps import Decision, RunState, ToolCall
 from spanguard.guardrails.stores import Store, open_store
 from spanguard.guardrails.stores.records import ACTIVE, HoldRecord
@@ -237,9 +238,11 @@ class HoldGuard(Guard):
 
     def __init__(self, rules: HoldRules | None, *, store: Store | None = None,
                  store_url: str | None = None, approvals: Approvals | None = None,
-                 watched_tools: Sequence[str] = ()) -> None:
-        """Requests go to ``approvals``, else ``store``, else ``open_store(store_url)``."""
+                 watched_tools: Sequence[str] = (), review: ReviewRules | None = None) -> None:
+        """Requests go to ``approvals``, else ``store``, else ``open_store(store_url)``;
+        ``review`` is the approval-latency floor checked before an approval is spent."""
         self.rules = rules
+        self.review = review
         self.watched = frozenset(watched_tools)
         self._store = store
         self._store_url = store_url
@@ -273,10 +276,15 @@ class HoldGuard(Guard):
         maker = maker or default_identity()
         hold, previous = self._existing(call, digest, maker)
         if hold is not None and hold.status == "approved":
+            fast = self._below_floor(hold)
+            if fast is not None and self.review is not None and self.review.action == "refuse":
+                voided = self._void(hold, fast)
+                return Decision("deny", GUARD_NAME, str(fast),
+                                _attributes(voided, "approved"), fast)
             used = self.approvals.consume(hold, digest)
             if used is not None:
                 return Decision("allow", GUARD_NAME, f"approved by {used.checker}",
-                                _attributes(used))
+                                _attributes(used), fast)
             hold = self.approvals.get(hold.id)
         if hold is not None and hold.status == "pending":
             return _decision("hold", hold, HoldPending(hold))
@@ -295,6 +303,27 @@ class HoldGuard(Guard):
             summary=self._summary(call, maker, reason), call_id=call.call_id,
             trace_id=trace_id, span_id=span_id)
         return _decision("hold", created, HoldPending(created, previous))
+
+    def _below_floor(self, hold: HoldRecord) -> ReviewBelowFloor | None:
+        review = self.review
+        if review is None or not review.too_fast(hold.review_seconds):
+            return None
+        assert hold.review_seconds is not None and review.min_review_seconds is not None
+        return ReviewBelowFloor(hold.id, hold.review_seconds, review.min_review_seconds,
+                                refused=review.action == "refuse")
+
+    def _void(self, hold: HoldRecord, fast: ReviewBelowFloor) -> HoldRecord:
+        """An approval under the floor becomes a rejection: the call never runs on it."""
+        now = self.approvals.clock()
+        voided = self.approvals.store.transition(
+            hold.id, "approved", "rejected", now, decision_reason=str(fast))
+        if voided is None:
+            return self.approvals.get(hold.id)
+        self.approvals.audit.append("hold.voided", actor=None, subject=hold.id, tool=hold.tool,
+                                    payload_hash=hold.payload_hash, checker=hold.checker,
+                                    review_seconds=hold.review_seconds,
+                                    floor_seconds=fast.floor)
+        return voided
 
     def _existing(self, call: ToolCall, digest: str,
                   maker: str) -> tuple[HoldRecord | None, HoldRecord | None]:
@@ -336,9 +365,14 @@ class HoldGuard(Guard):
         return f"{text} ({reason})"
 
 
-def _attributes(hold: HoldRecord) -> dict[str, Any]:
-    return {sc.HOLD_ID: hold.id, sc.HOLD_STATUS: hold.status,
-            sc.TOOL_ARGS_HASH: hold.payload_hash}
+def _attributes(hold: HoldRecord, decision: str | None = None) -> dict[str, Any]:
+    attributes: dict[str, Any] = {sc.HOLD_ID: hold.id, sc.HOLD_STATUS: hold.status,
+                                  sc.TOOL_ARGS_HASH: hold.payload_hash}
+    if hold.review_seconds is not None:
+        attributes[sc.REVIEW_SECONDS] = hold.review_seconds
+        attributes[sc.REVIEW_DECISION] = decision or (
+            "rejected" if hold.status == "rejected" else "approved")
+    return attributes
 
 
 def _decision(kind: Any, hold: HoldRecord, error: HoldError) -> Decision:
@@ -352,4 +386,5 @@ def build_hold_guards(policy: Policy, store: Store | None = None) -> list[Guard]
     if policy.holds is None and not watched:
         return []
     url = policy.store.url if policy.store is not None else None
-    return [HoldGuard(policy.holds, store=store, store_url=url, watched_tools=watched)]
+    return [HoldGuard(policy.holds, store=store, store_url=url, watched_tools=watched,
+                      review=policy.review)]

@@ -9,9 +9,12 @@ trace.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from spanguard.guardrails.tool_arguments import ToolSchema
 
 DecisionKind = Literal["allow", "deny", "hold", "retry", "report"]
 
@@ -68,6 +71,9 @@ class ToolCall:
     arguments_hash: str | None = None
     state_hash: str | None = None
     server: str | None = None
+    # The tool's declared input schema (MCP ``inputSchema``, a LangChain tool's
+    # ``args_schema``) when the adapter knows it; the tool-arguments guard checks it.
+    schema: ToolSchema | None = None
 
 
 @dataclass(slots=True)
@@ -94,3 +100,31 @@ class Decision:
     @property
     def allowed(self) -> bool:
         return self.kind in ("allow", "report")
+
+
+@dataclass(slots=True)
+class RetrievedDocument:
+    """One retrieved document or chunk, as guards see it: ids and metadata, no text.
+
+    ``id`` is the source document's id, ``chunk_id`` the chunk's (either may be
+    None); ``metadata`` is the document's own (the tenant label lives there).
+    """
+
+    id: str | None
+    chunk_id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Retrieval:
+    """A retrieval that finished, before its documents reach the model."""
+
+    source: str | None
+    documents: Sequence[RetrievedDocument]
+
+
+@dataclass(slots=True)
+class Answer:
+    """Text a model produced that is about to reach the user (or the next step)."""
+
+    text: str

@@ -215,6 +215,8 @@ class ToolGate:
 
         ``meta`` is the request's ``_meta``; its usage, if any, is charged first.
         """
+        if call.schema is None:
+            call.schema = self.tools.schema(call.tool)
         try:
             usage = meta.get(USAGE_META_KEY) if meta else None
             if usage is not None and isinstance(usage, Mapping):

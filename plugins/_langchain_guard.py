@@ -20,17 +20,21 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from spanguard.guardrails.enforcer import Enforcer, Guard
+from spanguard.guardrails.enforcer import Enforcer, Guard, withheld_result
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.holds import HoldPending
 from spanguard.guardrails.policy import Policy, load_policy
 from spanguard.guardrails.steps import (
+    Answer,
     ModelCall,
     ModelUsage,
+    Retrieval,
+    RetrievedDocument,
     RunState,
     ToolCall,
     ToolOutcome,
 )
+from spanguard.guardrails.tenant_scope import TenantScopeViolation
 from spanguard.guardrails.verify import record_verification, verification_of
 from spanguard.plugins._langchain_quiet import install as install_refusal_filter
 from spanguard.plugins._langchain_quiet import note_refusal
@@ -158,6 +162,43 @@ class RunGuard:
             decisions = self._guarded(run_id, self._enforcer.after_tool_call, run, call,
                                       ToolOutcome(result=result, is_error=is_error), entry.span)
             record_verification(entry.span, verification_of(call.tool, decisions))
+            withheld = withheld_result(decisions)
+            if withheld is not None:
+                # The result must not reach the model: the tool run fails with the
+                # refusal (a callback cannot replace what the tool returns).
+                self._close(run_id, error=withheld, error_type=withheld.error_type)
+                note_refusal(self._handler, withheld)
+                raise withheld
+
+    def after_retrieval(self, run_id: int, entry: RunEntry, documents: Any) -> None:
+        """Drop the documents the guards withhold, in place, before the retriever returns
+        them (LangChain hands its callbacks the very list it returns); a sequence that
+        cannot be changed fails the retrieval instead (fail closed)."""
+        run = _run_of(entry)
+        if run is None or not self._enforcer.wants_retrievals:
+            return
+        found = Retrieval(getattr(entry.span, "name", None), [_document(d) for d in documents])
+        blocked = self._guarded(run_id, self._enforcer.admit_retrieval, run, found,
+                                entry.span)
+        if not blocked:
+            return
+        if not isinstance(documents, list):
+            refused = TenantScopeViolation(blocked, len(found.documents), run.tenant)
+            self._close(run_id, error=refused, error_type=refused.error_type)
+            raise refused
+        for index in reversed(blocked):
+            del documents[index]
+
+    def check_answer(self, run_id: int, entry: RunEntry, text: str | None) -> None:
+        """The answer guards (citations) on a model run's text; a refusal propagates."""
+        run = _run_of(entry)
+        if run is None or not text or not self._enforcer.wants_answers or entry.data.router:
+            return
+        self._guarded(run_id, self._enforcer.check_answer, run, Answer(text), entry.span)
+
+    @property
+    def wants_answers(self) -> bool:
+        return self._enforcer.wants_answers
 
     def end_run(self, root: RunEntry) -> None:
         run = _run_of(root)
@@ -179,6 +220,14 @@ class RunGuard:
             else:
                 self._close(run_id, error=exc)
             raise
+
+
+def _document(document: Any) -> RetrievedDocument:
+    """A LangChain ``Document`` as the guards see it: ids and metadata, no text."""
+    metadata = getattr(document, "metadata", None)
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    doc_id = getattr(document, "id", None) or metadata.get("id")
+    return RetrievedDocument(str(doc_id) if doc_id else None, None, metadata)
 
 
 def _run_of(entry: RunEntry) -> RunState | None:

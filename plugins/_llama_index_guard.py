@@ -15,6 +15,13 @@ Wrapper methods nest (``acomplete`` calls ``complete`` on some LLMs, each with
 its own callback), so only the outermost start and end of one LLM span are
 given to the enforcer.
 
+The same handler sees ``CBEventType.RETRIEVE`` on the retrievers it is attached
+to (when a guard reads retrievals): its end payload's ``NODES`` is the very list
+``retrieve()`` returns, so the documents the guards withhold (another tenant's)
+are removed from it before any synthesizer or LLM sees them. A model's answer
+text goes to the answer guards (citations) at the LLM call's end; a refusal
+raised there propagates to the caller, so the answer is never returned.
+
 A stream's end callback runs when the stream is consumed, in the consumer's
 context, where the LLM's span is no longer the active one: the callback's
 ``event_id`` ties it back to the span its start saw (a bounded map, so a
@@ -33,20 +40,22 @@ from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.instrumentation.span import active_span_id
 
 from spanguard.guardrails.enforcer import Enforcer
-from spanguard.guardrails.steps import ModelCall, ModelUsage
+from spanguard.guardrails.steps import Answer, ModelCall, ModelUsage, Retrieval, RetrievedDocument
+from spanguard.guardrails.tenant_scope import TenantScopeViolation
 from spanguard.plugins._llama_index_extract import usage_from_response
-from spanguard.plugins._llama_index_handlers import LLM, Instrumentation
+from spanguard.plugins._llama_index_handlers import LLM, RETRIEVER, Instrumentation
 from spanguard.spantree import RunEntry
 
 _MAX_OPEN_EVENTS = 4096
-_LLM_ONLY: list[CBEventType] = [t for t in CBEventType if t is not CBEventType.LLM]
+_GUARDED = (CBEventType.LLM, CBEventType.RETRIEVE)
+_OTHERS: list[CBEventType] = [t for t in CBEventType if t not in _GUARDED]
 
 
 class PolicyCallbackHandler(BaseCallbackHandler):
     """Runs ``before_model_call`` / ``after_model_call`` for the LLM span in progress."""
 
     def __init__(self, state: Instrumentation, enforcer: Enforcer) -> None:
-        super().__init__(event_starts_to_ignore=_LLM_ONLY, event_ends_to_ignore=_LLM_ONLY)
+        super().__init__(event_starts_to_ignore=_OTHERS, event_ends_to_ignore=_OTHERS)
         self._state = state
         self._enforcer = enforcer
         self._managers: weakref.WeakSet[CallbackManager] = weakref.WeakSet()
@@ -73,6 +82,8 @@ class PolicyCallbackHandler(BaseCallbackHandler):
 
     def on_event_start(self, event_type: CBEventType, payload: dict[str, Any] | None = None,
                        event_id: str = "", parent_id: str = "", **kwargs: Any) -> str:
+        if event_type is not CBEventType.LLM:
+            return event_id
         entry = self._state.step_for_span(active_span_id.get(), LLM)
         if entry is None:
             return event_id
@@ -95,6 +106,10 @@ class PolicyCallbackHandler(BaseCallbackHandler):
 
     def on_event_end(self, event_type: CBEventType, payload: dict[str, Any] | None = None,
                      event_id: str = "", **kwargs: Any) -> None:
+        if event_type is CBEventType.RETRIEVE:
+            if payload is not None:
+                self._retrieved(payload.get(EventPayload.NODES))
+            return
         entry = self._open.pop(event_id, None)
         if entry is None:
             return
@@ -115,6 +130,25 @@ class PolicyCallbackHandler(BaseCallbackHandler):
             ModelUsage(usage.input_tokens if usage else 0,
                        usage.output_tokens if usage else 0, cost),
             entry.span)
+        if self._enforcer.wants_answers:
+            text = _answer_text(response)
+            if text:
+                self._enforcer.check_answer(run, Answer(text), entry.span)
+
+    def _retrieved(self, nodes: Any) -> None:
+        """Drop the nodes the guards withhold from the list ``retrieve()`` returns."""
+        entry = self._state.step_for_span(active_span_id.get(), RETRIEVER)
+        run = self._state.run_state(entry) if entry is not None else None
+        if entry is None or run is None or nodes is None:
+            return
+        found = Retrieval(getattr(entry.span, "name", None), [_document(n) for n in nodes])
+        blocked = self._enforcer.admit_retrieval(run, found, entry.span)
+        if not blocked:
+            return
+        if not isinstance(nodes, list):  # cannot be changed: fail the retrieval instead
+            raise TenantScopeViolation(blocked, len(found.documents), run.tenant)
+        for index in reversed(blocked):
+            del nodes[index]
 
     def start_trace(self, trace_id: str | None = None) -> None:
         return None
@@ -122,6 +156,25 @@ class PolicyCallbackHandler(BaseCallbackHandler):
     def end_trace(self, trace_id: str | None = None,
                   trace_map: dict[str, list[str]] | None = None) -> None:
         return None
+
+
+def _document(scored: Any) -> RetrievedDocument:
+    """A ``NodeWithScore`` as the guards see it: source and chunk ids, metadata."""
+    node = getattr(scored, "node", scored)
+    chunk = getattr(node, "node_id", None)
+    metadata = getattr(node, "metadata", None)
+    return RetrievedDocument(getattr(node, "ref_doc_id", None) or chunk, chunk,
+                             metadata if isinstance(metadata, dict) else {})
+
+
+def _answer_text(response: Any) -> str | None:
+    """A chat response's message text, or a completion's text."""
+    message = getattr(response, "message", None)
+    content = getattr(message, "content", None) if message is not None else None
+    if isinstance(content, str):
+        return content
+    text = getattr(response, "text", None)
+    return text if isinstance(text, str) else None
 
 
 def _drop_oldest(open_events: dict[str, RunEntry]) -> None:

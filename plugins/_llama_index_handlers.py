@@ -161,6 +161,8 @@ class Instrumentation:
         self._maker = RunContext(identity=identity) if identity else None
         # Called with each LLM about to run (the policy handler attaches itself).
         self.on_llm_enter: Callable[[Any], None] | None = None
+        # Likewise with each retriever (retrieval guards: tenant scope, citations).
+        self.on_retriever_enter: Callable[[Any], None] | None = None
         self._roles: dict[type, str | None] = {}
         # LLM instance id -> its newest stream still being consumed. CustomLLM's
         # ``astream_chat`` opens ``stream_chat`` only when its generator is iterated,
@@ -228,6 +230,8 @@ class Instrumentation:
         entry.data.ids = ids
         if role == LLM and self.on_llm_enter is not None:
             self.on_llm_enter(instance)
+        elif role == RETRIEVER and self.on_retriever_enter is not None:
+            self.on_retriever_enter(instance)
 
     def _describe(self, role: str, instance: Any,
                   id_: str) -> tuple[str, Attributes, str | None]:

@@ -68,6 +68,7 @@ from spanguard.plugins._langchain_content import capture_from_env, value_text
 from spanguard.plugins._langchain_context import activate, deactivate
 from spanguard.plugins._langchain_extract import (
     document_ids,
+    response_text,
     run_ids,
     serialized_name,
     version_attributes,
@@ -322,6 +323,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             self._failed("on_llm_end")
         if charge is not None and entry is not None and self._guard is not None:
             self._guard.after_model(key, entry, *charge)
+        if entry is not None and self._guard is not None and self._guard.wants_answers:
+            self._guard.check_answer(key, entry, response_text(response))
         self._close(key)
 
     def on_llm_error(
@@ -469,6 +472,11 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         attrs: dict[str, Any] | None = None
+        if self._guard is not None:
+            entry = self._tree.get(run_id.int)
+            if entry is not None:
+                # Before the attributes: the span lists what the model will see.
+                self._guard.after_retrieval(run_id.int, entry, documents)
         try:
             attrs = {sc.RETRIEVAL_CANDIDATE_COUNT: len(documents)}
             ids = document_ids(documents)

@@ -103,6 +103,8 @@ def instrument(
         if enforcer is not None and enforcer.active:
             policy_handler = PolicyCallbackHandler(state, enforcer)
             state.on_llm_enter = policy_handler.attach
+            if enforcer.wants_retrievals:
+                state.on_retriever_enter = policy_handler.attach
         installed = _Installed(state, SpanguardSpanHandler(state), SpanguardEventHandler(state),
                                policy_handler)
         dispatcher = get_dispatcher()

@@ -21,6 +21,9 @@ those attributes (``on_end`` only queues the span for a worker thread;
   reached a destination, by destination and ``error.type`` (``queue_full``,
   ``export_failed``, ``shutdown``), from the ledgers given to
   :func:`observe_dropped_spans` (``configure()`` registers its destinations).
+- ``spanguard.routing.decisions`` (counter): each routing decision (a span with
+  ``route_status``), by ``route_status``, ``routing_reason`` and
+  ``user_disclosure_required`` (the fallback-integrity SLO).
 
 Guardrail decisions are counted where they are made, by the Enforcer's
 ``spanguard.guardrail.decisions`` counter (by guard and decision kind), on the
@@ -177,6 +180,9 @@ class MetricsSpanProcessor(SpanProcessor):
             sc.METRIC_TOOL_CALL_COUNT, unit="{call}", description="Tool calls by tool and status")
         self._cost = meter.create_counter(
             sc.METRIC_COST_USD, unit="USD", description="Agent run cost by agent and tenant")
+        self._routes = meter.create_counter(
+            sc.METRIC_ROUTING_DECISIONS, unit="{decision}",
+            description="Routing decisions by route status, reason and disclosure")
         meter.create_observable_gauge(
             sc.METRIC_HOLDS_PENDING, callbacks=[_observe_pending_holds], unit="{hold}",
             description="Approval requests waiting for a checker")
@@ -251,6 +257,12 @@ class MetricsSpanProcessor(SpanProcessor):
         operation = attrs.get(sc.GEN_AI_OPERATION_NAME)
         if operation is not None:
             self._record_operation(span, attrs, operation)
+        status = attrs.get(sc.ROUTING_STATUS)
+        if status is not None:
+            self._routes.add(1, {sc.ROUTING_STATUS: status,
+                                 sc.ROUTING_REASON: attrs.get(sc.ROUTING_REASON, "unknown"),
+                                 sc.ROUTING_DISCLOSURE_REQUIRED: bool(
+                                     attrs.get(sc.ROUTING_DISCLOSURE_REQUIRED))})
         parent = span.parent
         if parent is None or parent.is_remote:
             cost = attrs.get(sc.RUN_TOTAL_COST_USD, attrs.get(sc.COST_USD))

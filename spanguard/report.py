@@ -23,6 +23,11 @@ Definitions (the tests pin them):
   started before it.
 - A loop refusal is a guardrail span with decision ``deny`` whose guard name or
   ``error.type`` mentions "loop" (the loop-budget and tool-loop guards).
+- A finding is a guardrail decision that carries an ``error.type``: a refusal
+  (a ``guardrail`` span) or a flag (a guardrail event on the step's span), counted
+  once per decision by its ``error.type`` (``tool_argument_error``,
+  ``tenant_scope_violation``, ``invalid_citation``, ...) whether or not the run
+  then failed; a hold waiting for approval is not a finding.
 - A hold is pending when the latest span that mentions its id says
   ``spanguard.hold.status = pending`` (or a ``hold`` decision with no status);
   it counts for the run that created it.
@@ -69,6 +74,7 @@ class Run:
     loop_refusals: int
     outcomes: Counter[str] = field(default_factory=Counter)
     holds_pending: int = 0
+    findings: Counter[str] = field(default_factory=Counter)
 
     @property
     def duration_ms(self) -> float | None:
@@ -89,6 +95,7 @@ class GroupReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     loop_refusals: int = 0
     holds_pending: int = 0
+    findings_by_type: Counter[str] = field(default_factory=Counter)
 
     @property
     def successful_outcomes(self) -> int:
@@ -122,6 +129,7 @@ class GroupReport:
             "cost_per_successful_outcome": self.cost_per_successful_outcome,
             "loop_refusals": self.loop_refusals,
             "holds_pending": self.holds_pending,
+            "findings_by_type": dict(sorted(self.findings_by_type.items())),
         }
 
 
@@ -182,6 +190,7 @@ def _add(group: GroupReport, run: Run, share: _ModelShare | None) -> None:
     group.outcomes.update(run.outcomes)
     group.loop_refusals += run.loop_refusals
     group.holds_pending += run.holds_pending
+    group.findings_by_type.update(run.findings)
 
 
 def _runs(spans: Iterable[StoredSpan]
@@ -245,8 +254,10 @@ def _run(trace_id: str, root: StoredSpan, members: list[StoredSpan]) -> Run:
         error_type = str(attrs.get(sc.ERROR_TYPE) or root.status_message or "error")
     models: dict[str, _ModelShare] = {}
     loop_refusals = 0
+    findings: Counter[str] = Counter()
     for span in members:
         a = span.attributes
+        _note_findings(span, findings)
         if sc.GEN_AI_USAGE_INPUT_TOKENS in a or a.get(sc.OPENINFERENCE_SPAN_KIND) == _LLM_KIND:
             model = str(a.get(sc.GEN_AI_RESPONSE_MODEL) or a.get(sc.GEN_AI_REQUEST_MODEL)
                         or NONE_KEY)
@@ -282,7 +293,19 @@ def _run(trace_id: str, root: StoredSpan, members: list[StoredSpan]) -> Run:
                tenant=str(tenant) if tenant else NONE_KEY, agent=str(agent),
                conversation=str(conversation) if conversation else None,
                input_tokens=input_tokens, output_tokens=output_tokens, cost=cost,
-               cost_unknown=cost_unknown, models=models, loop_refusals=loop_refusals)
+               cost_unknown=cost_unknown, models=models, loop_refusals=loop_refusals,
+               findings=findings)
+
+
+def _note_findings(span: StoredSpan, findings: Counter[str]) -> None:
+    """Count the guardrail decisions with an ``error.type`` on this span and its events."""
+    attributes = span.attributes
+    if sc.GUARDRAIL_DECISION in attributes and sc.ERROR_TYPE in attributes:
+        findings[str(attributes[sc.ERROR_TYPE])] += 1
+    for event in span.events:
+        event_attributes = event.get("attributes") or {}
+        if sc.GUARDRAIL_DECISION in event_attributes and sc.ERROR_TYPE in event_attributes:
+            findings[str(event_attributes[sc.ERROR_TYPE])] += 1
 
 
 def _attach_outcomes(runs: dict[str, Run], outcomes: list[StoredSpan]) -> None:

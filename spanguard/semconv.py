@@ -197,6 +197,15 @@ VERIFICATION_STATUS: Final = "verification.status"
 ROUTING_REQUESTED: Final = "requested_route"
 ROUTING_SELECTED: Final = "selected_route"
 ROUTING_REASON: Final = "routing_reason"
+# Seed 004's routing-decision fields, under the seed's own names.
+ROUTING_STATUS: Final = "route_status"
+ROUTING_POLICY_VERSION: Final = "policy_version"
+ROUTING_CAPABILITY_DELTA: Final = "capability_delta"
+ROUTING_DISCLOSURE_REQUIRED: Final = "user_disclosure_required"
+ROUTING_QUALITY_FLOOR: Final = "quality_floor"
+# budget_state is an object in the seed; span attributes are flat, so one key each.
+ROUTING_BUDGET_STATE: Final = "budget_state"
+ROUTING_DETAIL: Final = "spanguard.routing.detail"
 ROUTING_ATTEMPTS: Final = "spanguard.routing.attempts"
 ROUTING_RETRY_TOKENS: Final = "spanguard.routing.retry_tokens"
 ATTEMPT_NUMBER: Final = "spanguard.attempt"
@@ -218,6 +227,33 @@ RETRIEVAL_CONTENT_HASHES: Final = "retrieval.content_hashes"
 EMBEDDING_INPUT_COUNT: Final = "spanguard.embedding.inputs"
 
 REDACTION_COUNT: Final = "spanguard.redaction.count"
+REDACTION_OUTCOME: Final = "spanguard.redaction.outcome"
+
+# --- guards from seed 004's error taxonomy (issue 22) -----------------------------
+# Tool arguments and structured output: the schema's identity and what failed (field
+# paths and rules, never values).
+TOOL_SCHEMA_HASH: Final = "spanguard.tool.schema.hash"
+TOOL_SCHEMA_VERSION: Final = "spanguard.tool.schema.version"
+OUTPUT_SCHEMA_HASH: Final = "spanguard.output.schema.hash"
+VALIDATION_ERROR_COUNT: Final = "spanguard.validation.error_count"
+VALIDATION_SUMMARY: Final = "spanguard.validation.summary"
+REPAIR_ATTEMPT: Final = "spanguard.repair.attempt"
+REPAIR_MAX_ATTEMPTS: Final = "spanguard.repair.max_attempts"
+# Citations: the cited ids that were not retrieved, and the run's inventory (hash).
+CITATION_COUNT: Final = "spanguard.citation.count"
+CITATION_INVALID_IDS: Final = "spanguard.citation.invalid_ids"
+CITATION_INVENTORY_HASH: Final = "spanguard.citation.inventory_hash"
+# Tenant scope: what was blocked, as keyed hashes only.
+TENANT_SCOPE_BOUNDARY: Final = "spanguard.tenant_scope.boundary"
+TENANT_SCOPE_BLOCKED: Final = "spanguard.tenant_scope.blocked"
+TENANT_SCOPE_RESOURCE_HASHES: Final = "spanguard.tenant_scope.resource_hashes"
+TENANT_SCOPE_FOREIGN_HASHES: Final = "spanguard.tenant_scope.foreign_tenant_hashes"
+RETRIEVAL_AUTHORIZED_COUNT: Final = "retrieval.authorized_candidate_count"
+# Reviewer attention: hold shown -> decision, and the policy's floor.
+REVIEW_SECONDS: Final = "spanguard.review.seconds"
+REVIEW_FLOOR_SECONDS: Final = "spanguard.review.floor_seconds"
+REVIEW_BELOW_FLOOR: Final = "spanguard.review.below_floor"
+REVIEW_DECISION: Final = "spanguard.review.decision"
 
 # --- tail sampling and user outcomes ------------------------------------------
 # A user flag: a trace with any span carrying ``spanguard.keep = true`` is always kept.
@@ -240,6 +276,10 @@ METRIC_USER_OUTCOME_COUNT: Final = "agent.user.outcome.count"
 METRIC_GUARDRAIL_DECISIONS: Final = "spanguard.guardrail.decisions"
 METRIC_HOLDS_PENDING: Final = "spanguard.holds.pending"
 METRIC_SPANS_DROPPED: Final = "spanguard.spans.dropped"
+METRIC_GUARDRAIL_FINDINGS: Final = "spanguard.guardrail.findings"
+METRIC_REVIEW_DURATION: Final = "spanguard.review.duration"
+METRIC_ROUTING_DECISIONS: Final = "spanguard.routing.decisions"
+METRIC_REDACTION_EVENTS: Final = "spanguard.redaction.events"
 # Metric-only attribute keys (low cardinality by construction).
 TOOL_CALL_STATUS: Final = "agent.tool.call.status"
 # Where lost spans were going: local, otlp, phoenix, langfuse, console, or an exporter class.

@@ -38,6 +38,8 @@ class HoldRecord:
     decision_reason: str | None = None
     decided_at: float | None = None
     executed_at: float | None = None
+    # Approval latency: the request shown to the checker -> their decision (seconds).
+    review_seconds: float | None = None
 
     def expired(self, now: float) -> bool:
         return self.status in ACTIVE and now >= self.expires_at

@@ -28,6 +28,7 @@ SMOKE = {
     "redaction_quality.py": (["--rounds", "1", "--messages", "2"], "false-positive rate"),
     "span_loss.py": (["--spans", "2000", "--rate", "2000", "--seconds", "0.5", "--batches", "2"],
                      "every lost span counted (now): yes"),
+    "taxonomy_guards_overhead.py": (["--calls", "20", "--rounds", "1"], "added"),
 }
 
 

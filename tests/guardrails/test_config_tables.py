@@ -66,6 +66,21 @@ BAD_TABLES: list[tuple[str, dict[str, Any], str]] = [
     ("redaction", {"patterns": {"bad name!": "x"}}, "bad name!"),
     ("redaction", {"patterns": {"token": "("}}, "token"),
     ("redaction", {"regexes": {}}, "regexes"),
+    ("tool_arguments", {"tools": "send_*"}, "tools"),
+    ("tool_arguments", {"max_errors": 0}, "max_errors"),
+    ("tool_arguments", {"strict": True}, "strict"),
+    ("review", {"min_review_seconds": 0}, "min_review_seconds"),
+    ("review", {"min_review_seconds": "2s"}, "min_review_seconds"),
+    ("review", {"action": "warn"}, "action"),
+    ("tenant_scope", {"metadata_key": ""}, "metadata_key"),
+    ("tenant_scope", {"unlabelled": "drop"}, "unlabelled"),
+    ("tenant_scope", {"tenant": "acme"}, "tenant"),
+    ("citations", {"pattern": "["}, "pattern"),
+    ("citations", {"pattern": "source:\\w+"}, "pattern"),
+    ("citations", {"action": "drop"}, "action"),
+    ("structured_output", {"on_failure": "retry"}, "on_failure"),
+    ("structured_output", {"max_repairs": -1}, "max_repairs"),
+    ("structured_output", {"repairs": 2}, "repairs"),
 ]
 
 

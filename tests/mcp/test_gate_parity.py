@@ -66,6 +66,11 @@ CASES = {
         '[verify.lost_write]\ncall = "read"\narguments = { key = "{key}" }\n'
         'expect_contains = "{value}"\n',
         [("lost_write", {"key": "k", "value": "v"}, None)], "unverified_action"),
+    "arguments_off_schema": Case("[tool_arguments]\n",
+                                 [("transfer", {"amount": "ten", "to": "bob"}, None)],
+                                 "tool_argument_error"),
+    "another_tenants_result": Case("[tenant_scope]\n", [("lookup", {"key": "k"}, None)],
+                                   "tenant_scope_violation"),
     "read_back_of_a_missing_tool": Case(
         '[verify.note]\ncall = "no_such_tool"\n',
         [("note", {"key": "k", "value": "v"}, None)], "unverified_action"),
@@ -167,4 +172,38 @@ async def test_a_failed_read_back_keeps_the_tools_content_and_says_why_on_both_p
                                  "change)"]
     assert local.result["_meta"][GUARDRAIL_META_KEY] == {
         "verification": {"status": "failed", "detail": "read does not show the change"}}
+    assert proxied.result == local.result
+
+
+async def test_arguments_off_the_declared_schema_never_reach_the_tool_on_both_paths(
+        tmp_path: Path, spanguard_home: Path) -> None:
+    case = CASES["arguments_off_schema"]
+    policy = tmp_path / "policy.toml"
+    policy.write_text(case.policy)
+
+    local, executed = await in_process(policy, case.calls)
+    proxied = await through_proxy(policy, case.calls, case.runner, spanguard_home)
+
+    assert executed == []
+    refusal = local.result["structuredContent"]["spanguard"]
+    assert refusal["error_type"] == "tool_argument_error"
+    assert "$.amount: type 'number'" in refusal["reason"]
+    assert "ten" not in local.result["content"][0]["text"]  # names the rule, not the value
+    assert proxied.result == local.result
+
+
+async def test_another_tenants_result_is_withheld_whole_on_both_paths(
+        tmp_path: Path, spanguard_home: Path) -> None:
+    case = CASES["another_tenants_result"]
+    policy = tmp_path / "policy.toml"
+    policy.write_text(case.policy)
+
+    local, executed = await in_process(policy, case.calls)
+    proxied = await through_proxy(policy, case.calls, case.runner, spanguard_home)
+
+    assert executed == ["lookup"]
+    text = repr(local.result)
+    assert "1200 EUR" not in text and "globex" not in text  # nothing of it passes
+    assert local.result["structuredContent"]["spanguard"]["error_type"] == \
+        "tenant_scope_violation"
     assert proxied.result == local.result
