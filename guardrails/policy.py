@@ -22,6 +22,7 @@ from typing import Any
 
 from spanguard._toml import toml_reader
 from spanguard.errors import ConfigError
+from spanguard.guardrails.audit_keys import AuditKeys, parse_audit_table
 from spanguard.guardrails.budget import LoopBudget, parse_loop_budget
 from spanguard.guardrails.guard import Guard
 from spanguard.guardrails.holds import HoldRules, parse_holds_table
@@ -43,6 +44,7 @@ TABLES: Mapping[str, tuple[str, TableParser]] = {
     "verify": ("verify", parse_verify_table),
     "retry": ("retry", parse_retry_table),
     "store": ("store", parse_store),
+    "audit": ("audit", parse_audit_table),
     # Read by the core's configure() too (it may not import guardrails); kept
     # here so a policy file with the table loads.
     "redaction": ("redaction_patterns", parse_redaction_table),
@@ -62,6 +64,7 @@ class Policy:
     window_budgets: tuple[WindowBudget, ...] = ()
     tool_loop: ToolLoop | None = None
     store: StoreConfig | None = None
+    audit: AuditKeys | None = None
     redaction_patterns: Mapping[str, str] = field(default_factory=dict)
     guards: tuple[Guard, ...] = ()
 
