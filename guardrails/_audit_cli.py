@@ -26,22 +26,26 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", help="store URL (default: the policy's [store], else "
                                         "$SPANGUARD_STORE_URL, else sqlite under the "
                                         "spanguard home)")
-    parser.add_argument("--policy", metavar="FILE",
-                        help="the policy whose keys the log is checked against (default: "
-                             "$SPANGUARD_POLICY)")
+    with_policy = argparse.ArgumentParser(add_help=False)
+    with_policy.add_argument("--policy", metavar="FILE",
+                             help="the policy whose keys (and [store]) the log is checked "
+                                  "against (default: $SPANGUARD_POLICY)")
     sub = parser.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
-    verify = sub.add_parser("verify", help="check the chain, its signatures and the hold "
-                                           "records' meaning; exit 1 at the first bad record")
+    verify = sub.add_parser("verify", parents=[with_policy],
+                            help="check the chain, its signatures and the hold records' "
+                                 "meaning; exit 1 at the first bad record")
     verify.add_argument("--expect-head", metavar="SEQ:HASH",
                         help="an anchor printed by `spanguard audit anchor`: detects a "
                              "cut-off or rewritten tail")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(run=run_verify)
-    anchor = sub.add_parser("anchor", help="print the head (SEQ:HASH) to pin outside the store")
+    anchor = sub.add_parser("anchor", parents=[with_policy],
+                            help="print the head (SEQ:HASH) to pin outside the store")
     anchor.add_argument("--out", metavar="FILE", help="also write it to FILE")
     anchor.add_argument("--json", action="store_true")
     anchor.set_defaults(run=run_anchor)
-    list_parser = sub.add_parser("list", help="audit records, oldest first")
+    list_parser = sub.add_parser("list", parents=[with_policy],
+                                 help="audit records, oldest first")
     list_parser.add_argument("--json", action="store_true", help="one JSON object per record")
     list_parser.add_argument("--limit", type=int, default=0, help="only the last N records")
     list_parser.set_defaults(run=run_list)
