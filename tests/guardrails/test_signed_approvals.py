@@ -232,6 +232,29 @@ def test_the_maker_cannot_be_the_reviewer_even_under_another_spelling(
         approvals.approve(hold_id, "b\u043et", signer=MARIA, reviewers=cyrillic)
 
 
+def race(handles: list[Approvals], hold_id: str, signers: list[Signer],
+         reviewers: Reviewers) -> list[str]:
+    """Reviewer i approves (even i) or rejects (odd i) at once, each through handle i."""
+    barrier = threading.Barrier(len(handles))
+    outcomes: list[str] = []
+
+    def decide(index: int, approvals: Approvals) -> None:
+        barrier.wait()
+        act = approvals.approve if index % 2 == 0 else approvals.reject
+        try:
+            outcomes.append(act(hold_id, f"r{index}", signer=signers[index],
+                                reviewers=reviewers).status)
+        except HoldConflict:
+            outcomes.append("lost")
+
+    threads = [threading.Thread(target=decide, args=(i, h)) for i, h in enumerate(handles)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
 def test_signed_approve_and_reject_racing_have_exactly_one_winner(
         kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
@@ -244,23 +267,7 @@ def test_signed_approve_and_reject_racing_have_exactly_one_winner(
         handles = [first] * 6 if kind == "memory" else [
             separate_connection(first) for _ in range(6)]
         hold_id = held(HoldGuard(rules, approvals=first), PAY_A)
-        barrier = threading.Barrier(6)
-        outcomes: list[str] = []
-
-        def decide(index: int, approvals: Approvals) -> None:
-            barrier.wait()
-            act = approvals.approve if index % 2 == 0 else approvals.reject
-            try:
-                outcomes.append(act(hold_id, f"r{index}", signer=signers[index],
-                                    reviewers=reviewers).status)
-            except HoldConflict:
-                outcomes.append("lost")
-
-        threads = [threading.Thread(target=decide, args=(i, h)) for i, h in enumerate(handles)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        outcomes = race(handles, hold_id, signers, reviewers)
         winners = [o for o in outcomes if o != "lost"]
         assert len(winners) == 1, outcomes
         final = first.get(hold_id)
