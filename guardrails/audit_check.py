@@ -9,11 +9,15 @@ one that fails any of three checks:
    policy has an ``[audit] writer_key``, every record must be signed, by that key
    or a reviewer's. A rewritten record whose later hashes were all recomputed
    fails here, at the rewritten one: its signer's key is not the rewriter's.
-3. **The meaning** of the hold records: every ``hold.executed`` follows exactly
-   one ``hold.approved`` of the same request (not voided, not rejected), made by
-   a checker other than the maker, before the request expired; with reviewers
-   in the policy, that approval carries a valid signature of the canonical
-   decision by a reviewer allowed for the tool, its class and its server.
+3. **The meaning** of the hold records: a request has at most one decision, and
+   every ``hold.executed`` follows exactly one ``hold.approved`` of the same
+   request (not voided, not rejected), made by a checker other than the maker,
+   before the request expired; with reviewers in the policy, that approval
+   carries a valid signature of the canonical decision by a reviewer allowed
+   for the tool, its class and its server. An approval that fails these checks
+   is a violation once its hold is executed (named at the approval record); one
+   the executing side refused (``hold.void``) is an attempt the log rightly
+   records, not a violation.
 
 And **the head**: ``expect_head`` (``SEQ:HASH`` from ``spanguard audit anchor``,
 kept outside the store) must still be in the log, unchanged, so a cut-off tail
@@ -72,6 +76,7 @@ class _Hold:
     created: AuditRecord
     decision: AuditRecord | None = None
     approved: bool = False
+    problem: str | None = None  # why the approval does not count, if it does not
     executed: AuditRecord | None = None
 
 
@@ -181,21 +186,21 @@ def _check_decision(record: AuditRecord, hold: _Hold, trust: AuditTrust) -> None
     hold.decision = record
     if record.event == "hold.rejected":
         return
+    hold.approved = True
+    hold.problem = _approval_problem(record, hold, trust)
+
+
+def _approval_problem(record: AuditRecord, hold: _Hold, trust: AuditTrust) -> str | None:
     maker = hold.created.actor or ""
     checker = record.actor or ""
     if not checker or same_identity(maker, checker):
-        raise _Violation(record.seq, f"record {record.seq}: hold {subject} was approved by "
-                                     f"its maker ({checker!r})")
+        return f"it was approved by its maker ({checker!r})"
     if record.ts >= _expires_at(hold):
-        raise _Violation(record.seq, f"record {record.seq}: hold {subject} was approved "
-                                     "after it expired")
+        return "it was approved after it expired"
     if trust.reviewers:
-        problem = signature_problem(_statement(hold.created, checker), record.detail.get(
+        return signature_problem(_statement(hold.created, checker), record.detail.get(
             "signature"), record.detail.get("signed_by"), trust.reviewers)
-        if problem is not None:
-            raise _Violation(record.seq, f"record {record.seq}: the approval of hold "
-                                         f"{subject} is not valid: {problem}")
-    hold.approved = True
+    return None
 
 
 def _statement(created: AuditRecord, checker: str) -> dict[str, Any]:
@@ -215,9 +220,14 @@ def _check_execution(record: AuditRecord, hold: _Hold) -> None:
         raise _Violation(record.seq, f"record {record.seq}: hold {subject} was already "
                                      f"executed at record {hold.executed.seq}")
     hold.executed = record
-    if not hold.approved:
+    if not hold.approved or hold.decision is None:
         raise _Violation(record.seq, f"record {record.seq}: hold {subject} was executed "
                                      "without a valid approval before it")
+    if hold.problem is not None:
+        approval = hold.decision.seq
+        raise _Violation(approval, f"record {approval}: the approval of hold {subject}, "
+                                   f"executed at record {record.seq}, is not valid: "
+                                   f"{hold.problem}")
     if record.ts >= _expires_at(hold):
         raise _Violation(record.seq, f"record {record.seq}: hold {subject} was executed "
                                      "after its approval expired")

@@ -185,7 +185,7 @@ def _log(clock: Clock) -> AuditLog:
     ([("hold.approved", "carol"), ("hold.approved", "dave")], 3, "already decided"),
     ([("hold.approved", "carol"), ("hold.executed", "agent"), ("hold.executed", "agent")],
      4, "already executed"),
-    ([("hold.approved", "Agent")], 2, "approved by its maker"),
+    ([("hold.approved", "Agent"), ("hold.executed", "agent")], 2, "approved by its maker"),
     ([("hold.rejected", "carol"), ("hold.executed", "agent")], 3, "without a valid approval"),
     ([("hold.approved", "carol"), ("hold.void", None), ("hold.executed", "agent")], 4,
      "without a valid approval"),
@@ -210,6 +210,8 @@ def test_an_approval_after_expiry_and_an_unknown_hold_are_named() -> None:
     log.append("hold.created", actor="agent", subject="hold_1", expires_at=clock.now + 60)
     clock.advance(61)
     log.append("hold.approved", actor="carol", subject="hold_1")
+    assert check_log(log.records()).ok  # an approval that never ran proves nothing wrong
+    log.append("hold.executed", actor="agent", subject="hold_1")
     check = check_log(log.records())
     assert check.broken_seq == 2 and "after it expired" in check.reason
     other = _log(clock)
