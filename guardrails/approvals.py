@@ -239,10 +239,12 @@ class Approvals:
                 signer: Signer | None, reviewers: Reviewers | None) -> HoldRecord:
         checker = _checked_identity(identity)
         hold = self.get(hold_id)
-        if reviewers:
-            checker = _reviewer_for(hold, checker, signer, reviewers).name
         if same_identity(hold.maker, checker):
             raise MakerCheckerViolation(hold, checker)
+        if reviewers:
+            checker = _reviewer_for(hold, checker, signer, reviewers).name
+            if same_identity(hold.maker, checker):
+                raise MakerCheckerViolation(hold, checker)
         if hold.status == "expired":
             raise HoldExpired(hold)
         if hold.status != "pending":
