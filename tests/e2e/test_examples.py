@@ -105,7 +105,8 @@ def test_the_demo_tells_the_whole_story(spanguard_home: Path) -> None:
     assert re.search(r"reviewer 'maria' runs: \S*spanguard .*holds approve hold_", out)
     assert "docs: answer the annual-plan refund question in the FAQ" in out  # git log -1
     assert "LoopBudgetExceeded: loop budget exceeded" in out
-    assert "status=executed" in out and "Audit chain: True" in out
+    assert "checker=maria (signed)  status=executed" in out
+    assert "Audit log proven against the reviewer's key: True" in out
     store = TraceStore.in_home(spanguard_home)
     runs = [t for t in store.traces() if t.root_name == "invoke_agent support_agent"]
     assert len(runs) == 2
