@@ -206,11 +206,13 @@ def _approval_problem(record: AuditRecord, hold: _Hold, trust: AuditTrust) -> st
 def _statement(created: AuditRecord, checker: str) -> dict[str, Any]:
     """The canonical approval, rebuilt from what the request's own record says."""
     detail: Mapping[str, Any] = created.detail
+    # The values as recorded (a missing one stays None and fails the signature check).
+    value: Any = detail.get
     request = HoldRecord(
-        id=str(created.subject), tool=detail.get("tool"), payload_hash=detail.get(
-            "payload_hash"), maker=created.actor or "", risk_tier="", reason="",
-        created_at=created.ts, expires_at=detail.get("expires_at"),
-        server=detail.get("server"), action_class=detail.get("action_class"))
+        id=str(created.subject), tool=value("tool"), payload_hash=value("payload_hash"),
+        maker=created.actor or "", risk_tier="", reason="", created_at=created.ts,
+        expires_at=value("expires_at"), server=value("server"),
+        action_class=value("action_class"))
     return statement(request, checker, "approved")
 
 

@@ -26,6 +26,7 @@ SMOKE = {
                               "spanguard added / floor added"),
     "import_time.py": (["--runs", "2"], "x python -c pass"),
     "redaction_quality.py": (["--rounds", "1", "--messages", "2"], "false-positive rate"),
+    "approval_signing.py": (["--calls", "50", "--rounds", "1"], "verify one approval"),
 }
 
 
