@@ -38,6 +38,8 @@ def test_policy_file_with_every_option_loads(tmp_path: Path) -> None:
     assert policy.name == "support-prod"
     assert policy.loop_budget is not None and policy.loop_budget.max_input_tokens == 200000
     assert policy.holds is not None and policy.verify is not None
+    assert [r.name for r in policy.holds.reviewers.all] == ["maria", "ops-lead"]
+    assert policy.holds.read_only == ("calculate", "list_*") and policy.audit is not None
     assert policy.retry is not None and policy.retry.max_attempts == 3
     assert len(policy.window_budgets) == 1 and policy.tool_loop is not None
     assert policy.redaction_patterns == {"order_id": "ORD-[0-9]{6}"}
