@@ -17,6 +17,7 @@ import datetime as dt
 import json
 
 from spanguard.cli._common import EXIT_CHECK_FAILED, EXIT_NOT_FOUND, EXIT_OK
+from spanguard.errors import ConfigError
 from spanguard.guardrails.approvals import ApprovalError, Approvals, HoldNotFound
 from spanguard.guardrails.policy import Policy, load_policy
 from spanguard.guardrails.reviewers import Reviewers
@@ -71,8 +72,11 @@ def _signer(args: argparse.Namespace) -> Signer | None:
     """``--key``, else the reviewer's default key for ``--as`` if it exists."""
     if args.key:
         return Signer.from_file(args.key)
-    default = reviewer_key_path(args.identity.strip()) if args.identity.strip() else None
-    return Signer.from_file(default) if default is not None and default.exists() else None
+    try:
+        default = reviewer_key_path(args.identity.strip())
+    except ConfigError:  # a name that cannot be a file name has no default key
+        return None
+    return Signer.from_file(default) if default.exists() else None
 
 
 def _when(seconds: float | None) -> str:
