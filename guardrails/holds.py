@@ -309,11 +309,13 @@ def hold_result_payload(error: HoldError) -> dict[str, Any]:
     hold = error.hold
     structured: dict[str, Any] = {
         "status": "held" if isinstance(error, HoldPending) else hold.status,
-        "hold_id": hold.id, "tool": hold.tool, "server": hold.server,
-        "payload_hash": hold.payload_hash, "risk_tier": hold.risk_tier,
-        "expires_at": hold.expires_at, "executed": False, "rule": hold.rule,
-        "reason": hold.reason, "action_class": hold.action_class,
+        "hold_id": hold.id, "tool": hold.tool, "payload_hash": hold.payload_hash,
+        "risk_tier": hold.risk_tier, "expires_at": hold.expires_at, "executed": False,
     }
+    if hold.server is not None:
+        structured["server"] = hold.server
+    # Why it was held: the rule that matched, in words, and the call's class.
+    structured.update(rule=hold.rule, reason=hold.reason, action_class=hold.action_class)
     if isinstance(error, HoldPending):
         structured["approve_command"] = error.approve_command
         structured["reject_command"] = error.reject_command
@@ -385,12 +387,12 @@ class HoldGuard(Guard):
                 tier = "unverified"
         if found is None:
             return None
+        digest = payload_hash(dict(call.arguments))
         maker = maker or default_identity()
         problem = identity_problem(maker)
         if problem is not None:
             error = InvalidMaker(maker, problem)
             return Decision("deny", GUARD_NAME, str(error), {}, error)
-        digest = payload_hash(dict(call.arguments))
         hold, previous = self._existing(call, digest, maker)
         if hold is not None and hold.status == "approved":
             why = approval_problem(hold, self.reviewers, self.approvals.clock())
