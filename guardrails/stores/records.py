@@ -47,7 +47,7 @@ class HoldRecord:
     decision_reason: str | None = None
     decided_at: float | None = None
     executed_at: float | None = None
-    # The MCP server the call goes to (None outside MCP); part of payload_hash too.
+    # The MCP server the call goes to (None outside MCP).
     server: str | None = None
     action_class: str | None = None
     rule: str | None = None
