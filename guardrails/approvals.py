@@ -296,8 +296,10 @@ class Approvals:
             sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
 
 
-def _default(store_url: str | None) -> Approvals:
-    return Approvals.open(store_url)
+def _view(store_url: str | None) -> Approvals:
+    """A read-only view of the store: a lapsed hold reads as expired, and the
+    transition (an audit record to sign) is left to the guard or a decision."""
+    return Approvals.over(open_store(store_url), persist_expiry=False)
 
 
 def approve(hold_id: str, as_identity: str, reason: str | None = None, *,
@@ -318,14 +320,15 @@ def reject(hold_id: str, as_identity: str, reason: str | None = None, *,
 
 def list_holds(status: HoldStatus | None = None, *, store_url: str | None = None,
                limit: int = 100) -> list[HoldRecord]:
-    return _default(store_url).list(status, limit)
+    return _view(store_url).list(status, limit)
 
 
 def get_hold(hold_id: str, *, store_url: str | None = None) -> HoldRecord:
-    return _default(store_url).get(hold_id)
+    return _view(store_url).get(hold_id)
 
 
 def wait_for_decision(hold_id: str, timeout: float, *, store_url: str | None = None,
                       **kwargs: Any) -> HoldRecord:
-    return _default(store_url).wait_for_decision(hold_id, timeout, **kwargs)
+    """Poll (read-only) until the hold is decided or ``timeout`` seconds pass."""
+    return _view(store_url).wait_for_decision(hold_id, timeout, **kwargs)
 

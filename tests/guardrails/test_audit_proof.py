@@ -217,3 +217,22 @@ def test_an_approval_after_expiry_and_an_unknown_hold_are_named() -> None:
     other = _log(clock)
     other.append("hold.executed", actor="agent", subject="hold_9")
     assert check_log(other.records()).broken_seq == 1
+
+
+def test_reading_holds_writes_nothing_so_a_signed_log_stays_signed(tmp_path: Path) -> None:
+    clock = Clock()
+    db = tmp_path / "g.db"
+    agent = Approvals.over(SQLiteStore(db), clock, signer=WRITER)
+    guard = HoldGuard(RULES, approvals=agent)
+    decision = guard.check(PAY, maker="agent")
+    assert decision is not None and isinstance(decision.error, HoldPending)
+    clock.advance(601)
+    reader = Approvals.over(SQLiteStore(db), clock, persist_expiry=False)  # holds list/show
+    assert [h.status for h in reader.list()] == ["expired"]
+    assert reader.store.get(decision.error.hold_id).status == "pending"  # type: ignore[union-attr]
+    assert len(agent.audit.records()) == 1
+    renewed = guard.check(PAY, maker="agent")  # the executing side records the expiry
+    assert renewed is not None and isinstance(renewed.error, HoldPending)
+    records = agent.audit.records()
+    assert [r.event for r in records] == ["hold.created", "hold.expired", "hold.created"]
+    assert check_log(records, SIGNED).ok
