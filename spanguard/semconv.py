@@ -239,8 +239,11 @@ METRIC_COST_USD: Final = "agent.cost.usd"
 METRIC_USER_OUTCOME_COUNT: Final = "agent.user.outcome.count"
 METRIC_GUARDRAIL_DECISIONS: Final = "spanguard.guardrail.decisions"
 METRIC_HOLDS_PENDING: Final = "spanguard.holds.pending"
+METRIC_SPANS_DROPPED: Final = "spanguard.spans.dropped"
 # Metric-only attribute keys (low cardinality by construction).
 TOOL_CALL_STATUS: Final = "agent.tool.call.status"
+# Where lost spans were going: local, otlp, phoenix, langfuse, console, or an exporter class.
+EXPORT_DESTINATION: Final = "spanguard.export.destination"
 # LangGraph's superstep (the node itself is OpenInference's graph.node.id).
 LANGGRAPH_STEP: Final = "langgraph.step"
 RUN_INTERRUPTED: Final = "spanguard.run.interrupted"

@@ -13,6 +13,8 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,16 @@ CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_time);
 """
 
 DB_NAME = "traces.db"
+
+# One row of the spans table, in column order; attributes and events as JSON text.
+# Exporters build it straight from the SDK's span (spanguard.exporters.convert.to_row).
+StoredRow = tuple[str, str, str | None, str, str, int, int | None, str, str | None,
+                  str, str, str | None]
+_COLUMNS = 12
+# SQLite's default bound on ``?`` parameters per statement: 32766 since 3.32, 999 before.
+_DEFAULT_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+# Rows per INSERT at most: 4096 rows is ~100 KB of SQL and covers the largest default batch.
+_MAX_ROWS_PER_STATEMENT = 4096
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,7 @@ class TraceStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            self._rows_per_statement = _rows_per_statement(self._conn)
         except sqlite3.DatabaseError as exc:
             raise StoreError(str(self.path), f"cannot open ({exc})", _hint(exc)) from exc
         except OSError as exc:
@@ -136,27 +149,47 @@ class TraceStore:
             self._conn.close()
 
     def write(self, rows: Iterable[StoredSpan]) -> int:
-        data = [
+        encode = _JSON.encode
+        return self.write_rows([
             (s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_time,
-             s.end_time, s.status, s.status_message,
-             json.dumps(s.attributes, default=str), json.dumps(s.events, default=str),
+             s.end_time, s.status, s.status_message, encode(s.attributes), encode(s.events),
              s.service_name)
-            for s in rows
-        ]
-        if not data:
+            for s in rows])
+
+    def write_rows(self, rows: Sequence[StoredRow]) -> int:
+        """Insert (or replace) rows atomically, with few statements of many rows each.
+
+        Each statement inserts many rows (``VALUES (...), (...)``), so a batch costs
+        one trip into SQLite, or a few, instead of one per row; SQLite runs without
+        the GIL, and each return from it waits for the GIL behind a busy agent
+        thread, so the fewer trips the better. Statements come in power-of-two
+        sizes (a full batch of 512 or 2,048 rows is one statement; 1,234 rows are
+        1,024 + 128 + 64 + 16 + 2), so a long-running process prepares and caches
+        a dozen statements, not one per batch length. Several statements run in
+        one transaction.
+        """
+        if not rows:
             return 0
+        sizes = _statement_sizes(len(rows), self._rows_per_statement)
         try:
             with self._lock:
-                self._conn.execute("BEGIN")
-                self._conn.executemany(
-                    "INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", data)
-                self._conn.execute("COMMIT")
+                try:
+                    if len(sizes) > 1:
+                        self._conn.execute("BEGIN")
+                    start = 0
+                    for size in sizes:
+                        self._conn.execute(_insert_sql(size),
+                                           list(chain.from_iterable(rows[start:start + size])))
+                        start += size
+                    if len(sizes) > 1:
+                        self._conn.execute("COMMIT")
+                except BaseException:  # whatever failed, nothing of the batch stays
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
         except sqlite3.DatabaseError as exc:
-            with self._lock:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
             raise StoreError(str(self.path), f"write failed ({exc})", _hint(exc)) from exc
-        return len(data)
+        return len(rows)
 
     def trace(self, trace_id: str) -> list[StoredSpan]:
         """Spans of one trace in start order; a unique prefix of the id is enough.
@@ -238,6 +271,39 @@ class TraceStore:
                 return list(self._conn.execute(sql, params).fetchall())
         except sqlite3.DatabaseError as exc:
             raise StoreError(str(self.path), f"read failed ({exc})", _hint(exc)) from exc
+
+
+# Compact JSON; a value JSON cannot hold is stored as its str() (OTel attributes
+# are all JSON values; a StoredSpan built by hand may hold anything).
+_JSON = json.JSONEncoder(default=str, separators=(",", ":"))
+
+
+@lru_cache(maxsize=32)
+def _insert_sql(rows: int) -> str:
+    placeholders = "(" + ",".join("?" * _COLUMNS) + ")"
+    return "INSERT OR REPLACE INTO spans VALUES " + ",".join([placeholders] * rows)
+
+
+def _statement_sizes(count: int, largest: int) -> list[int]:
+    """``count`` as full statements of ``largest`` rows, then the rest's powers of two."""
+    sizes = [largest] * (count // largest)
+    rest = count % largest
+    size = largest
+    while rest:
+        if rest >= size:
+            sizes.append(size)
+            rest -= size
+        size //= 2
+    return sizes
+
+
+def _rows_per_statement(conn: sqlite3.Connection) -> int:
+    """The largest power of two of rows a statement may bind, at most 4096."""
+    getlimit = getattr(conn, "getlimit", None)  # Python 3.11+
+    variables = (int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)) if getlimit is not None
+                 else _DEFAULT_MAX_VARIABLES)
+    rows = max(min(variables // _COLUMNS, _MAX_ROWS_PER_STATEMENT), 1)
+    return 1 << (rows.bit_length() - 1)
 
 
 def _row_to_span(row: tuple[Any, ...]) -> StoredSpan:
