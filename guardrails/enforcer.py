@@ -61,7 +61,7 @@ class Enforcer:
         self.policy = policy or Policy()
         if audit_sink is None:
             url = self.policy.store.url if self.policy.store is not None else None
-            audit_sink = EnforcerAuditSink(store_url=url, store=store)
+            audit_sink = EnforcerAuditSink(store_url=url, store=store, keys=self.policy.audit)
         self._audit: AuditSink = audit_sink
         self.guards: tuple[Guard, ...] = (
             build_guards(self.policy, store) if guards is None else tuple(guards))

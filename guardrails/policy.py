@@ -22,6 +22,7 @@ from typing import Any
 
 from spanguard._toml import toml_reader
 from spanguard.errors import ConfigError
+from spanguard.guardrails.audit_keys import AuditKeys, parse_audit_table
 from spanguard.guardrails.budget import LoopBudget, parse_loop_budget
 from spanguard.guardrails.citations import Citations, parse_citations
 from spanguard.guardrails.guard import Guard
@@ -53,6 +54,7 @@ TABLES: Mapping[str, tuple[str, TableParser]] = {
     "structured_output": ("structured_output", parse_structured_output),
     "retry": ("retry", parse_retry_table),
     "store": ("store", parse_store),
+    "audit": ("audit", parse_audit_table),
     # Read by the core's configure() too (it may not import guardrails); kept
     # here so a policy file with the table loads.
     "redaction": ("redaction_patterns", parse_redaction_table),
@@ -77,6 +79,7 @@ class Policy:
     citations: Citations | None = None
     structured_output: StructuredOutput | None = None
     store: StoreConfig | None = None
+    audit: AuditKeys | None = None
     redaction_patterns: Mapping[str, str] = field(default_factory=dict)
     guards: tuple[Guard, ...] = ()
 

@@ -83,10 +83,13 @@ _MAX_SCHEMAS = 1024  # tool schemas remembered (one per distinct tool name)
 
 
 def interrupt_value(hold: HoldPending) -> dict[str, Any]:
-    """What the graph's caller sees in ``result["__interrupt__"][i].value``."""
+    """What the graph's caller sees in ``result["__interrupt__"][i].value``: the
+    request, and why it was held (``rule``: ``tools``, ``action_classes``,
+    ``high_risk`` or ``unverified``; ``reason`` in words)."""
     record = hold.hold
     return {"type": INTERRUPT_TYPE, "hold_id": record.id, "tool": record.tool,
-            "summary": record.summary, "reason": record.reason,
+            "summary": record.summary, "reason": record.reason, "rule": record.rule,
+            "action_class": record.action_class, "server": record.server,
             "risk_tier": record.risk_tier, "maker": record.maker,
             "expires_at": record.expires_at, "payload_hash": record.payload_hash,
             "approve_command": hold.approve_command, "reject_command": hold.reject_command}

@@ -29,6 +29,7 @@ from spanguard.guardrails.stores.records import (
     HoldStatus,
     may_move,
 )
+from spanguard.home import ensure_home, ensure_private_file
 
 _SWEEP_EVERY = 512  # charges between sweeps of expired counters
 
@@ -71,7 +72,9 @@ class SQLiteStore(Store):
         self.url = f"sqlite://{self.path}"
         self.lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Approvals and the audit log: readable by their owner only (0700/0600).
+            ensure_home(self.path.parent)
+            ensure_private_file(self.path)
             self.conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None,
                                         check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")

@@ -26,6 +26,7 @@ SMOKE = {
                               "spanguard added / floor added"),
     "import_time.py": (["--runs", "2"], "x python -c pass"),
     "redaction_quality.py": (["--rounds", "1", "--messages", "2"], "false-positive rate"),
+    "approval_signing.py": (["--calls", "50", "--rounds", "1"], "verify one approval"),
     "span_loss.py": (["--spans", "2000", "--rate", "2000", "--seconds", "0.5", "--batches", "2"],
                      "every lost span counted (now): yes"),
     "taxonomy_guards_overhead.py": (["--calls", "20", "--rounds", "1"], "added"),

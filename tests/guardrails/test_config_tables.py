@@ -23,6 +23,9 @@ from spanguard.guardrails import (
     WindowBudget,
 )
 from spanguard.guardrails.policy import TABLES
+from spanguard.guardrails.signing import Signer
+
+PUBLIC = Signer.generate().public
 
 # (table, its body, the key the error must name)
 BAD_TABLES: list[tuple[str, dict[str, Any], str]] = [
@@ -49,6 +52,18 @@ BAD_TABLES: list[tuple[str, dict[str, Any], str]] = [
     ("holds", {"risk_tier": ""}, "risk_tier"),
     ("holds", {"show_arguments": 1}, "show_arguments"),
     ("holds", {"typo": 1}, "typo"),
+    ("holds", {"read_only": "calculate"}, "read_only"),
+    ("holds", {"read_only_servers": [3]}, "read_only_servers"),
+    ("holds", {"reviewers": {"maria": {"key": "rsa:AAAA"}}}, "key"),
+    ("holds", {"reviewers": {"maria": {}}}, "key"),
+    ("holds", {"reviewers": {"maria": {"key": PUBLIC, "tools": "git_*"}}}, "tools"),
+    ("holds", {"reviewers": {"maria": {"key": PUBLIC, "action_classes": ["scary"]}}},
+     "action_classes"),
+    ("holds", {"reviewers": {"maria": {"key": PUBLIC, "may": ["all"]}}}, "may"),
+    ("holds", {"reviewers": {"cf\u200bo": {"key": PUBLIC}}}, "invisible"),
+    ("audit", {"writer_key": "ed25519:short"}, "writer_key"),
+    ("audit", {"writer_key_file": "/etc/spanguard/audit.key"}, "writer_key_file"),
+    ("audit", {"signed": True}, "signed"),
     ("verify", {"hold_on_failure": "true"}, "hold_on_failure"),
     ("verify", {"git_commit": {"arguments": {}}}, "call"),
     ("verify", {"git_commit": {"call": "git_log", "arguments": "repo"}}, "arguments"),

@@ -112,8 +112,8 @@ def test_a_fast_approval_is_voided_under_refuse_and_the_call_asks_again() -> Non
     run = enforcer.start_run("r", identity="maker")
     with pytest.raises(ReviewBelowFloor, match="voided"):
         enforcer.before_tool_call(run, ToolCall("pay", {"amount": 5}), None)
-    assert approvals.get(hold_id).status == "rejected"
-    assert [r.event for r in approvals.audit.records()][-1] == "hold.voided"
+    assert approvals.get(hold_id).status == "void"
+    assert [r.event for r in approvals.audit.records()][-1] == "hold.void"
     with pytest.raises(HoldPending) as again:  # a new request, the old one reported
         enforcer.before_tool_call(run, ToolCall("pay", {"amount": 5}), None)
     assert again.value.hold_id != hold_id
@@ -170,9 +170,9 @@ def test_a_fast_approval_is_spent_once_or_voided_once_under_concurrency(
     events = [r.event for r in first.audit.records()]
     if action == "flag":
         assert kinds.count("allow") == 1, kinds
-        assert events.count("hold.executed") == 1 and "hold.voided" not in events
+        assert events.count("hold.executed") == 1 and "hold.void" not in events
     else:
         assert "allow" not in kinds, kinds
-        assert events.count("hold.voided") == 1 and "hold.executed" not in events
-        assert first.get(hold_id).status == "rejected"
+        assert events.count("hold.void") == 1 and "hold.executed" not in events
+        assert first.get(hold_id).status == "void"
     assert first.audit.verify().ok

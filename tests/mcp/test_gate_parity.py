@@ -157,6 +157,26 @@ async def test_a_held_call_is_one_hold_with_one_text_on_both_paths(
         local.result["content"][0]["text"]
 
 
+async def test_read_only_tools_run_and_a_held_call_says_which_rule_on_both_paths(
+        tmp_path: Path, spanguard_home: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[holds]\nhigh_risk = true\nread_only = ["lost_*"]\n')
+    calls: list[Call] = [("lost_write", {"key": "k", "value": "v"}, None),
+                         ("note", {"key": "k", "value": "v"}, None)]
+
+    local, executed = await in_process(policy, calls)
+    proxied = await through_proxy(policy, calls, SPANGUARD, spanguard_home)
+
+    assert executed == ["lost_write"]  # declared read-only: runs; note: no hints, held
+    hold = local.result["structuredContent"]["spanguard_hold"]
+    assert hold["rule"] == "high_risk" and hold["action_class"] == "non_idempotent_mutation"
+    assert "neither readOnlyHint nor idempotentHint" in hold["reason"]
+    assert "[holds] read_only" in hold["reason"]
+    other = proxied.result["structuredContent"]["spanguard_hold"]
+    assert (other["rule"], other["reason"]) == (hold["rule"], hold["reason"])
+    assert hold["reason"] in proxied.result["content"][0]["text"]
+
+
 async def test_a_failed_read_back_keeps_the_tools_content_and_says_why_on_both_paths(
         tmp_path: Path, spanguard_home: Path) -> None:
     case = CASES["failed_read_back"]
