@@ -32,16 +32,14 @@ _MAX_TYPE = 32
 
 def continues(inputs: Any) -> bool:
     """True for the input of a run that continues its thread from a checkpoint."""
-    if inputs is None:
-        return True
-    return bool(_COMMAND) and isinstance(inputs, _COMMAND) and inputs.resume is not None
+    return inputs is None or _resume_value(inputs) is not None
 
 
 def answer_attributes(inputs: Any, hash_value: Callable[[str], str]) -> dict[str, Any]:
     """What a resumed run's root records about the answer it carries (never its text)."""
-    if not _COMMAND or not isinstance(inputs, _COMMAND) or inputs.resume is None:
+    value = _resume_value(inputs)
+    if value is None:
         return {}
-    value = inputs.resume
     decisions = _decision_types(value)
     if decisions:
         return {sc.RESUME_DECISIONS: decisions}
@@ -49,6 +47,11 @@ def answer_attributes(inputs: Any, hash_value: Callable[[str], str]) -> dict[str
         return {sc.RESUME_VALUE_HASH: hash_value(canonical_json(value))}
     except (TypeError, ValueError):  # not JSON-able: nothing safe to record
         return {}
+
+
+def _resume_value(inputs: Any) -> Any:
+    """``Command(resume=value)``'s value, else None."""
+    return getattr(inputs, "resume", None) if isinstance(inputs, _COMMAND) else None
 
 
 def _decision_types(value: Any) -> tuple[str, ...]:

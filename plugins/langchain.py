@@ -56,7 +56,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from opentelemetry import metrics, trace
-from opentelemetry.trace import Span
+from opentelemetry.trace import Link, Span
 
 from spanguard import __version__
 from spanguard import config as sg_config
@@ -572,8 +572,12 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         if point is None:  # never paused here, or the record is gone: a trace of its own
             return self._tree.start(run_id, None, name, attrs, run_attributes=run_attrs)
         attrs[sc.RUN_PAUSED_SECONDS] = max(0.0, time.time() - point.paused_at)
+        links = [point.link()]
+        caller = trace.get_current_span().get_span_context()
+        if caller.is_valid:  # the span current here is not the parent: link to it
+            links.append(Link(caller, {sc.LINK_TYPE: sc.LINK_CALLED_FROM}))
         return self._tree.start(run_id, None, name, attrs, run_attributes=run_attrs,
-                                context=point.context(), links=(point.link(),))
+                                context=point.context(), links=links)
 
     def _root_ended(self, root: RunEntry) -> None:
         """Enforcement's end of the run; where a paused run stopped, for its resumption."""

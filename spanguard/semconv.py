@@ -266,3 +266,6 @@ RESUME_VALUE_HASH: Final = "spanguard.resume.value_hash"
 # On a span link: why the two spans are related (``resumes``).
 LINK_TYPE: Final = "spanguard.link.type"
 LINK_RESUMES: Final = "resumes"
+# A resumed root is a child of the run it resumes even when another span (a web
+# request's, say) was current; it links to that span instead.
+LINK_CALLED_FROM: Final = "called_from"

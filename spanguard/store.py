@@ -12,6 +12,7 @@ another process, continues the paused run's trace (:mod:`spanguard.resume`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -276,8 +277,8 @@ class TraceStore:
                     """DELETE FROM paused_runs WHERE thread_key NOT IN (SELECT thread_key
                        FROM paused_runs ORDER BY paused_at DESC LIMIT ?)""", (max_entries,))
                 self._conn.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            with self._lock:
+        except sqlite3.Error as exc:
+            with self._lock, contextlib.suppress(sqlite3.Error):  # closed: nothing to undo
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
             raise StoreError(str(self.path), f"write failed ({exc})", _hint(exc)) from exc
@@ -296,14 +297,14 @@ class TraceStore:
             with self._lock:
                 self._conn.execute("DELETE FROM paused_runs WHERE thread_key = ?",
                                    (thread_key,))
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             raise StoreError(str(self.path), f"write failed ({exc})", _hint(exc)) from exc
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         try:
             with self._lock:
                 return list(self._conn.execute(sql, params).fetchall())
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:  # DatabaseError, or ProgrammingError once closed
             raise StoreError(str(self.path), f"read failed ({exc})", _hint(exc)) from exc
 
 
@@ -330,7 +331,7 @@ def _like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
-def _hint(exc: sqlite3.DatabaseError) -> str:
+def _hint(exc: sqlite3.Error) -> str:
     text = str(exc).lower()
     if "not a database" in text or "malformed" in text:
         return "the file is corrupt: move it aside and spanguard will start a new one"
