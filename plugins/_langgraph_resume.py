@@ -5,10 +5,12 @@ A run continues its thread's paused run when it is started with
 ``None`` as input (LangGraph's "continue from the checkpoint", used after a
 static breakpoint or to re-run a stopped step). The handler then starts its root
 under the paused root (:mod:`spanguard.resume`) and records here what the answer
-was, without its content: the decision types of a LangChain human-in-the-loop
-response (``approve``, ``edit``, ``reject``, ``respond``: an enumeration, not
-text), else a keyed hash of the value: enough to tell two answers apart, and,
-being keyed, no dictionary attack recovers a short answer someone typed.
+was, without its content: the decision types of a human-in-the-loop response
+(LangChain's ``approve``, ``edit``, ``reject``, ``respond``; LangGraph's agent
+inbox ``accept``, ``ignore``, ``response``: an enumeration, not text; any other
+``type`` could be text someone typed), else a keyed hash of the value: enough to
+tell two answers apart, and, being keyed, no dictionary attack recovers a short
+answer someone typed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ except ImportError:  # plain LangChain: nothing resumes
     _COMMAND = ()
 
 _MAX_DECISIONS = 64
-_MAX_TYPE = 32
+DECISION_TYPES = frozenset({"approve", "edit", "reject", "respond",  # LangChain HITL
+                            "accept", "ignore", "response"})          # agent inbox
 
 
 def continues(inputs: Any) -> bool:
@@ -78,12 +81,12 @@ def _decision_types(value: Any) -> tuple[str, ...]:
 
 def _one(value: Mapping[Any, Any]) -> tuple[str, ...]:
     decision = value.get("type")
-    if isinstance(decision, str) and len(decision) <= _MAX_TYPE:
-        return (decision,)
+    if decision in DECISION_TYPES:
+        return (str(decision),)
     decisions = value.get("decisions")
     if isinstance(decisions, list) and decisions:
         types = [d.get("type") for d in decisions[:_MAX_DECISIONS] if isinstance(d, Mapping)]
         if len(types) == len(decisions[:_MAX_DECISIONS]) and all(
-                isinstance(t, str) and len(t) <= _MAX_TYPE for t in types):
+                t in DECISION_TYPES for t in types):
             return tuple(str(t) for t in types)
     return ()

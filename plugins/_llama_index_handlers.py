@@ -351,8 +351,8 @@ class Instrumentation:
         if entry is None:
             return
         step: Step = entry.data
-        if self._tool_calls and id_ in self._tool_calls:
-            del self._tool_calls[id_]  # the step ran no tool span
+        if self._tool_calls:
+            self._tool_calls.pop(id_, None)  # a step whose tool never started a span
         if step.role == TOOL and entry.key == id_:
             self._tool_ended(entry, result)
         if (step.role == CHAIN and not step.lazy

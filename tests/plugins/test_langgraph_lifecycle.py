@@ -477,7 +477,7 @@ def test_an_interrupt_inside_a_sub_agent_pauses_the_whole_run(cap: SpanCapture) 
         "paused", "ok")
 
 
-def test_a_graph_node_named_like_messages_is_not_mistaken_for_an_agent(
+def test_only_the_agent_graphs_own_run_is_an_agent_span(
         cap: SpanCapture) -> None:
     # Inside an agent graph every run carries the agent's name: only its own run is the
     # agent; nodes named otherwise stay chains.
