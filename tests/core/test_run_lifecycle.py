@@ -286,3 +286,28 @@ def test_traces_list_shows_the_latest_run_status_of_each_story(
     assert main(["report", "--by", "agent"]) == 0
     report = capsys.readouterr().out.splitlines()
     assert "PEND" in report[0] and "CANC" in report[0]
+
+
+def test_store_record_stays_bounded_with_processes_pausing_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "traces.db"
+    TraceStore(path).close()  # the schema exists before the race starts
+    code = (
+        "import sys\n"
+        "from opentelemetry.trace import SpanContext, TraceFlags\n"
+        "from spanguard.resume import StorePausePoints\n"
+        "from spanguard.store import TraceStore\n"
+        "worker = int(sys.argv[2])\n"
+        "points = StorePausePoints(TraceStore(sys.argv[1]), max_entries=60)\n"
+        "for i in range(50):\n"
+        "    points.remember(f'{worker}-{i}', SpanContext(worker + 1, i + 1, False,"
+        " TraceFlags(1)))\n"
+        "    assert points.recall(f'{worker}-{i}') is not None\n"
+    )
+    workers = [subprocess.Popen([sys.executable, "-c", code, str(path), str(n)],
+                                stderr=subprocess.PIPE, text=True) for n in range(4)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err
+    store = TraceStore(path)
+    count = store._query("SELECT COUNT(*) FROM paused_runs", ())[0][0]
+    assert 0 < count <= 60

@@ -86,6 +86,9 @@ def test_human_in_the_loop_pause_decision_and_resume_are_one_trace(cap: SpanCapt
     assert format(link.context.span_id, "016x") == story.span.span_id
     assert link.attributes == {sc.LINK_TYPE: sc.LINK_RESUMES}
     assert_no_errors(story)
+    lines = cap.render().splitlines()  # what `spanguard traces show` prints
+    assert "paused" in lines[0] and any(
+        "invoke_agent cashier" in line and "resumed" in line for line in lines[1:])
 
 
 def test_rejection_is_recorded_as_the_decision(cap: SpanCapture) -> None:
