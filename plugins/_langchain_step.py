@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 class Step:
     """Tracing fields first, then the ones only enforcement reads or writes."""
 
-    __slots__ = ("call", "first_token", "gate", "ids", "ids_token", "model", "router", "run",
-                 "started", "token", "usage")
+    __slots__ = ("call", "first_token", "gate", "ids", "ids_token", "last_chunk", "model",
+                 "resumed", "router", "run", "started", "thread", "token", "usage")
 
     def __init__(self) -> None:
         self.first_token = False
@@ -35,6 +35,12 @@ class Step:
         self.ids: RunContext | None = None  # roots only: who the run is for (raw)
         self.ids_token: Token[RunContext | None] | None = None  # while a tool body runs
         self.gate: GatedCall | None = None  # a hold gate around this tool call verifies it
+        # The same handler attached twice sees each streamed chunk twice: count it once.
+        self.last_chunk: object | None = None
+        # Roots on a LangGraph thread: its id (raw, never exported) and whether the run
+        # continues the thread's paused run (spanguard.resume).
+        self.thread: str | None = None
+        self.resumed = False
         # Enforcement only: the step as the guards see it, and (roots) the run's state.
         self.call: ModelCall | ToolCall | None = None
         self.run: RunState | None = None

@@ -7,10 +7,21 @@
     graph.invoke(inputs, config={"callbacks": [handler]})
 
 The top-level run becomes ``invoke_agent {name}``; LangGraph nodes become CHAIN
-spans named after the node; model, tool and retriever runs become ``chat``,
-``execute_tool`` and ``retrieval`` spans. Plumbing runs (prompt templates,
-sequence wrappers, routing functions, LangGraph's hidden ``__start__``/writers)
-are folded into their parent so the tree shows what a person thinks happened.
+spans named after the node; an agent graph run inside it (a ``create_agent``
+graph used as a node or called from a tool) becomes ``invoke_agent {its name}``;
+model, tool and retriever runs become ``chat``, ``execute_tool`` and
+``retrieval`` spans. Plumbing runs (prompt templates, sequence wrappers, routing
+functions, LangGraph's hidden ``__start__``/writers) are folded into their
+parent so the tree shows what a person thinks happened.
+
+The root says how the run ended (``spanguard.run.status``): ``paused`` when an
+``interrupt()`` stopped it to wait for a person, ``cancelled`` when it was
+stopped from outside (a ``break`` out of ``stream()``, ``astream_events`` closed
+early, a ``wait_for`` timeout: ``GeneratorExit``/``CancelledError`` are not
+errors). A run resumed on the same ``thread_id`` with ``Command(resume=...)``
+continues the paused run's trace (:mod:`spanguard.resume`). The same handler
+attached twice (``with_config(callbacks=[h])`` and ``config={"callbacks": [h]}``)
+traces the run once.
 
 One handler serves any number of concurrent runs, sync or async: it is
 ``run_inline``, so LangChain calls it in the caller's thread or task instead of
@@ -36,6 +47,7 @@ reading in ``_langchain_extract``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -44,7 +56,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from opentelemetry import metrics, trace
-from opentelemetry.trace import Span
+from opentelemetry.trace import Link, Span
 
 from spanguard import __version__
 from spanguard import config as sg_config
@@ -77,6 +89,7 @@ from spanguard.plugins._langchain_fold import is_plumbing
 from spanguard.plugins._langchain_guard import HeldWithoutGate, build_guard
 from spanguard.plugins._langchain_model import Charge, ModelSpans
 from spanguard.plugins._langchain_step import Step
+from spanguard.plugins._langgraph_resume import answer_attributes, continues
 from spanguard.plugins.resilient import (
     META_ROUTER,
     ResilientChatModel,
@@ -84,6 +97,7 @@ from spanguard.plugins.resilient import (
     is_router_run,
 )
 from spanguard.pricing import PriceTable
+from spanguard.resume import pause_points
 from spanguard.runcontext import RunContext, current_run_context
 from spanguard.runcontext import attach as attach_run_context
 from spanguard.runcontext import detach as detach_run_context
@@ -102,6 +116,7 @@ __all__ = ["HeldWithoutGate", "ResilientChatModel", "RunTracing", "SpanguardCall
            "run_span", "run_tracing"]
 
 logger = logging.getLogger("spanguard.plugins.langchain")
+_NO_INPUT = object()  # a root opened by a model, tool or retriever run: no chain input
 
 try:  # LangGraph's control-flow exceptions are not failures.
     from langgraph.errors import GraphBubbleUp, GraphInterrupt
@@ -112,7 +127,17 @@ except ImportError:  # plain LangChain without LangGraph
     _BUBBLE_UP = ()
     _INTERRUPT = ()
 
+# Stopped from outside: a consumer broke out of a stream (GeneratorExit), a task was
+# cancelled (a timeout, a client gone), Ctrl-C. Not a failure of the step.
+_CANCELLED: tuple[type[BaseException], ...] = (asyncio.CancelledError, GeneratorExit,
+                                               KeyboardInterrupt)
+_NOT_FAILED = _BUBBLE_UP + _CANCELLED
 _INTERRUPTED = {sc.RUN_INTERRUPTED: True}
+# LangChain's mark of an agent graph (``create_agent(name=...)``): the graph's own run
+# carries its name; LangGraph's stream transformer finds sub-agents the same way.
+_AGENT_NAME_KEY = "lc_agent_name"
+_AGENT_INTEGRATION = ("ls_integration", "langchain_create_agent")
+_DEFAULT_GRAPH_NAME = "LangGraph"
 
 
 class SpanguardCallbackHandler(BaseCallbackHandler):
@@ -197,12 +222,17 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         try:
             tree = self._tree
             key = run_id.int
+            if tree.get(key) is not None:
+                return  # this handler twice in the run's callbacks: it is traced once
             parent = tree.get(parent_run_id.int) if parent_run_id is not None else None
             name = kwargs.get("name") or serialized_name(serialized, "chain")
             if parent is None:
                 agent = self._agent_name or name
                 self._open_root(key, agent_span_name(agent), agent_attributes(agent),
-                                metadata)
+                                metadata, inputs)
+                return
+            if metadata and _is_agent_graph(name, metadata):
+                tree.start_under(key, parent, agent_span_name(name), agent_attributes(name))
                 return
             fold = not self._keep_plumbing
             if fold and is_plumbing(name, tags, metadata):
@@ -237,8 +267,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             entry = self._tree.end(run_id.int)
-            if entry is not None and entry.parent is None and self._guard is not None:
-                self._guard.end_run(entry)
+            if entry is not None and entry.parent is None:
+                self._root_ended(entry)
         except Exception:
             self._failed("on_chain_end")
 
@@ -264,6 +294,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if self._tree.get(run_id.int) is not None:
+            return  # this handler twice in the run's callbacks
         entry = self._open_model(run_id.int, _key(parent_run_id), metadata, kwargs, messages)
         if entry is not None and self._guard is not None:
             self._guard.before_model(run_id.int, entry)
@@ -279,6 +311,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if self._tree.get(run_id.int) is not None:
+            return  # this handler twice in the run's callbacks
         entry = self._open_model(run_id.int, _key(parent_run_id), metadata, kwargs, [prompts])
         if entry is not None and self._guard is not None:
             self._guard.before_model(run_id.int, entry)
@@ -298,6 +332,11 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             entry = self._tree.get(key)
             if entry is None or entry.key != key:
                 return
+            step: Step = entry.data
+            if chunk is not None:
+                if chunk is step.last_chunk:
+                    return  # this handler twice in the run's callbacks: the same chunk
+                step.last_chunk = chunk
             self._models.chunk(entry, chunk)
         except Exception:
             self._failed("on_llm_new_token")
@@ -343,7 +382,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         charge: Charge | None = None
         try:
             entry = self._tree.get(key)
-            if entry is not None and entry.key == key and not isinstance(error, _BUBBLE_UP):
+            if entry is not None and entry.key == key and not isinstance(error, _NOT_FAILED):
                 # One taxonomy for every model failure (quota_throttled, timeout, ...):
                 # the retry wrapper's attempts and a plain model's call alike.
                 error_type = classify(error).reason
@@ -376,6 +415,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     ) -> None:
         entry: RunEntry | None = None
         try:
+            if self._tree.get(run_id.int) is not None:
+                return  # this handler twice in the run's callbacks
             entry = self._open_tool(run_id.int, _key(parent_run_id), serialized, input_str, inputs,
                                     metadata, kwargs)
         except Exception:
@@ -435,7 +476,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         entry = self._leave_tool(run_id.int)
-        if entry is not None and self._guard is not None and not isinstance(error, _BUBBLE_UP):
+        if entry is not None and self._guard is not None and not isinstance(error, _NOT_FAILED):
             self._guard.after_tool(run_id.int, entry, error, True)
         self._close_after(run_id.int, error)
 
@@ -452,6 +493,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
+            if self._tree.get(run_id.int) is not None:
+                return  # this handler twice in the run's callbacks
             source = kwargs.get("name") or serialized_name(serialized, "retriever")
             attrs = retrieval_attributes(source)
             attrs[sc.RETRIEVAL_QUERY_HASH] = payload_hash(query)
@@ -506,18 +549,55 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         return self._open_root(run_id, name, attrs, metadata)
 
     def _open_root(self, run_id: int, name: str, attrs: dict[str, Any],
-                   metadata: Mapping[str, Any] | None) -> RunEntry:
+                   metadata: Mapping[str, Any] | None, inputs: Any = _NO_INPUT) -> RunEntry:
         ids = run_ids(metadata, self._identity, current_run_context())
         run_attrs = self._run_attributes(metadata, ids) if metadata or ids else None
-        entry = self._tree.start(run_id, None, name, attrs, run_attributes=run_attrs)
+        thread = metadata.get("thread_id") if metadata else None
+        resumed = thread is not None and inputs is not _NO_INPUT and continues(inputs)
+        if resumed:
+            entry = self._open_resumed(run_id, name, attrs, run_attrs, str(thread), inputs)
+        else:
+            entry = self._tree.start(run_id, None, name, attrs, run_attributes=run_attrs)
         guard = self._guard
-        if guard is not None or ids is not None:
+        if guard is not None or ids is not None or thread is not None:
             step = Step()
             step.ids = ids
+            if thread is not None:
+                step.thread = str(thread)
+                step.resumed = resumed
             if guard is not None:
                 step.run = guard.start_run(run_id, entry, ids, self._hash)
             entry.data = step
         return entry
+
+    def _open_resumed(self, run_id: int, name: str, attrs: dict[str, Any],
+                      run_attrs: dict[str, Any] | None, thread: str, inputs: Any) -> RunEntry:
+        """The root of a run that continues its thread's paused run: under that run's
+        root, linked to it, with the answer it carries (never its text)."""
+        attrs[sc.RUN_RESUMED] = True
+        attrs.update(answer_attributes(inputs, self._hash))
+        point = pause_points().recall(self._hash(thread))
+        if point is None:  # never paused here, or the record is gone: a trace of its own
+            return self._tree.start(run_id, None, name, attrs, run_attributes=run_attrs)
+        attrs[sc.RUN_PAUSED_SECONDS] = max(0.0, time.time() - point.paused_at)
+        links = [point.link()]
+        caller = trace.get_current_span().get_span_context()
+        if caller.is_valid:  # the span current here is not the parent: link to it
+            links.append(Link(caller, {sc.LINK_TYPE: sc.LINK_CALLED_FROM}))
+        return self._tree.start(run_id, None, name, attrs, run_attributes=run_attrs,
+                                context=point.context(), links=links)
+
+    def _root_ended(self, root: RunEntry) -> None:
+        """Enforcement's end of the run; where a paused run stopped, for its resumption."""
+        if self._guard is not None:
+            self._guard.end_run(root)
+        step = root.data
+        if not isinstance(step, Step) or step.thread is None:
+            return
+        if root.status == sc.RUN_STATUS_PAUSED:
+            pause_points().remember(self._hash(step.thread), root.span.get_span_context())
+        elif step.resumed:
+            pause_points().forget(self._hash(step.thread))  # the story has ended
 
     def _open_model(self, run_id: int, parent_run_id: int | None,
                     metadata: dict[str, Any] | None, kwargs: dict[str, Any],
@@ -596,22 +676,26 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             return None
 
     def _close(self, run_id: int, *, error: BaseException | None = None,
-               error_type: str | None = None, attributes: Mapping[str, Any] | None = None
-               ) -> None:
+               error_type: str | None = None, attributes: Mapping[str, Any] | None = None,
+               paused: bool = False, cancelled: bool = False) -> None:
         try:
             entry = self._tree.end(run_id, error=error, error_type=error_type,
-                                   attributes=attributes)
-            if entry is not None and entry.parent is None and self._guard is not None:
-                self._guard.end_run(entry)
+                                   attributes=attributes, paused=paused, cancelled=cancelled)
+            if entry is not None and entry.parent is None:
+                self._root_ended(entry)
         except Exception:
             self._failed("span end")
 
     def _close_after(self, run_id: int, error: BaseException) -> None:
         if isinstance(error, _BUBBLE_UP):
             # An interrupt (human in the loop) or a Command to the parent graph is
-            # control flow, not a failure.
-            self._close(run_id, attributes=_INTERRUPTED if isinstance(error, _INTERRUPT)
-                        else None)
+            # control flow, not a failure; an interrupt pauses the run.
+            if isinstance(error, _INTERRUPT):
+                self._close(run_id, attributes=_INTERRUPTED, paused=True)
+            else:
+                self._close(run_id)
+        elif isinstance(error, _CANCELLED):
+            self._close(run_id, cancelled=True)
         elif isinstance(error, GuardrailViolation):
             self._close(run_id, error=error, error_type=error.error_type)
         else:
@@ -671,6 +755,15 @@ def run_span(callbacks: Any) -> Span | None:
     """The span part of :func:`run_tracing`."""
     found = run_tracing(callbacks)
     return found.span if found is not None else None
+
+
+def _is_agent_graph(name: str, metadata: Mapping[str, Any]) -> bool:
+    """A chain run that is an agent graph's own run (``create_agent``, named or not)."""
+    named = metadata.get(_AGENT_NAME_KEY)
+    if named is not None:
+        return bool(named == name)
+    return name == _DEFAULT_GRAPH_NAME and metadata.get(_AGENT_INTEGRATION[0]) == \
+        _AGENT_INTEGRATION[1]
 
 
 def _key(run_id: UUID | None) -> int | None:

@@ -287,3 +287,28 @@ EXPORT_DESTINATION: Final = "spanguard.export.destination"
 # LangGraph's superstep (the node itself is OpenInference's graph.node.id).
 LANGGRAPH_STEP: Final = "langgraph.step"
 RUN_INTERRUPTED: Final = "spanguard.run.interrupted"
+
+# --- run lifecycle ------------------------------------------------------------------
+# How a run's root ended, one of the four values below: the contract `traces list`,
+# `report` and the tail sampler read. A pause (an interrupt waiting for a person) and a
+# cancellation (a client gone, an early break, a timeout) are not errors: their spans keep
+# status UNSET, and a cancelled step carries ``cancelled`` too.
+RUN_STATUS: Final = "spanguard.run.status"
+RUN_STATUS_OK: Final = "ok"
+RUN_STATUS_ERROR: Final = "error"
+RUN_STATUS_PAUSED: Final = "paused"
+RUN_STATUS_CANCELLED: Final = "cancelled"
+# On the root of a run that continues a paused one (``Command(resume=...)``): it is a child
+# of the paused root when spanguard still knew where that one was, and links to it.
+RUN_RESUMED: Final = "spanguard.run.resumed"
+RUN_PAUSED_SECONDS: Final = "spanguard.run.paused_seconds"
+# The person's answer as it reached the run: the decision types of a LangChain
+# human-in-the-loop response (approve/edit/reject/respond), else a hash of the value.
+RESUME_DECISIONS: Final = "spanguard.resume.decisions"
+RESUME_VALUE_HASH: Final = "spanguard.resume.value_hash"
+# On a span link: why the two spans are related (``resumes``).
+LINK_TYPE: Final = "spanguard.link.type"
+LINK_RESUMES: Final = "resumes"
+# A resumed root is a child of the run it resumes even when another span (a web
+# request's, say) was current; it links to that span instead.
+LINK_CALLED_FROM: Final = "called_from"

@@ -4,10 +4,15 @@ It exists so that a developer sees their agent's span tree with no server at all
 (``spanguard traces show``), and so that the CLI's report and the guardrails'
 audit have a place to read from. Writes arrive in batches from an exporter
 thread; reads come from the CLI. WAL mode lets both happen at once.
+
+It also keeps where each paused run stopped (``paused_runs``: a keyed hash of the
+thread, the paused root's span context), so that a run resumed hours later, in
+another process, continues the paused run's trace (:mod:`spanguard.resume`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -38,6 +43,14 @@ CREATE TABLE IF NOT EXISTS spans (
     PRIMARY KEY (trace_id, span_id)
 );
 CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_time);
+CREATE TABLE IF NOT EXISTS paused_runs (
+    thread_key TEXT PRIMARY KEY,
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    trace_flags INTEGER NOT NULL,
+    paused_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS paused_runs_by_age ON paused_runs (paused_at);
 """
 
 DB_NAME = "traces.db"
@@ -105,11 +118,13 @@ class TraceSummary:
     input_tokens: int
     output_tokens: int
     cost_usd: float | None
+    status: str = "ok"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "trace_id": self.trace_id,
             "root_name": self.root_name,
+            "status": self.status,
             "start_time": self.start_time,
             "end_time": self.end_time,
             "span_count": self.span_count,
@@ -215,7 +230,12 @@ class TraceStore:
         return [_row_to_span(row) for row in rows]
 
     def traces(self, limit: int = 20) -> list[TraceSummary]:
-        """Most recent traces first."""
+        """Most recent traces first.
+
+        A trace may hold several runs of one story: the first run and each run that
+        resumed it (``spanguard.run.resumed``). Its status is the latest run's
+        ``spanguard.run.status``; its tokens and cost add up every run's totals.
+        """
         rows = self._query(
             """SELECT trace_id, MIN(start_time), MAX(end_time), COUNT(*),
                       SUM(status = 'ERROR')
@@ -223,20 +243,27 @@ class TraceStore:
             (limit,))
         summaries = []
         for trace_id, start, end, count, errors in rows:
-            roots = self._query(
+            runs = [_row_to_span(row) for row in self._query(
                 """SELECT * FROM spans s WHERE trace_id = ? AND (parent_span_id IS NULL OR
+                   json_extract(attributes, '$."spanguard.run.resumed"') = 1 OR
                    NOT EXISTS (SELECT 1 FROM spans p WHERE p.trace_id = s.trace_id
                                 AND p.span_id = s.parent_span_id))
-                   ORDER BY start_time LIMIT 1""", (trace_id,))
-            root = _row_to_span(roots[0]) if roots else None
-            attrs = root.attributes if root else {}
+                   ORDER BY start_time, span_id""", (trace_id,))]
+            root = runs[0] if runs else None
+            segments = [root, *(s for s in runs[1:] if s.attributes.get(
+                "spanguard.run.resumed") is True)] if root is not None else []
+            costs = [s.attributes.get("spanguard.run.cost_usd") for s in segments]
             summaries.append(TraceSummary(
                 trace_id=trace_id,
                 root_name=root.name if root else "?",
                 start_time=start, end_time=end, span_count=count, error_count=errors or 0,
-                input_tokens=int(attrs.get("spanguard.run.input_tokens", 0)),
-                output_tokens=int(attrs.get("spanguard.run.output_tokens", 0)),
-                cost_usd=attrs.get("spanguard.run.cost_usd"),
+                input_tokens=sum(int(s.attributes.get("spanguard.run.input_tokens", 0))
+                                 for s in segments),
+                output_tokens=sum(int(s.attributes.get("spanguard.run.output_tokens", 0))
+                                  for s in segments),
+                cost_usd=(sum(c for c in costs if isinstance(c, (int, float)))
+                          if any(isinstance(c, (int, float)) for c in costs) else None),
+                status=run_status(segments[-1]) if segments else "ok",
             ))
         return summaries
 
@@ -265,11 +292,52 @@ class TraceStore:
                 ORDER BY s.start_time DESC LIMIT ?""", (*params, limit))
         return [_row_to_span(row) for row in rows]
 
+    # --- where paused runs stopped (spanguard.resume) ------------------------------
+    def remember_pause(self, thread_key: str, trace_id: str, span_id: str, trace_flags: int,
+                       paused_at: float, *, max_entries: int, max_age_seconds: float) -> None:
+        """Record a paused run (replacing the thread's previous one) and drop what is
+        past the bounds: older than ``max_age_seconds``, or beyond the newest
+        ``max_entries``."""
+        try:
+            with self._lock:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO paused_runs VALUES (?,?,?,?,?)",
+                    (thread_key, trace_id, span_id, trace_flags, paused_at))
+                self._conn.execute("DELETE FROM paused_runs WHERE paused_at < ?",
+                                   (paused_at - max_age_seconds,))
+                self._conn.execute(
+                    """DELETE FROM paused_runs WHERE thread_key NOT IN (SELECT thread_key
+                       FROM paused_runs ORDER BY paused_at DESC LIMIT ?)""", (max_entries,))
+                self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with self._lock, contextlib.suppress(sqlite3.Error):  # closed: nothing to undo
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+            raise StoreError(str(self.path), f"write failed ({exc})", _hint(exc)) from exc
+
+    def paused_run(self, thread_key: str) -> tuple[str, str, int, float] | None:
+        """``(trace_id, span_id, trace_flags, paused_at)`` of the thread's paused run."""
+        rows = self._query("SELECT trace_id, span_id, trace_flags, paused_at FROM paused_runs "
+                           "WHERE thread_key = ?", (thread_key,))
+        if not rows:
+            return None
+        trace_id, span_id, flags, paused_at = rows[0]
+        return str(trace_id), str(span_id), int(flags), float(paused_at)
+
+    def forget_pause(self, thread_key: str) -> None:
+        try:
+            with self._lock:
+                self._conn.execute("DELETE FROM paused_runs WHERE thread_key = ?",
+                                   (thread_key,))
+        except sqlite3.Error as exc:
+            raise StoreError(str(self.path), f"write failed ({exc})", _hint(exc)) from exc
+
     def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         try:
             with self._lock:
                 return list(self._conn.execute(sql, params).fetchall())
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:  # DatabaseError, or ProgrammingError once closed
             raise StoreError(str(self.path), f"read failed ({exc})", _hint(exc)) from exc
 
 
@@ -306,6 +374,15 @@ def _rows_per_statement(conn: sqlite3.Connection) -> int:
     return 1 << (rows.bit_length() - 1)
 
 
+def run_status(root: StoredSpan) -> str:
+    """How the run that ``root`` heads ended: its ``spanguard.run.status``, else (spans
+    written before the attribute existed, or by other tracers) ERROR -> ``error``."""
+    status = root.attributes.get("spanguard.run.status")
+    if isinstance(status, str):
+        return status
+    return "error" if root.status == "ERROR" else "ok"
+
+
 def _row_to_span(row: tuple[Any, ...]) -> StoredSpan:
     return StoredSpan(
         trace_id=row[0], span_id=row[1], parent_span_id=row[2], name=row[3], kind=row[4],
@@ -320,7 +397,7 @@ def _like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
-def _hint(exc: sqlite3.DatabaseError) -> str:
+def _hint(exc: sqlite3.Error) -> str:
     text = str(exc).lower()
     if "not a database" in text or "malformed" in text:
         return "the file is corrupt: move it aside and spanguard will start a new one"

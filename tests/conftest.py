@@ -16,8 +16,12 @@ from spanguard.testing import SpanCapture, capture
 
 
 @pytest.fixture
-def cap() -> SpanCapture:
-    return capture()
+def cap() -> Iterator[SpanCapture]:
+    """A span capture; after the test, every span it saw start must have ended."""
+    captured = capture()
+    yield captured
+    leaked = captured.unended()
+    assert not leaked, f"spans started and never ended: {leaked}"
 
 
 @pytest.fixture(autouse=True)
