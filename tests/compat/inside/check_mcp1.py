@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 from spanguard import semconv as sc
 from spanguard.guardrails import Policy, ToolLoop
 from spanguard.hashing import KeyedHasher
+from spanguard.mcp_bridge import _protocol as protocol
 from spanguard.mcp_bridge import (
     correlation,
     correlation_from_meta,
@@ -25,7 +26,6 @@ from spanguard.mcp_bridge import (
     outgoing_meta,
     propagate_context,
 )
-from spanguard.mcp_bridge import _protocol as protocol
 from spanguard.plugins.mcp_adapters import TraceContextInterceptor
 from spanguard.testing import SpanCapture
 from tests.compat.inside.agent import (
