@@ -11,6 +11,7 @@ import mcp_types
 
 import spanguard
 from spanguard.hashing import KeyedHasher
+from spanguard.mcp_bridge import _protocol as protocol
 from spanguard.mcp_bridge import (
     correlation,
     correlation_from_meta,
@@ -18,7 +19,6 @@ from spanguard.mcp_bridge import (
     outgoing_meta,
     propagate_context,
 )
-from spanguard.mcp_bridge import _protocol as protocol
 from spanguard.mcp_bridge.client import propagate_requests
 from spanguard.mcp_bridge.server import SpanguardServerMiddleware
 from tests.mcp.mcp_helpers import connect, high_level_server
