@@ -16,16 +16,17 @@ from mcp.shared.memory import create_connected_server_and_client_session
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
 from spanguard import semconv as sc
-from spanguard.guardrails import Policy, ToolLoop
+from spanguard.guardrails import Policy, ReadBackCheck, ToolLoop, Verification
 from spanguard.hashing import KeyedHasher
-from spanguard.mcp_bridge import _protocol as protocol
 from spanguard.mcp_bridge import (
+    GUARDRAIL_META_KEY,
     correlation,
     correlation_from_meta,
     instrument_server,
     outgoing_meta,
     propagate_context,
 )
+from spanguard.mcp_bridge import _protocol as protocol
 from spanguard.plugins.mcp_adapters import TraceContextInterceptor
 from spanguard.testing import SpanCapture
 from tests.compat.inside.agent import (
@@ -79,11 +80,24 @@ async def test_without_the_interceptor_the_adapters_start_a_new_trace(tmp_path: 
 
 def _server() -> FastMCP:
     server = FastMCP("compat")
+    notes: list[str] = []
 
     @server.tool(annotations=types.ToolAnnotations(readOnlyHint=True))
     def echo(text: str) -> str:
         """Echo the text."""
         return text
+
+    @server.tool()
+    def write_note(text: str, really: bool = True) -> str:
+        """Store a note (or pretend to)."""
+        if really:
+            notes.append(text)
+        return "stored"
+
+    @server.tool(annotations=types.ToolAnnotations(readOnlyHint=True))
+    def read_notes() -> str:
+        """All notes."""
+        return "\n".join(notes)
 
     return server
 
@@ -144,6 +158,28 @@ async def test_instrument_server_on_1x_opens_the_server_span_and_guards(
     assert {s.kind for s in raw} == {SpanKind.SERVER}
     assert [s.attributes.get(sc.ERROR_TYPE) for s in raw] == [None, None, "tool_loop_detected"]
     assert raw[0].attributes[sc.MCP_METHOD_NAME] == "tools/call"
+    assert raw[0].attributes[sc.MCP_PROTOCOL_VERSION] == types.LATEST_PROTOCOL_VERSION
+
+
+async def test_instrument_server_on_1x_verifies_through_the_servers_own_handler(
+        cap: SpanCapture) -> None:
+    server = _server()
+    check = ReadBackCheck("read_notes", expect_contains="{text}")
+    instrument_server(server, Policy(verify=Verification({"write_note": check})),
+                      tracer_provider=cap.tracer_provider)
+    async with create_connected_server_and_client_session(server._mcp_server) as session:
+        stored = await session.call_tool("write_note", {"text": "hello"})
+        faked = await session.call_tool("write_note", {"text": "ghost", "really": False})
+    assert not stored.isError
+    assert (stored.meta or {})[GUARDRAIL_META_KEY]["verification"]["status"] == "verified"
+    assert faked.isError  # the tool said "stored"; the read-back says otherwise
+    assert (faked.meta or {})[GUARDRAIL_META_KEY]["verification"]["status"] == "failed"
+    spans = [s for s in cap.exporter.get_finished_spans() if s.name == "tools/call write_note"]
+    assert [s.attributes.get("verification.status") for s in spans] == ["verified", "failed"]
+    assert spans[1].attributes[sc.ERROR_TYPE] == "unverified_action"
+    read_backs = [s for s in cap.exporter.get_finished_spans()
+                  if s.name == "tools/call read_notes"]
+    assert [s.kind for s in read_backs] == [SpanKind.CLIENT, SpanKind.CLIENT]
 
 
 def test_protocol_constants_match_the_1x_sdk() -> None:
