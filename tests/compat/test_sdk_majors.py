@@ -22,10 +22,10 @@ def _passed(check: str, environment: str) -> int:
 
 
 def test_mcp1_with_langchain_mcp_adapters_through_wrap_is_one_trace() -> None:
-    # The agent story, the interceptor's absence, propagate_context, instrument_server
-    # on 1.x (guards, read-back verification), the protocol constants, and the
-    # adapters' own ClientSession.
-    assert _passed("tests/compat/inside/check_mcp1.py", "mcp1") == 8
+    # The agent story, the interceptor's absence, propagate_context, the class hook
+    # under concurrency, instrument_server on 1.x (guards, read-back verification),
+    # the protocol constants, and the adapters' own ClientSession.
+    assert _passed("tests/compat/inside/check_mcp1.py", "mcp1") == 9
 
 
 def test_mcp2_sdk_client_through_wrap_is_one_trace() -> None:

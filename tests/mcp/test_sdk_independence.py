@@ -4,6 +4,7 @@ run's correlation ids to what the 2.x SDK injects."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -73,6 +74,8 @@ async def test_propagate_requests_adds_the_run_context_ids_to_the_sdks_injection
     assert (explicit.tenant, explicit.user) == (HASHER("other"), None)
     assert not outside
     assert all("traceparent" in m for m in recorder.metas)
+    wire = json.dumps(recorder.metas)
+    assert "alice@example.com" not in wire and "conv-1" not in wire  # hashes only
 
 
 def test_outgoing_meta_keeps_the_callers_entries_and_adds_the_context() -> None:

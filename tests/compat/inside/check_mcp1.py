@@ -132,6 +132,47 @@ async def test_propagate_context_sends_traceparent_and_correlation_baggage(
     assert metas[2]["k"] == 1
 
 
+async def test_propagate_requests_is_inert_for_concurrent_calls_outside_the_block(
+        cap: SpanCapture) -> None:
+    """The 1.x hook is installed on the ClientSession class; only requests sent
+    inside a block (this task's context) carry the context, even on one session."""
+    import asyncio
+
+    from spanguard.mcp_bridge.client import propagate_requests
+
+    server = _server()
+    seen: dict[str, dict[str, Any]] = {}
+    inner = server._mcp_server.request_handlers[types.CallToolRequest]
+
+    async def recording(request: types.CallToolRequest) -> Any:
+        meta = request.params.meta
+        text = (request.params.arguments or {})["text"]
+        seen[text] = meta.model_dump(by_alias=True, exclude_none=True) if meta else {}
+        return await inner(request)
+
+    server._mcp_server.request_handlers[types.CallToolRequest] = recording
+    tracer = cap.tracer_provider.get_tracer("caller")
+    async with create_connected_server_and_client_session(server._mcp_server) as session:
+
+        async def call(text: str, inside: bool) -> str:
+            with tracer.start_as_current_span(text) as span:
+                await asyncio.sleep(0)
+                if inside:
+                    with propagate_requests():
+                        await session.call_tool("echo", {"text": text})
+                else:
+                    await session.call_tool("echo", {"text": text})
+                return format_span_id(span.get_span_context().span_id)
+
+        ids = await asyncio.gather(*(call(f"call-{i}", i % 2 == 0) for i in range(20)))
+    for i, span_id in enumerate(ids):
+        meta = seen[f"call-{i}"]
+        if i % 2 == 0:
+            assert meta["traceparent"].split("-")[2] == span_id, (i, meta)
+        else:
+            assert "traceparent" not in meta, (i, meta)
+
+
 async def test_instrument_server_on_1x_opens_the_server_span_and_guards(
         cap: SpanCapture) -> None:
     server = _server()
