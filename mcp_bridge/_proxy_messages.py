@@ -1,7 +1,8 @@
 """JSON-RPC framing helpers for the messages the proxy writes itself.
 
-Everything else is forwarded as the bytes that arrived. Error codes come from
-the MCP SDK's types so they match what an SDK client expects. Guardrail
+Everything else is forwarded as the bytes that arrived. Error codes are the
+protocol's own (:mod:`spanguard.mcp_bridge._protocol`), so the proxy runs with
+either MCP SDK major, or none. Guardrail
 answers (refusals, holds) are tool results rendered by
 :mod:`spanguard.mcp_bridge.guard`, not errors.
 """
@@ -10,8 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-from mcp.types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR
+from spanguard.extras import missing_extra
+
+try:
+    import orjson
+except ModuleNotFoundError as exc:
+    raise missing_extra("the MCP proxy", exc, "mcp") from exc
+
+from spanguard.mcp_bridge._protocol import (
+    CONNECTION_CLOSED,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+)
 
 __all__ = [
     "CONNECTION_CLOSED",

@@ -38,8 +38,13 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from functools import partial
 from typing import Any
 
-import anyio.to_thread
-from mcp.shared.exceptions import MCPError
+from spanguard.extras import missing_extra
+
+try:
+    import anyio.to_thread
+except ModuleNotFoundError as exc:
+    raise missing_extra("the MCP bridge", exc, "mcp") from exc
+
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, format_trace_id
 
@@ -62,6 +67,7 @@ from spanguard.guardrails.steps import (
 )
 from spanguard.guardrails.verify import VerifyGuard, record_verification, verification_of
 from spanguard.hashing import payload_hash
+from spanguard.mcp_bridge._protocol import error_code
 from spanguard.mcp_bridge.annotations import ToolAnnotations
 from spanguard.mcp_bridge.correlation import Correlation
 from spanguard.mcp_bridge.guard import outcome_payload, refusal_payload
@@ -351,8 +357,8 @@ class ToolGate:
                 answer = await read_back(tool, arguments)
         except Exception as exc:
             # No exception message: a protocol error may quote the arguments.
-            mark_error(span, None, str(exc.code) if isinstance(exc, MCPError)
-                       else type(exc).__qualname__)
+            code = error_code(exc)
+            mark_error(span, None, str(code) if code is not None else type(exc).__qualname__)
             return exc
         finally:
             span.end()

@@ -26,15 +26,16 @@ serializes a ``CallToolResult``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-from mcp.types import CallToolResult
+from typing import TYPE_CHECKING, Any
 
 from spanguard.guardrails.enforcer import withheld_result
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.holds import HoldError, hold_result_payload
 from spanguard.guardrails.steps import Decision
 from spanguard.guardrails.verify import VerificationResult, VerifyGuard, verification_of
+
+if TYPE_CHECKING:
+    from mcp.types import CallToolResult
 
 __all__ = [
     "DECISIONS_META_KEY",
@@ -77,7 +78,13 @@ def refusal_payload(violation: GuardrailViolation, tool: str,
 
 def refusal_result(violation: GuardrailViolation, tool: str, *,
                    details: Mapping[str, Any] | None = None) -> CallToolResult:
-    """:func:`refusal_payload` as the SDK's ``CallToolResult`` (for SDK-built servers)."""
+    """:func:`refusal_payload` as the SDK's ``CallToolResult`` (for SDK-built servers).
+
+    The SDK is imported here, not with the module: the proxy renders wire dicts
+    and runs without it.
+    """
+    from mcp.types import CallToolResult
+
     return CallToolResult.model_validate(refusal_payload(violation, tool, details))
 
 

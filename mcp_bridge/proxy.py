@@ -37,8 +37,6 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from mcp.shared.exceptions import MCPError
-from mcp.types import INTERNAL_ERROR, PROTOCOL_VERSION_META_KEY
 from opentelemetry import metrics, trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Span, SpanKind, Tracer
@@ -58,6 +56,11 @@ from spanguard.guardrails.steps import RunState, ToolCall
 from spanguard.guardrails.transient import error_type_name
 from spanguard.hashing import payload_hash
 from spanguard.mcp_bridge import _proxy_spans as spans
+from spanguard.mcp_bridge._protocol import (
+    INTERNAL_ERROR,
+    PROTOCOL_VERSION_META_KEY,
+    ProtocolError,
+)
 from spanguard.mcp_bridge._proxy_framing import (
     CHUNK_BYTES,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -600,8 +603,8 @@ class McpProxy:
         if error is not None:
             code = error.get("code") if isinstance(error, dict) else None
             text = error.get("message") if isinstance(error, dict) else None
-            raise MCPError(code if isinstance(code, int) else INTERNAL_ERROR,
-                           text if isinstance(text, str) else f"read-back {tool} failed")
+            raise ProtocolError(code if isinstance(code, int) else INTERNAL_ERROR,
+                                text if isinstance(text, str) else f"read-back {tool} failed")
         return response.get("result")
 
     def _remember_tools(self, result: Message) -> None:

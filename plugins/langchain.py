@@ -54,7 +54,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID
 
-from langchain_core.callbacks import BaseCallbackHandler
+from spanguard.extras import missing_extra
+
+try:
+    from langchain_core.callbacks import BaseCallbackHandler
+except ModuleNotFoundError as exc:
+    raise missing_extra(__name__, exc, "langgraph") from exc
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Link, Span
 

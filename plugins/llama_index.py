@@ -30,7 +30,12 @@ import os
 import threading
 from dataclasses import dataclass
 
-from llama_index_instrumentation import get_dispatcher
+from spanguard.extras import missing_extra
+
+try:
+    from llama_index_instrumentation import get_dispatcher
+except ModuleNotFoundError as exc:
+    raise missing_extra(__name__, exc, "llama-index") from exc
 from opentelemetry import metrics, trace
 
 from spanguard import config as sg_config

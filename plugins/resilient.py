@@ -39,23 +39,28 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.callbacks import (
-    AsyncCallbackManager,
-    AsyncCallbackManagerForLLMRun,
-    BaseCallbackHandler,
-    BaseCallbackManager,
-    CallbackManager,
-    CallbackManagerForLLMRun,
-    Callbacks,
-)
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
-from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
-from langchain_core.runnables.config import set_config_context
-from langchain_core.runnables.utils import coro_with_context
-from opentelemetry import metrics, trace
-from pydantic import Field, PrivateAttr, model_validator
+from spanguard.extras import missing_extra
+
+try:
+    from langchain_core.callbacks import (
+        AsyncCallbackManager,
+        AsyncCallbackManagerForLLMRun,
+        BaseCallbackHandler,
+        BaseCallbackManager,
+        CallbackManager,
+        CallbackManagerForLLMRun,
+        Callbacks,
+    )
+    from langchain_core.language_models import BaseChatModel, LanguageModelInput
+    from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk
+    from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
+    from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+    from langchain_core.runnables.config import set_config_context
+    from langchain_core.runnables.utils import coro_with_context
+    from opentelemetry import metrics, trace
+    from pydantic import Field, PrivateAttr, model_validator
+except ModuleNotFoundError as exc:
+    raise missing_extra(__name__, exc, "langgraph") from exc
 
 from spanguard import semconv as sc
 from spanguard.guardrails.circuit import CircuitBreakers

@@ -25,6 +25,7 @@ from spanguard.errors import (
     StoreError,
     TraceNotFound,
 )
+from spanguard.extras import missing_extra
 
 # name -> (module with register(subparsers) and run(args), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -63,8 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser(command)
     except ImportError as exc:
-        print(f"spanguard: the '{command}' command needs an optional dependency: {exc}. "
-              "Install spanguard[all].", file=sys.stderr)
+        print(f"spanguard: {missing_extra(f'the {command!r} command', exc)}", file=sys.stderr)
         return EXIT_CONFIG
     args = parser.parse_args(args_list)
     if not args.command:
