@@ -135,7 +135,7 @@ class StorePausePoints:
         try:
             self.store.remember_pause(key, format(span.trace_id, "032x"),
                                       format(span.span_id, "016x"), int(span.trace_flags),
-                                      time.time(), max_entries=self.max_entries,
+                                      max_entries=self.max_entries,
                                       max_age_seconds=self.max_age_seconds)
         except StoreError:
             self._failed("record where a run paused")

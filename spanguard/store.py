@@ -16,6 +16,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -294,13 +295,19 @@ class TraceStore:
 
     # --- where paused runs stopped (spanguard.resume) ------------------------------
     def remember_pause(self, thread_key: str, trace_id: str, span_id: str, trace_flags: int,
-                       paused_at: float, *, max_entries: int, max_age_seconds: float) -> None:
+                       *, max_entries: int, max_age_seconds: float) -> None:
         """Record a paused run (replacing the thread's previous one) and drop what is
         past the bounds: older than ``max_age_seconds``, or beyond the newest
-        ``max_entries``."""
+        ``max_entries``.
+
+        The time is read once the write lock is held: stamped before, a writer that
+        waited for the lock while others recorded ``max_entries`` newer runs would
+        evict its own record in the same transaction.
+        """
         try:
             with self._lock:
                 self._conn.execute("BEGIN IMMEDIATE")
+                paused_at = time.time()
                 self._conn.execute(
                     "INSERT OR REPLACE INTO paused_runs VALUES (?,?,?,?,?)",
                     (thread_key, trace_id, span_id, trace_flags, paused_at))
