@@ -60,11 +60,17 @@ from spanguard.attributes import (
     tool_attributes,
     tool_span_name,
 )
+from spanguard.content_budget import content_budget
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.gating import gate_for
 from spanguard.guardrails.transient import classify
 from spanguard.hashing import KeyedHasher, payload_hash
-from spanguard.plugins._langchain_content import capture_from_env, value_text
+from spanguard.plugins._langchain_content import (
+    CallContent,
+    capture_from_env,
+    same_message,
+    value_text,
+)
 from spanguard.plugins._langchain_context import activate, deactivate
 from spanguard.plugins._langchain_extract import (
     document_ids,
@@ -87,6 +93,7 @@ from spanguard.runcontext import RunContext, current_run_context
 from spanguard.runcontext import attach as attach_run_context
 from spanguard.runcontext import detach as detach_run_context
 from spanguard.spantree import RunEntry, SpanTree
+from spanguard.transcript import Transcript
 
 if TYPE_CHECKING:
     import os
@@ -167,7 +174,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         self._hasher = hasher
         handle = sg_config.configured()
         self._models = ModelSpans(self._tree, prices or (
-            handle.prices if handle is not None else PriceTable.default()), self._capture)
+            handle.prices if handle is not None else PriceTable.default()),
+            content_budget() if self._capture else None)
         self._guard = build_guard(policy, guards, provider, meter_provider, self, self._close)
         self.telemetry_errors = 0
 
@@ -503,9 +511,11 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         run_attrs = self._run_attributes(metadata, ids) if metadata or ids else None
         entry = self._tree.start(run_id, None, name, attrs, run_attributes=run_attrs)
         guard = self._guard
-        if guard is not None or ids is not None:
+        if guard is not None or ids is not None or self._capture:
             step = Step()
             step.ids = ids
+            if self._capture:
+                step.transcript = Transcript(same_message)
             if guard is not None:
                 step.run = guard.start_run(run_id, entry, ids, self._hash)
             entry.data = step
@@ -515,9 +525,11 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                     metadata: dict[str, Any] | None, kwargs: dict[str, Any],
                     messages: Sequence[Sequence[Any]]) -> RunEntry | None:
         model: str | None = None
+        content: CallContent | None = None
         try:
-            model, name, attrs = self._models.describe(kwargs.get("invocation_params"),
-                                                       metadata, messages)
+            model, name, attrs, content = self._models.describe(
+                kwargs.get("invocation_params"), metadata, messages,
+                self._transcript(parent_run_id) if self._capture else None)
         except Exception:
             # Still open the span (and so still enforce) with what is known.
             self._failed("on_chat_model_start")
@@ -528,6 +540,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             step = entry.data
             if step is None:
                 step = entry.data = Step()
+            if content is not None:
+                self._models.opened(entry, content)
             step.model = model
             if metadata and META_ROUTER in metadata:
                 step.router = is_router_run(metadata)
@@ -538,6 +552,12 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         except Exception:
             self._failed("on_chat_model_start")
             return None
+
+    def _transcript(self, parent_run_id: int | None) -> Transcript | None:
+        """The transcript of the run a model call belongs to (None for a root call)."""
+        parent = self._tree.get(parent_run_id) if parent_run_id is not None else None
+        root = parent.root.data if parent is not None else None
+        return root.transcript if isinstance(root, Step) else None
 
     def _open_tool(self, run_id: int, parent_run_id: int | None,
                    serialized: Mapping[str, Any] | None, input_str: str,
