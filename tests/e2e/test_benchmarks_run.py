@@ -26,6 +26,8 @@ SMOKE = {
                               "spanguard added / floor added"),
     "import_time.py": (["--runs", "2"], "x python -c pass"),
     "redaction_quality.py": (["--rounds", "1", "--messages", "2"], "false-positive rate"),
+    "capture_scaling.py": (["--steps", "2,4", "--rounds", "1"], "identity attribute"),
+    "sqlite_store.py": (["--ops", "5", "--rounds", "1"], "FULL / NORMAL"),
 }
 
 
