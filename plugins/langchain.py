@@ -119,6 +119,9 @@ except ImportError:  # plain LangChain without LangGraph
     _INTERRUPT = ()
 
 _INTERRUPTED = {sc.RUN_INTERRUPTED: True}
+_KIND = sc.OPENINFERENCE_SPAN_KIND
+_TOOL_CACHE_SIZE = 256  # distinct tool names whose span name and attributes are kept
+_CHAIN = KIND_CHAIN[_KIND]
 
 
 class SpanguardCallbackHandler(BaseCallbackHandler):
@@ -177,6 +180,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             handle.prices if handle is not None else PriceTable.default()),
             content_budget() if self._capture else None)
         self._guard = build_guard(policy, guards, provider, meter_provider, self, self._close)
+        self._tools: dict[str, tuple[str, Mapping[str, Any]]] = {}
         self.telemetry_errors = 0
 
     # LangChain skips a handler's callbacks for event kinds it ignores. (Not
@@ -211,25 +215,25 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                 self._open_root(key, agent_span_name(agent), agent_attributes(agent),
                                 metadata)
                 return
+            node = metadata.get("langgraph_node") if metadata else None
             fold = not self._keep_plumbing
-            if fold and is_plumbing(name, tags, metadata):
+            if fold and is_plumbing(name, tags, node):
                 tree.alias(key, parent)
                 return
-            attrs: dict[str, Any] = dict(KIND_CHAIN)
             task = None
-            if metadata:
-                node = metadata.get("langgraph_node")
-                if node is not None:
-                    # A node's runnable may report itself again under the node's
-                    # name (a named RunnableLambda): same task, so one span.
-                    task = metadata.get("langgraph_checkpoint_ns")
-                    if fold and task is not None and parent.data == task:
-                        tree.alias(key, parent)
-                        return
-                    attrs[sc.OI_GRAPH_NODE_ID] = node
-                    step = metadata.get("langgraph_step")
-                    if isinstance(step, int):
-                        attrs[sc.LANGGRAPH_STEP] = step
+            if node is None:
+                attrs: dict[str, Any] = {_KIND: _CHAIN}
+            else:
+                # A node's runnable may report itself again under the node's name (a
+                # named RunnableLambda): same task, so one span.
+                task = metadata.get("langgraph_checkpoint_ns")  # type: ignore[union-attr]
+                if fold and task is not None and parent.data == task:
+                    tree.alias(key, parent)
+                    return
+                step = metadata.get("langgraph_step")  # type: ignore[union-attr]
+                attrs = {_KIND: _CHAIN, sc.OI_GRAPH_NODE_ID: node}
+                if isinstance(step, int):
+                    attrs[sc.LANGGRAPH_STEP] = step
             tree.start_under(key, parent, name, attrs).data = task
         except Exception:
             self._failed("on_chain_start")
@@ -568,9 +572,13 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         call_id = kwargs.get("tool_call_id")
         call_id = call_id if isinstance(call_id, str) else None
         digest: str | None = None
+        span_name, known = self._tool_kind(name)
+        attrs = dict(known)
+        if call_id:
+            attrs[sc.GEN_AI_TOOL_CALL_ID] = call_id
+            attrs[sc.OI_TOOL_CALL_ID] = call_id
         try:
-            digest = payload_hash(arguments)
-            attrs = tool_attributes(name, call_id, digest)
+            attrs[sc.TOOL_ARGS_HASH] = digest = payload_hash(arguments)
             if self._capture:
                 text = value_text(arguments)
                 attrs[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = text
@@ -578,8 +586,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         except Exception:
             # Unhashable arguments (a cycle): still open the span, and still enforce.
             self._failed("on_tool_start")
-            attrs = tool_attributes(name, call_id)
-        entry = self._open(run_id, parent_run_id, tool_span_name(name), attrs, metadata)
+        entry = self._open(run_id, parent_run_id, span_name, attrs, metadata)
         step = entry.data
         if step is None:
             step = entry.data = Step()
@@ -587,6 +594,15 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         if self._guard is not None:
             self._guard.watch_tool(step, name, inputs, input_str, call_id, digest)
         return entry
+
+    def _tool_kind(self, name: str) -> tuple[str, Mapping[str, Any]]:
+        """A tool's span name and name attributes, built once per tool name (bounded)."""
+        known = self._tools.get(name)
+        if known is None:
+            if len(self._tools) >= _TOOL_CACHE_SIZE:
+                self._tools.clear()
+            known = self._tools[name] = (tool_span_name(name), tool_attributes(name))
+        return known
 
     # --- closing spans -------------------------------------------------------------
     def _leave_tool(self, run_id: int) -> RunEntry | None:
