@@ -138,15 +138,15 @@ class ModelSpans:
         usage = info.usage or step.usage
         cost: float | None = None
         if usage is not None:
-            attrs.update(usage_attributes(usage.input, usage.output, cache_read=usage.cache_read,
-                                          cache_creation=usage.cache_creation,
-                                          reasoning=usage.reasoning))
+            usage_attributes(usage.input, usage.output, cache_read=usage.cache_read,
+                             cache_creation=usage.cache_creation, reasoning=usage.reasoning,
+                             into=attrs)
             cost = self._prices.cost(info.model or step.model, usage.input, usage.output,
                                      usage.cache_read)
             self._tree.add_usage(entry, usage.input, usage.output, cost)
         else:
             self._tree.add_usage(entry, 0, 0, None)
-        attrs.update(cost_attributes(cost))
+        cost_attributes(cost, into=attrs)
         if self._budget is not None:
             attrs.update(output_content(response, step.content, self._budget))
         entry.span.set_attributes(attrs)
