@@ -174,7 +174,8 @@ def canonical_json(value: Any) -> str:
 
 def payload_hash(value: Any) -> str:
     """sha256 of canonical JSON; the binding between a hold and its approval."""
-    return "sha256:" + _sha256(canonical_json(value).encode("utf-8")).hexdigest()
+    digest: str = _sha256(canonical_json(value).encode("utf-8")).hexdigest()
+    return "sha256:" + digest
 
 
 def _small_sha256() -> Any:
