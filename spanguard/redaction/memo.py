@@ -9,24 +9,33 @@ lives where redaction runs, on the exporters' threads, never on the agent's; it
 is shared by every destination of one redactor (the local store and OTLP redact
 a message once between them), hence the lock.
 
-Bounded by the characters it holds (originals plus results), least recently used
-evicted first: the default 8 M characters keep every message of a few hundred
-concurrent long runs, so a message is redacted once per run in practice; past it,
-an evicted text is simply redacted again.
+Entries are keyed by a 128-bit BLAKE2b digest of the text, not by the text: the memo
+holds redacted results only, never original content, so it keeps nothing in memory
+that the exporter was asked to remove. Bounded by the characters of the results it
+holds, least recently used evicted first: the default 4 M characters (4-16 MB) keep
+every message of a few hundred concurrent long runs, so a message is redacted once
+per run in practice; past it, an evicted text is simply redacted again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 
 __all__ = ["RedactionMemo"]
 
-DEFAULT_MAX_CHARS = 8_000_000
+DEFAULT_MAX_CHARS = 4_000_000
+_KEY_OVERHEAD = 16  # the digest, counted like characters
+
+
+def _key(text: str) -> bytes:
+    # surrogatepass: JSON-decoded text may hold lone surrogates; they hash like any code unit.
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 class RedactionMemo:
-    """text -> (redacted text, replacements), least recently used evicted first."""
+    """digest(text) -> (redacted text, replacements), least recently used evicted first."""
 
     __slots__ = ("_chars", "_entries", "_lock", "hits", "max_chars", "misses")
 
@@ -34,7 +43,7 @@ class RedactionMemo:
         if max_chars < 0:
             raise ValueError("max_chars must be >= 0")
         self.max_chars = max_chars
-        self._entries: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
         self._chars = 0
         self._lock = threading.Lock()
         self.hits = 0
@@ -44,25 +53,27 @@ class RedactionMemo:
         return len(self._entries)
 
     def get(self, text: str) -> tuple[str, int] | None:
+        key = _key(text)
         with self._lock:
-            found = self._entries.get(text)
+            found = self._entries.get(key)
             if found is None:
                 self.misses += 1
                 return None
-            self._entries.move_to_end(text)
+            self._entries.move_to_end(key)
             self.hits += 1
             return found
 
     def put(self, text: str, result: tuple[str, int]) -> None:
-        size = len(text) + len(result[0])
+        size = _KEY_OVERHEAD + len(result[0])
         if size > self.max_chars:
             return
+        key = _key(text)
         with self._lock:
             entries = self._entries
-            if text in entries:
+            if key in entries:
                 return
-            entries[text] = result
+            entries[key] = result
             self._chars += size
             while self._chars > self.max_chars:
-                old, (redacted, _) = entries.popitem(last=False)
-                self._chars -= len(old) + len(redacted)
+                _, (redacted, _) = entries.popitem(last=False)
+                self._chars -= _KEY_OVERHEAD + len(redacted)

@@ -119,15 +119,24 @@ def test_a_number_redacted_inside_arguments_keeps_the_document_valid_json() -> N
 
 
 def test_the_memo_is_bounded_and_forgets_the_least_recently_used() -> None:
-    memo = RedactionMemo(max_chars=40)
-    memo.put("aaaaaaaaaa", ("aaaaaaaaaa", 0))  # 20 chars
-    memo.put("bbbbbbbbbb", ("bbbbbbbbbb", 0))  # 40
+    memo = RedactionMemo(max_chars=60)  # an entry counts its result plus a 16-byte digest
+    memo.put("aaaaaaaaaa", ("aaaaaaaaaa", 0))  # 26
+    memo.put("bbbbbbbbbb", ("bbbbbbbbbb", 0))  # 52
     assert memo.get("aaaaaaaaaa") is not None  # a is now the most recent
-    memo.put("cccccccccc", ("cccccccccc", 0))  # 60 > 40: b goes
+    memo.put("cccccccccc", ("cccccccccc", 0))  # 78 > 60: b goes
     assert memo.get("bbbbbbbbbb") is None
     assert memo.get("aaaaaaaaaa") is not None and memo.get("cccccccccc") is not None
-    memo.put("x" * 30, ("y" * 30, 0))  # larger than the whole memo: not kept
-    assert memo.get("x" * 30) is None and len(memo) == 2
+    memo.put("x", ("y" * 50, 0))  # larger than the whole memo: not kept
+    assert memo.get("x") is None and len(memo) == 2
+
+
+def test_the_memo_keeps_no_original_content() -> None:
+    redactor = Redactor()
+    secret_text = f"reach me at {EMAIL} or {PHONE}"
+    assert redactor.redact_cached(secret_text)[1] == 2
+    assert redactor.redact_cached(secret_text)[1] == 2 and redactor.memo.hits == 1
+    held = repr(list(redactor.memo._entries.items()))
+    assert EMAIL not in held and PHONE not in held and "reach me at" in held
 
 
 def test_threads_sharing_the_memo_get_what_a_fresh_redaction_gives() -> None:
