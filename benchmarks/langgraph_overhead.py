@@ -29,7 +29,7 @@ instead of all blocks of one. The whole alternation is repeated (``--repetitions
 5 by default) and the ratio to the floor reported for each repetition and as their
 median, which is the figure the target applies to (<= 1.25x).
 
-Run: ``python benchmarks/langgraph_overhead.py [--runs 3 --rounds 20 --repetitions 5
+Run: ``python benchmarks/langgraph_overhead.py [--runs 3 --rounds 40 --repetitions 5
 --only abc]``.
 """
 
@@ -333,7 +333,7 @@ def measure_memory(graph: Any, config: Config, runs: int) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per block")
-    parser.add_argument("--rounds", type=int, default=20, help="alternating rounds")
+    parser.add_argument("--rounds", type=int, default=40, help="alternating rounds")
     parser.add_argument("--repetitions", type=int, default=5,
                         help="times the whole alternation is repeated")
     parser.add_argument("--only", default=None, help="configuration letters, e.g. abc")
