@@ -23,10 +23,7 @@ from spanguard.attributes import (
     usage_attributes,
 )
 from spanguard.guardrails.transient import error_usage
-from spanguard.plugins._langchain_content import (
-    input_message_attributes,
-    output_message_attributes,
-)
+from spanguard.plugins._langchain_content import CallContent, input_content, output_content
 from spanguard.plugins._langchain_extract import (
     Response,
     Usage,
@@ -39,9 +36,11 @@ from spanguard.plugins.resilient import META_ATTEMPT, attempt_attributes, routin
 if TYPE_CHECKING:
     from langchain_core.outputs import LLMResult
 
+    from spanguard.content_budget import ContentBudget
     from spanguard.plugins._langchain_step import Step
     from spanguard.pricing import PriceTable
     from spanguard.spantree import RunEntry, SpanTree
+    from spanguard.transcript import Transcript
 
 # What a model run reported, for the guards: (input tokens, output tokens, cost or None).
 Charge = tuple[int, int, "float | None"]
@@ -53,27 +52,42 @@ _Request = tuple["str | None", str, dict[str, Any]]
 class ModelSpans:
     """The model-call part of one handler's span bookkeeping."""
 
-    __slots__ = ("_capture", "_prices", "_requests", "_tree")
+    __slots__ = ("_budget", "_prices", "_requests", "_tree")
 
-    def __init__(self, tree: SpanTree, prices: PriceTable, capture: bool) -> None:
+    def __init__(self, tree: SpanTree, prices: PriceTable, budget: ContentBudget | None) -> None:
         self._tree = tree
         self._prices = prices
-        self._capture = capture
+        self._budget = budget  # None: content capture is off
         self._requests: dict[tuple[Any, ...], _Request] = {}
 
     def describe(self, params: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None,
-                 messages: Sequence[Sequence[Any]]) -> tuple[str | None, str, dict[str, Any]]:
-        """The request model, the span name and the span's attributes (a fresh dict)."""
-        model, name, attrs = self._request(params, metadata)
+                 messages: Sequence[Sequence[Any]], transcript: Transcript | None
+                 ) -> tuple[str | None, str, dict[str, Any], CallContent | None]:
+        """The request model, the span name, the span's attributes (a fresh dict) and,
+        with capture on, what the span captured (content first: the oldest attributes
+        are the ones an over-full span would lose)."""
+        model, name, request = self._request(params, metadata)
+        content: CallContent | None = None
+        if self._budget is not None:
+            attrs, content = input_content(messages, transcript, self._budget)
+            attrs.update(request)
+        else:
+            attrs = dict(request)
         if metadata and META_ATTEMPT in metadata:
             attrs.update(attempt_attributes(metadata))
-        if self._capture:
-            attrs.update(input_message_attributes(messages))
-        return model, name, attrs
+        return model, name, attrs, content
+
+    @staticmethod
+    def opened(entry: RunEntry, content: CallContent | None) -> None:
+        """The span exists: later calls may now reference it as their history."""
+        step: Step = entry.data
+        step.content = content
+        if content is not None and content.recorder is not None:
+            content.recorder.span_id = entry.span.get_span_context().span_id
 
     def _request(self, params: Mapping[str, Any] | None,
                  metadata: Mapping[str, Any] | None) -> _Request:
-        """Cached by the raw values read (bounded: cleared when full); returns a copy."""
+        """Cached by the raw values read (bounded: cleared when full); never modify it."""
         try:
             key = request_key(params, metadata)
             cached = self._requests.get(key)
@@ -89,7 +103,7 @@ class ModelSpans:
                 if len(self._requests) >= _REQUEST_CACHE_SIZE:
                     self._requests.clear()
                 self._requests[key] = cached
-        return cached[0], cached[1], dict(cached[2])
+        return cached
 
     @staticmethod
     def chunk(entry: RunEntry, chunk: Any) -> None:
@@ -117,24 +131,24 @@ class ModelSpans:
             routing = routing_attributes(response)
             if routing:
                 attrs.update(routing)
-            if self._capture:
-                attrs.update(output_message_attributes(response))
+            if self._budget is not None:
+                attrs.update(output_content(response, step.content, self._budget))
             entry.span.set_attributes(attrs)
             return None
         usage = info.usage or step.usage
         cost: float | None = None
         if usage is not None:
-            attrs.update(usage_attributes(usage.input, usage.output, cache_read=usage.cache_read,
-                                          cache_creation=usage.cache_creation,
-                                          reasoning=usage.reasoning))
+            usage_attributes(usage.input, usage.output, cache_read=usage.cache_read,
+                             cache_creation=usage.cache_creation, reasoning=usage.reasoning,
+                             into=attrs)
             cost = self._prices.cost(info.model or step.model, usage.input, usage.output,
                                      usage.cache_read)
             self._tree.add_usage(entry, usage.input, usage.output, cost)
         else:
             self._tree.add_usage(entry, 0, 0, None)
-        attrs.update(cost_attributes(cost))
-        if self._capture:
-            attrs.update(output_message_attributes(response))
+        cost_attributes(cost, into=attrs)
+        if self._budget is not None:
+            attrs.update(output_content(response, step.content, self._budget))
         entry.span.set_attributes(attrs)
         if usage is None:
             return 0, 0, None

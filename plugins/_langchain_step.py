@@ -1,7 +1,7 @@
 """Per-run adapter state of the LangChain handler, kept on ``RunEntry.data``.
 
 One small object per run that needs it (model and tool runs, and a root when a
-policy is active or the run carries ids), shared by the tracing side
+policy is active, the run carries ids or content is captured), shared by the tracing side
 (:mod:`spanguard.plugins.langchain`) and the enforcement side
 (:mod:`spanguard.plugins._langchain_guard`): one allocation per step, not two.
 """
@@ -15,15 +15,18 @@ if TYPE_CHECKING:
 
     from spanguard.guardrails.gating import GatedCall
     from spanguard.guardrails.steps import ModelCall, RunState, ToolCall
+    from spanguard.plugins._langchain_content import CallContent
     from spanguard.plugins._langchain_extract import Usage
     from spanguard.runcontext import RunContext
+    from spanguard.transcript import Transcript
 
 
 class Step:
     """Tracing fields first, then the ones only enforcement reads or writes."""
 
-    __slots__ = ("call", "first_token", "gate", "ids", "ids_token", "last_chunk", "model",
-                 "resumed", "router", "run", "started", "thread", "token", "usage")
+    __slots__ = ("call", "content", "first_token", "gate", "ids", "ids_token", "last_chunk",
+                 "model", "resumed", "router", "run", "started", "thread", "token",
+                 "transcript", "usage")
 
     def __init__(self) -> None:
         self.first_token = False
@@ -41,6 +44,9 @@ class Step:
         # continues the thread's paused run (spanguard.resume).
         self.thread: str | None = None
         self.resumed = False
+        # Content capture only: a chat span's captured input, and (roots) the run's transcript.
+        self.content: CallContent | None = None
+        self.transcript: Transcript | None = None
         # Enforcement only: the step as the guards see it, and (roots) the run's state.
         self.call: ModelCall | ToolCall | None = None
         self.run: RunState | None = None

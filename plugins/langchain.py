@@ -77,11 +77,17 @@ from spanguard.attributes import (
     tool_attributes,
     tool_span_name,
 )
+from spanguard.content_budget import content_budget
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.gating import gate_for
 from spanguard.guardrails.transient import classify
 from spanguard.hashing import KeyedHasher, payload_hash
-from spanguard.plugins._langchain_content import capture_from_env, value_text
+from spanguard.plugins._langchain_content import (
+    CallContent,
+    capture_from_env,
+    same_message,
+    value_text,
+)
 from spanguard.plugins._langchain_context import activate, deactivate
 from spanguard.plugins._langchain_extract import (
     document_ids,
@@ -107,6 +113,7 @@ from spanguard.runcontext import RunContext, current_run_context
 from spanguard.runcontext import attach as attach_run_context
 from spanguard.runcontext import detach as detach_run_context
 from spanguard.spantree import RunEntry, SpanTree
+from spanguard.transcript import Transcript
 
 if TYPE_CHECKING:
     import os
@@ -143,6 +150,9 @@ _INTERRUPTED = {sc.RUN_INTERRUPTED: True}
 _AGENT_NAME_KEY = "lc_agent_name"
 _AGENT_INTEGRATION = ("ls_integration", "langchain_create_agent")
 _DEFAULT_GRAPH_NAME = "LangGraph"
+_KIND = sc.OPENINFERENCE_SPAN_KIND
+_TOOL_CACHE_SIZE = 256  # distinct tool names whose span name and attributes are kept
+_CHAIN = KIND_CHAIN[_KIND]
 
 
 class SpanguardCallbackHandler(BaseCallbackHandler):
@@ -198,8 +208,10 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         self._hasher = hasher
         handle = sg_config.configured()
         self._models = ModelSpans(self._tree, prices or (
-            handle.prices if handle is not None else PriceTable.default()), self._capture)
+            handle.prices if handle is not None else PriceTable.default()),
+            content_budget() if self._capture else None)
         self._guard = build_guard(policy, guards, provider, meter_provider, self, self._close)
+        self._tools: dict[str, tuple[str, Mapping[str, Any]]] = {}
         self.telemetry_errors = 0
 
     # LangChain skips a handler's callbacks for event kinds it ignores. (Not
@@ -239,25 +251,25 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             if metadata and _is_agent_graph(name, metadata):
                 tree.start_under(key, parent, agent_span_name(name), agent_attributes(name))
                 return
+            node = metadata.get("langgraph_node") if metadata else None
             fold = not self._keep_plumbing
-            if fold and is_plumbing(name, tags, metadata):
+            if fold and is_plumbing(name, tags, node):
                 tree.alias(key, parent)
                 return
-            attrs: dict[str, Any] = dict(KIND_CHAIN)
             task = None
-            if metadata:
-                node = metadata.get("langgraph_node")
-                if node is not None:
-                    # A node's runnable may report itself again under the node's
-                    # name (a named RunnableLambda): same task, so one span.
-                    task = metadata.get("langgraph_checkpoint_ns")
-                    if fold and task is not None and parent.data == task:
-                        tree.alias(key, parent)
-                        return
-                    attrs[sc.OI_GRAPH_NODE_ID] = node
-                    step = metadata.get("langgraph_step")
-                    if isinstance(step, int):
-                        attrs[sc.LANGGRAPH_STEP] = step
+            if node is None:
+                attrs: dict[str, Any] = {_KIND: _CHAIN}
+            else:
+                # A node's runnable may report itself again under the node's name (a
+                # named RunnableLambda): same task, so one span.
+                task = metadata.get("langgraph_checkpoint_ns")  # type: ignore[union-attr]
+                if fold and task is not None and parent.data == task:
+                    tree.alias(key, parent)
+                    return
+                step = metadata.get("langgraph_step")  # type: ignore[union-attr]
+                attrs = {_KIND: _CHAIN, sc.OI_GRAPH_NODE_ID: node}
+                if isinstance(step, int):
+                    attrs[sc.LANGGRAPH_STEP] = step
             tree.start_under(key, parent, name, attrs).data = task
         except Exception:
             self._failed("on_chain_start")
@@ -564,12 +576,14 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         else:
             entry = self._tree.start(run_id, None, name, attrs, run_attributes=run_attrs)
         guard = self._guard
-        if guard is not None or ids is not None or thread is not None:
+        if guard is not None or ids is not None or thread is not None or self._capture:
             step = Step()
             step.ids = ids
             if thread is not None:
                 step.thread = str(thread)
                 step.resumed = resumed
+            if self._capture:
+                step.transcript = Transcript(same_message)
             if guard is not None:
                 step.run = guard.start_run(run_id, entry, ids, self._hash)
             entry.data = step
@@ -608,9 +622,11 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                     metadata: dict[str, Any] | None, kwargs: dict[str, Any],
                     messages: Sequence[Sequence[Any]]) -> RunEntry | None:
         model: str | None = None
+        content: CallContent | None = None
         try:
-            model, name, attrs = self._models.describe(kwargs.get("invocation_params"),
-                                                       metadata, messages)
+            model, name, attrs, content = self._models.describe(
+                kwargs.get("invocation_params"), metadata, messages,
+                self._transcript(parent_run_id) if self._capture else None)
         except Exception:
             # Still open the span (and so still enforce) with what is known.
             self._failed("on_chat_model_start")
@@ -621,6 +637,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             step = entry.data
             if step is None:
                 step = entry.data = Step()
+            if content is not None:
+                self._models.opened(entry, content)
             step.model = model
             if metadata and META_ROUTER in metadata:
                 step.router = is_router_run(metadata)
@@ -632,6 +650,12 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             self._failed("on_chat_model_start")
             return None
 
+    def _transcript(self, parent_run_id: int | None) -> Transcript | None:
+        """The transcript of the run a model call belongs to (None for a root call)."""
+        parent = self._tree.get(parent_run_id) if parent_run_id is not None else None
+        root = parent.root.data if parent is not None else None
+        return root.transcript if isinstance(root, Step) else None
+
     def _open_tool(self, run_id: int, parent_run_id: int | None,
                    serialized: Mapping[str, Any] | None, input_str: str,
                    inputs: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None,
@@ -641,9 +665,13 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         call_id = kwargs.get("tool_call_id")
         call_id = call_id if isinstance(call_id, str) else None
         digest: str | None = None
+        span_name, known = self._tool_kind(name)
+        attrs = dict(known)
+        if call_id:
+            attrs[sc.GEN_AI_TOOL_CALL_ID] = call_id
+            attrs[sc.OI_TOOL_CALL_ID] = call_id
         try:
-            digest = payload_hash(arguments)
-            attrs = tool_attributes(name, call_id, digest)
+            attrs[sc.TOOL_ARGS_HASH] = digest = payload_hash(arguments)
             if self._capture:
                 text = value_text(arguments)
                 attrs[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = text
@@ -651,8 +679,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         except Exception:
             # Unhashable arguments (a cycle): still open the span, and still enforce.
             self._failed("on_tool_start")
-            attrs = tool_attributes(name, call_id)
-        entry = self._open(run_id, parent_run_id, tool_span_name(name), attrs, metadata)
+        entry = self._open(run_id, parent_run_id, span_name, attrs, metadata)
         step = entry.data
         if step is None:
             step = entry.data = Step()
@@ -660,6 +687,15 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         if self._guard is not None:
             self._guard.watch_tool(step, name, inputs, input_str, call_id, digest)
         return entry
+
+    def _tool_kind(self, name: str) -> tuple[str, Mapping[str, Any]]:
+        """A tool's span name and name attributes, built once per tool name (bounded)."""
+        known = self._tools.get(name)
+        if known is None:
+            if len(self._tools) >= _TOOL_CACHE_SIZE:
+                self._tools.clear()
+            known = self._tools[name] = (tool_span_name(name), tool_attributes(name))
+        return known
 
     # --- closing spans -------------------------------------------------------------
     def _leave_tool(self, run_id: int) -> RunEntry | None:

@@ -255,6 +255,15 @@ REVIEW_FLOOR_SECONDS: Final = "spanguard.review.floor_seconds"
 REVIEW_BELOW_FLOOR: Final = "spanguard.review.below_floor"
 REVIEW_DECISION: Final = "spanguard.review.decision"
 
+# Captured content (docs/governance.md, "The shape of captured content"): a chat span
+# records the input messages new to its call; the leading ones its run recorded
+# earlier are its history, referenced by count and by the span that recorded the last.
+CONTENT_HISTORY_MESSAGES: Final = "spanguard.content.history.messages"
+CONTENT_HISTORY_SPAN_ID: Final = "spanguard.content.history.span_id"
+# Flattened OpenInference keys left out to keep the span within its attribute budget.
+CONTENT_TRUNCATED: Final = "spanguard.content.truncated"
+CONTENT_DROPPED_ATTRIBUTES: Final = "spanguard.content.dropped_attributes"
+
 # --- tail sampling and user outcomes ------------------------------------------
 # A user flag: a trace with any span carrying ``spanguard.keep = true`` is always kept.
 KEEP: Final = "spanguard.keep"
