@@ -28,6 +28,7 @@ from spanguard.guardrails.holds import HoldRules, parse_holds_table
 from spanguard.guardrails.retry import RetryPolicy, parse_retry_table
 from spanguard.guardrails.stores.urls import StoreConfig, parse_store
 from spanguard.guardrails.toolloop import ToolLoop, parse_tool_loop
+from spanguard.guardrails.usage import UsageAccounting, parse_usage_table
 from spanguard.guardrails.verify import Verification, parse_verify_table
 from spanguard.guardrails.window import WindowBudget, parse_window_budgets
 from spanguard.redaction import parse_redaction_table
@@ -43,6 +44,7 @@ TABLES: Mapping[str, tuple[str, TableParser]] = {
     "verify": ("verify", parse_verify_table),
     "retry": ("retry", parse_retry_table),
     "store": ("store", parse_store),
+    "usage": ("usage", parse_usage_table),
     # Read by the core's configure() too (it may not import guardrails); kept
     # here so a policy file with the table loads.
     "redaction": ("redaction_patterns", parse_redaction_table),
@@ -62,6 +64,7 @@ class Policy:
     window_budgets: tuple[WindowBudget, ...] = ()
     tool_loop: ToolLoop | None = None
     store: StoreConfig | None = None
+    usage: UsageAccounting = field(default_factory=UsageAccounting)
     redaction_patterns: Mapping[str, str] = field(default_factory=dict)
     guards: tuple[Guard, ...] = ()
 

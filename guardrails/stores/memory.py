@@ -8,13 +8,21 @@ process-wide store of that name (the same URL in one process is the same store);
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from spanguard.guardrails.stores.contracts import BudgetStore, Charge, ChargeResult, Store, fits
+from spanguard.guardrails.stores.contracts import (
+    BudgetStore,
+    Charge,
+    ChargeResult,
+    Reservation,
+    Store,
+    fits,
+)
 from spanguard.guardrails.stores.records import (
     GENESIS,
     AuditRecord,
@@ -39,6 +47,12 @@ class MemoryStore(Store):
         self.counters: dict[str, dict[int, float]] = {}
         self.totals: dict[str, tuple[int, int, float]] = {}
         self.expires: dict[str, float] = {}
+        # Reservations in flight: id -> reservation; key -> {id: amount} and the sum;
+        # a heap of (expires, id) to drop the ones nobody settled.
+        self.reservations: dict[str, Reservation] = {}
+        self.held: dict[str, dict[str, float]] = {}
+        self.held_totals: dict[str, float] = {}
+        self.expiry_heap: list[tuple[float, str]] = []
         self.hold_records: dict[str, HoldRecord] = {}
         self.suspended: dict[str, str] = {}
         self.audit_rows: list[AuditRecord] = []
@@ -60,18 +74,18 @@ class MemoryBudgets(BudgetStore):
         self._counters = self.store.counters
         self._totals = self.store.totals
         self._expires = self.store.expires
+        self._reservations = self.store.reservations
+        self._held = self.store.held
+        self._held_totals = self.store.held_totals
+        self._heap = self.store.expiry_heap
         self._ops = itertools.count(1)
 
     def try_charge(self, charges: Sequence[Charge], now: float) -> ChargeResult:
         with self._lock:
-            spent = []
-            for index, charge in enumerate(charges):
-                total = self._window(charge.key, charge.bucket, charge.span)
-                spent.append(total)
-                if charge.limit is not None and not fits(total, charge.amount, charge.limit):
-                    return ChargeResult(False, tuple(spent), index)
-            self._apply(charges, now)
-            return ChargeResult(True, tuple(spent))
+            result = self._check(charges, now)
+            if result.admitted:
+                self._apply(charges, now)
+            return result
 
     def add(self, charges: Sequence[Charge], now: float) -> None:
         with self._lock:
@@ -81,8 +95,83 @@ class MemoryBudgets(BudgetStore):
         with self._lock:
             return self._window(key, bucket, span)
 
+    def reserve(self, reservation: Reservation, now: float) -> ChargeResult:
+        with self._lock:
+            result = self._check(reservation.charges, now)
+            if result.admitted:
+                self._reservations[reservation.id] = reservation
+                for charge in reservation.charges:
+                    self._hold(charge.key, reservation.id, charge.amount)
+                heap = self._heap
+                heapq.heappush(heap, (reservation.expires, reservation.id))
+                if len(heap) > 2 * len(self._reservations) + 64:
+                    # Settled reservations leave their entries behind: drop them.
+                    heap[:] = [(r.expires, r.id) for r in self._reservations.values()]
+                    heapq.heapify(heap)
+            return result
+
+    def settle(self, reservation: Reservation, amounts: Sequence[float], now: float) -> None:
+        with self._lock:
+            self._drop(reservation.id)
+            self._apply([charge._replace(amount=amount) for charge, amount
+                         in zip(reservation.charges, amounts, strict=True)], now)
+
+    def release(self, reservation: Reservation, now: float) -> None:
+        with self._lock:
+            self._drop(reservation.id)
+
+    def in_flight(self, key: str, now: float) -> float:
+        with self._lock:
+            self._expire(now)
+            return self._held_totals.get(key, 0.0)
+
     def close(self) -> None:
         self.store.close()
+
+    def _check(self, charges: Sequence[Charge], now: float) -> ChargeResult:
+        if self._heap:
+            self._expire(now)
+        spent = []
+        held = []
+        for index, charge in enumerate(charges):
+            total = self._window(charge.key, charge.bucket, charge.span)
+            reserved = self._held_totals.get(charge.key, 0.0)
+            spent.append(total)
+            held.append(reserved)
+            if charge.limit is not None and not fits(total + reserved, charge.amount,
+                                                     charge.limit):
+                return ChargeResult(False, tuple(spent), index, tuple(held))
+        return ChargeResult(True, tuple(spent), None, tuple(held))
+
+    def _hold(self, key: str, reservation: str, amount: float) -> None:
+        amounts = self._held.get(key)
+        if amounts is None:
+            amounts = self._held[key] = {}
+        amounts[reservation] = amounts.get(reservation, 0.0) + amount
+        self._held_totals[key] = self._held_totals.get(key, 0.0) + amount
+
+    def _drop(self, reservation: str) -> None:
+        held = self._reservations.pop(reservation, None)
+        if held is None:
+            return
+        for key in {charge.key for charge in held.charges}:
+            amounts = self._held.get(key)
+            if amounts is None or reservation not in amounts:
+                continue
+            amount = amounts.pop(reservation)
+            if amounts:
+                self._held_totals[key] -= amount
+            else:  # the last one out: no float residue left behind
+                del self._held[key]
+                del self._held_totals[key]
+
+    def _expire(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            expires, reservation = heapq.heappop(heap)
+            held = self._reservations.get(reservation)
+            if held is not None and held.expires == expires:
+                self._drop(reservation)
 
     def _window(self, key: str, bucket: int, span: int) -> float:
         cached = self._totals.get(key)

@@ -23,6 +23,7 @@ from spanguard.guardrails import (
     WindowBudget,
 )
 from spanguard.guardrails.policy import TABLES
+from spanguard.guardrails.usage import UsageAccounting
 
 # (table, its body, the key the error must name)
 BAD_TABLES: list[tuple[str, dict[str, Any], str]] = [
@@ -66,6 +67,11 @@ BAD_TABLES: list[tuple[str, dict[str, Any], str]] = [
     ("redaction", {"patterns": {"bad name!": "x"}}, "bad name!"),
     ("redaction", {"patterns": {"token": "("}}, "token"),
     ("redaction", {"regexes": {}}, "regexes"),
+    ("usage", {"on_missing_usage": "ignore"}, "on_missing_usage"),
+    ("usage", {"on_missing_usage": True}, "on_missing_usage"),
+    ("usage", {"reservation_expiry": "later"}, "reservation_expiry"),
+    ("usage", {"reservation_expiry": 0}, "reservation_expiry"),
+    ("usage", {"estimate": "bytes"}, "estimate"),
 ]
 
 
@@ -97,6 +103,9 @@ BAD_PARTS: list[tuple[Any, str]] = [
     (lambda: Verification(hold_on_failure=1), "Verification: hold_on_failure"),
     (lambda: RetryPolicy(max_wait=-1), "RetryPolicy: max_wait"),
     (lambda: StoreConfig("mysql://db"), "store: unknown store scheme"),
+    (lambda: UsageAccounting(on_missing_usage="skip"),  # type: ignore[arg-type]
+     "UsageAccounting: on_missing_usage"),
+    (lambda: UsageAccounting(reservation_expiry=-1), "UsageAccounting: reservation_expiry"),
 ]
 
 
