@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 
 GUARD_NAME = "loop_budget"
 _MIN_CALLS_TO_PROJECT = 3
+_SCALE_KEY = "spanguard.estimate_correction"
+_NO_CORRECTION = (1.0, 0.0)
+_COUNTS_KEY = "spanguard.token_counts"
+MAX_ESTIMATE_RATIO = 2.0
 
 METRIC_INPUT = "input_tokens"
 METRIC_TOTAL = "total_tokens"
@@ -154,18 +158,57 @@ def _num(value: float) -> str:
     return f"{value:,.0f}" if float(value).is_integer() or value >= 100 else f"{value:,.4f}"
 
 
-def predicted_input(fit: LoopFit, call: ModelCall, concurrent: int, sigmas: float,
-                    fraction: float) -> float:
-    """The call's predicted input tokens: the fit (with its margin), raised to the
-    estimate from the prompt when the run has no history, when ``concurrent`` calls
-    of the run are in flight (the fit assumes one call after another), or when the
-    caller gave its own count."""
+def predicted_input(run: RunState, fit: LoopFit, call: ModelCall, concurrent: int,
+                    sigmas: float, fraction: float) -> float:
+    """The call's predicted input tokens.
+
+    Counted from the call's own text (:func:`measured_input`) when the run has no
+    history or ``concurrent`` calls of the run are in flight: the fit extrapolates
+    a loop's calls one after another, which parallel branches are not. Otherwise
+    the fit, with its margin (it predicts what the provider will report, hidden
+    prompt overheads included), raised to the caller's own count when it gave one.
+    """
+    if call.estimated_input_tokens is None and (fit.n == 0 or concurrent):
+        measured = measured_input(run, call)
+        if measured is not None:
+            return measured
     predicted = fit.next_input(call.is_retry, sigmas, fraction)
-    if fit.n == 0 or concurrent or call.estimated_input_tokens is not None:
-        estimate = input_estimate(call)
-        if estimate is not None and estimate > predicted:
-            predicted = float(estimate)
+    if call.estimated_input_tokens is not None and call.estimated_input_tokens > predicted:
+        predicted = float(call.estimated_input_tokens)
     return predicted
+
+
+def measured_input(run: RunState, call: ModelCall) -> float | None:
+    """The call's input counted from its text and corrected by what the run's reported
+    usage taught (:func:`calibrate`); None when the adapter gave no text."""
+    if call.prompt is None:
+        return None
+    cache = run.scratch.get(_COUNTS_KEY)
+    if cache is None:
+        cache = run.scratch[_COUNTS_KEY] = {}
+    estimate = input_estimate(call, cache)
+    if estimate is None:
+        return None
+    ratio, offset = run.scratch.get(_SCALE_KEY, _NO_CORRECTION)
+    return max(estimate * ratio, estimate + offset)
+
+
+def calibrate(run: RunState, call: ModelCall, usage: ModelUsage) -> None:
+    """Learn how far this run's estimates fall short of the usage its provider reports.
+
+    Two corrections, the larger applied: a ratio (a tokenizer that counts more than
+    the estimate's, capped at :data:`MAX_ESTIMATE_RATIO` so that a small first
+    prompt with a large hidden overhead cannot multiply every later estimate) and
+    an offset (hidden prompt overhead: a provider's tool-use preamble).
+    """
+    estimate = call.estimated_input_tokens
+    if (call.prompt is None or not estimate or not usage.reported
+            or usage.input_tokens <= estimate):
+        return
+    ratio, offset = run.scratch.get(_SCALE_KEY, _NO_CORRECTION)
+    run.scratch[_SCALE_KEY] = (
+        max(ratio, min(usage.input_tokens / estimate, MAX_ESTIMATE_RATIO)),
+        max(offset, float(usage.input_tokens - estimate)))
 
 
 def predicted_cost(run: RunState, fit: LoopFit, call: ModelCall, tokens: float) -> float:
@@ -229,7 +272,7 @@ class LoopBudgetGuard(Guard):
         flight = in_flight(run)
         if flight.calls:
             flight.expire(self.clock())
-        tokens_in = predicted_input(fit, call, flight.calls, budget.margin_sigmas,
+        tokens_in = predicted_input(run, fit, call, flight.calls, budget.margin_sigmas,
                                     budget.margin_fraction)
         tokens = tokens_in + fit.max_out
         cost = (predicted_cost(run, fit, call, tokens) if budget.max_cost_usd is not None
@@ -264,6 +307,7 @@ class LoopBudgetGuard(Guard):
                          usage: ModelUsage) -> Decision | None:
         """The real usage is on the run now (the enforcer put it there): drop the
         reservation."""
+        calibrate(run, call, usage)
         self.cancel_model_call(run, call)
         return None
 

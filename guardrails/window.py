@@ -40,13 +40,14 @@ from spanguard.guardrails.budget import (
     METRIC_INPUT,
     METRIC_TOTAL,
     LoopBudget,
+    calibrate,
     predicted_cost,
     predicted_input,
     reservations,
 )
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.guard import Guard
-from spanguard.guardrails.loopfit import loop_fit
+from spanguard.guardrails.loopfit import LoopFit, loop_fit
 from spanguard.guardrails.steps import Decision, ModelCall, ModelUsage, RunState
 from spanguard.guardrails.stores import BudgetStore, Charge, Reservation, Store, open_store
 from spanguard.guardrails.usage import DEFAULT_RESERVATION_EXPIRY
@@ -217,8 +218,14 @@ class WindowBudgetGuard(Guard):
         now = self.clock()
         fit = loop_fit(run)
         concurrent = run.scratch.get(_PENDING_KEY, 0)
-        tokens_in = predicted_input(fit, call, concurrent, self.margin_sigmas,
+        tokens_in = predicted_input(run, fit, call, concurrent, self.margin_sigmas,
                                     self.margin_fraction)
+        return self._reserve(run, call, fit, tokens_in, now)
+
+    def _reserve(self, run: RunState, call: ModelCall, fit: LoopFit, tokens_in: float,
+                 now: float) -> Decision:
+        """One atomic reservation of ``tokens_in`` (and what follows from it) against
+        every window budget; the decision says whether it was admitted."""
         tokens = tokens_in + fit.max_out
         amounts = {METRIC_INPUT: tokens_in, METRIC_TOTAL: tokens, METRIC_CALLS: 1.0,
                    METRIC_COST: predicted_cost(run, fit, call, tokens)
@@ -241,7 +248,7 @@ class WindowBudgetGuard(Guard):
             return Decision("deny", GUARD_NAME, str(error),
                             _attributes(budget, metric, charge, spent, reserved), error)
         reservations(call)[GUARD_NAME] = (reservation, owners)
-        run.scratch[_PENDING_KEY] = concurrent + 1
+        run.scratch[_PENDING_KEY] = run.scratch.get(_PENDING_KEY, 0) + 1
         tightest, room = 0, math.inf
         for index, charge in enumerate(charges):
             left = _room(charge, result.spent[index] + result.reserved[index])
@@ -289,6 +296,7 @@ class WindowBudgetGuard(Guard):
                   METRIC_CALLS: 1.0}
         if usage.cost_usd is not None:
             actual[METRIC_COST] = usage.cost_usd
+        calibrate(run, call, usage)
         held = self._take(run, call)
         now = self.clock()
         try:
