@@ -189,7 +189,8 @@ def measured_input(run: RunState, call: ModelCall) -> float | None:
     estimate = input_estimate(call, cache)
     if estimate is None:
         return None
-    ratio, offset = run.scratch.get(_SCALE_KEY, _NO_CORRECTION)
+    correction: tuple[float, float] = run.scratch.get(_SCALE_KEY, _NO_CORRECTION)
+    ratio, offset = correction
     return max(estimate * ratio, estimate + offset)
 
 

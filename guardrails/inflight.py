@@ -9,6 +9,7 @@ check and its reservation are one step. An entry nobody settles expires.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ _KEY = "spanguard.in_flight"
 class InFlight:
     """Sums of the unsettled reservations of one run, and each reservation."""
 
-    __slots__ = ("_entries", "_next", "calls", "cost", "input", "total")
+    __slots__ = ("_earliest", "_entries", "_next", "calls", "cost", "input", "total")
 
     def __init__(self) -> None:
         self.calls = 0
@@ -28,11 +29,14 @@ class InFlight:
         # token -> (expires, input tokens, total tokens, cost)
         self._entries: dict[int, tuple[float, float, float, float]] = {}
         self._next = 0
+        self._earliest = math.inf  # no entry expires before this: most checks stop here
 
     def reserve(self, tokens_in: float, tokens: float, cost: float, expires: float) -> int:
         """Hold one call's prediction; the token names it for :meth:`settle`."""
         self._next += 1
         self._entries[self._next] = (expires, tokens_in, tokens, cost)
+        if expires < self._earliest:
+            self._earliest = expires
         self.calls += 1
         self.input += tokens_in
         self.total += tokens
@@ -47,6 +51,7 @@ class InFlight:
         if not self._entries:  # the last one out: no float residue left behind
             self.calls = 0
             self.input = self.total = self.cost = 0.0
+            self._earliest = math.inf
             return
         self.calls -= 1
         self.input -= entry[1]
@@ -55,8 +60,11 @@ class InFlight:
 
     def expire(self, now: float) -> None:
         """Drop reservations whose time is up (a call that never came back)."""
+        if now < self._earliest:
+            return
         for token in [t for t, entry in self._entries.items() if entry[0] <= now]:
             self.settle(token)
+        self._earliest = min((entry[0] for entry in self._entries.values()), default=math.inf)
 
 
 def in_flight(run: RunState) -> InFlight:

@@ -60,10 +60,18 @@ logger = logging.getLogger("spanguard.guardrails")
 GUARD_NAME = "window_budget"
 ANONYMOUS = "anonymous"
 _PENDING_KEY = "spanguard.window_in_flight"
-# Reservation ids: unique across processes (pid) and machines (random), cheap per call.
-_ID_PREFIX = secrets.token_hex(4)
-_IDS = itertools.count(1)
-_PREFIX_KEY = "spanguard.window_prefixes"
+# Reservation ids: unique across machines and processes (random, drawn again in a
+# forked child), cheap per call (no system call).
+_ids = (secrets.token_hex(6), itertools.count(1))
+
+
+def _new_ids() -> None:
+    global _ids
+    _ids = (secrets.token_hex(6), itertools.count(1))
+
+
+os.register_at_fork(after_in_child=_new_ids)
+_COUNTERS_KEY = "spanguard.window_counters"
 _SECONDS = {"hour": 3600, "day": 86400}
 _ROLLING_BUCKETS = 60
 _SCOPES = ("session", "user", "tenant")
@@ -231,8 +239,9 @@ class WindowBudgetGuard(Guard):
                    METRIC_COST: predicted_cost(run, fit, call, tokens)
                    if self._limits_cost else 0.0}
         charges, owners = self._charges(run, now, amounts)
-        reservation = Reservation(f"{os.getpid():x}.{_ID_PREFIX}.{next(_IDS)}",
-                                  tuple(charges), now + self.reservation_expiry)
+        prefix, ids = _ids
+        reservation = Reservation(f"{prefix}.{next(ids)}", tuple(charges),
+                                  now + self.reservation_expiry)
         try:
             result = self.store.reserve(reservation, now)
         except StoreError as exc:
@@ -267,24 +276,29 @@ class WindowBudgetGuard(Guard):
     def _charges(self, run: RunState, now: float, amounts: dict[str, float],
                  ) -> tuple[list[Charge], list[tuple[WindowBudget, str]]]:
         """One charge per (budget, metric) it limits, in the bucket ``now`` falls in."""
-        prefixes = run.scratch.get(_PREFIX_KEY)
-        if prefixes is None:
-            prefixes = run.scratch[_PREFIX_KEY] = self._prefixes(run)
+        counters = run.scratch.get(_COUNTERS_KEY)
+        if counters is None:
+            counters = run.scratch[_COUNTERS_KEY] = self._counters(run)
         charges: list[Charge] = []
         owners: list[tuple[WindowBudget, str]] = []
-        for (budget, limits), prefix in zip(self._limits, prefixes, strict=True):
+        for budget, limits in counters:
             bucket, span, ttl = budget.slot(now)
-            for metric, limit in limits:
+            for metric, limit, key in limits:
                 if metric in amounts:
-                    charges.append(Charge(prefix + metric, bucket, span, amounts[metric],
-                                          limit, ttl))
+                    charges.append(Charge(key, bucket, span, amounts[metric], limit, ttl))
                     owners.append((budget, metric))
         return charges, owners
 
-    def _prefixes(self, run: RunState) -> list[str]:
-        """Counter key prefixes for this run's identities (built once per run)."""
-        return [f"spanguard:budget:{budget.name}:{budget.scope}:"
-                f"{getattr(run, budget.scope) or ANONYMOUS}:" for budget in self.budgets]
+    def _counters(self, run: RunState) -> list[tuple[WindowBudget, list[tuple[str, float, str]]]]:
+        """Per budget, its (metric, limit, counter key) for this run's identity; built
+        once per run."""
+        counters = []
+        for budget, limits in self._limits:
+            prefix = (f"spanguard:budget:{budget.name}:{budget.scope}:"
+                      f"{getattr(run, budget.scope) or ANONYMOUS}:")
+            counters.append((budget, [(metric, limit, prefix + metric)
+                                      for metric, limit in limits]))
+        return counters
 
     def after_model_call(self, run: RunState, call: ModelCall,
                          usage: ModelUsage) -> Decision | None:

@@ -113,8 +113,7 @@ class MemoryBudgets(BudgetStore):
     def settle(self, reservation: Reservation, amounts: Sequence[float], now: float) -> None:
         with self._lock:
             self._drop(reservation.id)
-            self._apply([charge._replace(amount=amount) for charge, amount
-                         in zip(reservation.charges, amounts, strict=True)], now)
+            self._apply(reservation.charges, now, amounts)
 
     def release(self, reservation: Reservation, now: float) -> None:
         with self._lock:
@@ -185,8 +184,12 @@ class MemoryBudgets(BudgetStore):
         self._totals[key] = (bucket, span, total)
         return total
 
-    def _apply(self, charges: Sequence[Charge], now: float) -> None:
-        for key, bucket, span, amount, _, ttl in charges:
+    def _apply(self, charges: Sequence[Charge], now: float,
+               amounts: Sequence[float] | None = None) -> None:
+        """Add each charge's amount (or ``amounts[i]`` instead) to its bucket."""
+        for index, (key, bucket, span, amount, _, ttl) in enumerate(charges):
+            if amounts is not None:
+                amount = amounts[index]
             buckets = self._counters.get(key)
             if buckets is None:
                 buckets = self._counters[key] = {}
