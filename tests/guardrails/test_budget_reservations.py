@@ -64,6 +64,9 @@ def hammer(enforcer: Enforcer, run: RunState, threads: int, calls_each: int,
     decided = threading.Condition()
     start = threading.Barrier(threads)
 
+    def all_decided() -> bool:
+        return len(admitted) + refused == threads * calls_each
+
     def worker(index: int) -> None:
         nonlocal refused
         rng = random.Random(seed * 1000 + index)
@@ -82,8 +85,7 @@ def hammer(enforcer: Enforcer, run: RunState, threads: int, calls_each: int,
                 admitted.append(size)  # the provider sees it
                 decided.notify_all()
                 if overlap:
-                    decided.wait_for(lambda: len(admitted) + refused == threads * calls_each,
-                                     timeout=30)
+                    decided.wait_for(all_decided, timeout=30)
             time.sleep(rng.uniform(0, latency))
             enforcer.after_model_call(run, call, ModelUsage(size, 0), None)
 
