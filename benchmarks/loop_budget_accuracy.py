@@ -38,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.guardrails.synthetic
 
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Span
 
 from spanguard.guardrails import (
     GuardrailViolation,
@@ -193,11 +194,13 @@ def cost() -> None:
         window_guard.before_model_call(runs["window"], call)
         window_guard.after_model_call(runs["window"], call, usage)
 
-    def full() -> None:  # what an adapter does per model call, both budgets, a span
-        run = runs["both"]
-        both.before_model_call(run, call, span)
-        both.after_model_call(run, call, usage, span)
-        del run.input_tokens[10:], run.retry_flags[10:]  # keep the run at 10 calls
+    def full(on: Span | None) -> Callable[[], None]:
+        def cycle() -> None:  # what an adapter does per model call, with both budgets
+            run = runs["both"]
+            both.before_model_call(run, call, on)
+            both.after_model_call(run, call, usage, on)
+            del run.input_tokens[10:], run.retry_flags[10:]  # keep the run at 10 calls
+        return cycle
 
     cases: dict[str, Callable[[], object]] = {
         "baseline: Enforcer.before_model_call, empty policy":
@@ -209,8 +212,10 @@ def cost() -> None:
         "recording span": enforcer_check,
         "WindowBudgetGuard reserve + release, in-memory store": window_check,
         "WindowBudgetGuard reserve + settle, in-memory store": window_settle,
-        "Enforcer reserve + settle, LoopBudget and WindowBudget (memory), recording span":
-            full,
+        "Enforcer reserve + settle, LoopBudget and WindowBudget (memory), no span":
+            full(None),
+        "Enforcer reserve + settle, LoopBudget and WindowBudget (memory), recording span "
+        "(2 allow events)": full(span),
     }
     results: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(5):  # alternate cases so machine noise hits all of them alike

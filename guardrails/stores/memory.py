@@ -47,11 +47,12 @@ class MemoryStore(Store):
         self.counters: dict[str, dict[int, float]] = {}
         self.totals: dict[str, tuple[int, int, float]] = {}
         self.expires: dict[str, float] = {}
-        # Reservations in flight: id -> reservation; key -> {id: amount} and the sum;
+        # Reservations in flight: id -> reservation; per counter key, the sum held and
+        # how many charges hold it (the last one out resets the sum: no float residue);
         # a heap of (expires, id) to drop the ones nobody settled.
         self.reservations: dict[str, Reservation] = {}
-        self.held: dict[str, dict[str, float]] = {}
         self.held_totals: dict[str, float] = {}
+        self.held_counts: dict[str, int] = {}
         self.expiry_heap: list[tuple[float, str]] = []
         self.hold_records: dict[str, HoldRecord] = {}
         self.suspended: dict[str, str] = {}
@@ -75,8 +76,8 @@ class MemoryBudgets(BudgetStore):
         self._totals = self.store.totals
         self._expires = self.store.expires
         self._reservations = self.store.reservations
-        self._held = self.store.held
         self._held_totals = self.store.held_totals
+        self._held_counts = self.store.held_counts
         self._heap = self.store.expiry_heap
         self._ops = itertools.count(1)
 
@@ -100,8 +101,11 @@ class MemoryBudgets(BudgetStore):
             result = self._check(reservation.charges, now)
             if result.admitted:
                 self._reservations[reservation.id] = reservation
+                totals, counts = self._held_totals, self._held_counts
                 for charge in reservation.charges:
-                    self._hold(charge.key, reservation.id, charge.amount)
+                    key = charge.key
+                    totals[key] = totals.get(key, 0.0) + charge.amount
+                    counts[key] = counts.get(key, 0) + 1
                 heap = self._heap
                 heapq.heappush(heap, (reservation.expires, reservation.id))
                 if len(heap) > 2 * len(self._reservations) + 64:
@@ -128,7 +132,8 @@ class MemoryBudgets(BudgetStore):
         self.store.close()
 
     def _check(self, charges: Sequence[Charge], now: float) -> ChargeResult:
-        if self._heap:
+        heap = self._heap
+        if heap and heap[0][0] <= now:
             self._expire(now)
         spent = []
         held = []
@@ -142,27 +147,19 @@ class MemoryBudgets(BudgetStore):
                 return ChargeResult(False, tuple(spent), index, tuple(held))
         return ChargeResult(True, tuple(spent), None, tuple(held))
 
-    def _hold(self, key: str, reservation: str, amount: float) -> None:
-        amounts = self._held.get(key)
-        if amounts is None:
-            amounts = self._held[key] = {}
-        amounts[reservation] = amounts.get(reservation, 0.0) + amount
-        self._held_totals[key] = self._held_totals.get(key, 0.0) + amount
-
     def _drop(self, reservation: str) -> None:
         held = self._reservations.pop(reservation, None)
         if held is None:
             return
-        for key in {charge.key for charge in held.charges}:
-            amounts = self._held.get(key)
-            if amounts is None or reservation not in amounts:
-                continue
-            amount = amounts.pop(reservation)
-            if amounts:
-                self._held_totals[key] -= amount
+        totals, counts = self._held_totals, self._held_counts
+        for charge in held.charges:
+            key = charge.key
+            left = counts[key] - 1
+            if left:
+                counts[key] = left
+                totals[key] -= charge.amount
             else:  # the last one out: no float residue left behind
-                del self._held[key]
-                del self._held_totals[key]
+                del counts[key], totals[key]
 
     def _expire(self, now: float) -> None:
         heap = self._heap
