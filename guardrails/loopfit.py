@@ -10,12 +10,13 @@ the case where every turn after the first is a repair (R_k = k-1):
 The fit is least squares from running integer sums (O(1) per call, no arrays),
 constrained to S, u, r >= 0: a prompt has no negative size, a turn never shrinks
 the history and a repair never shrinks it either. The unconstrained solution is
-used when it is non-negative (nearly always); otherwise every subset of the three
-parameters is solved with the others at 0 and the feasible one with the smallest
-residual wins, which is the constrained optimum. Each solve is Cramer's rule on
-integers, so singularity (no repairs, or only repairs: r cannot be told apart)
-and ties are decided exactly, never by a tolerance; ties go to the simpler
-reading (r = 0, or r folded into u). With one call, u is that call's reply (the
+used when it is non-negative (nearly always; its signs are decided on integer
+numerators, so exactly); otherwise every subset of the three parameters is
+solved with the others at 0 and the feasible one with the smallest residual
+wins, which is the constrained optimum. Each solve is Cramer's rule on integers,
+so singularity (no repairs, or only repairs: r cannot be told apart) and ties
+are decided exactly, never by a tolerance; ties go to the simpler reading
+(r = 0, or r folded into u). With one call, u is that call's reply (the
 next call re-sends it) and S what is left of the call's input, at least 0.
 """
 
@@ -110,34 +111,58 @@ class LoopFit:
             self.s = max(self.spent - self.u, 0.0)
             self.sd = None
             return
-        normal = ((n, self._sk, self._sr), (self._sk, self._skk, self._skr),
+        solved = self._unconstrained()
+        if solved is None:
+            solved = self._constrained()
+        self.s, self.u, self.r, params, sse = solved
+        dof = n - params
+        self.sd = math.sqrt(max(sse, 0.0) / dof) if dof > 0 else None
+
+    def _unconstrained(self) -> tuple[float, float, float, int, float] | None:
+        """The least-squares fit (r only when it can be told apart), or None when a
+        parameter would be negative. Integer numerators decide the signs exactly."""
+        n, sk, sr, st = self.n, self._sk, self._sr, self.spent
+        skk = n * self._skk - sk * sk
+        srr = n * self._srr - sr * sr
+        skr = n * self._skr - sk * sr
+        skt = n * self._skt - sk * st
+        srt = n * self._srt - sr * st
+        det = skk * srr - skr * skr
+        if det != 0:
+            u_num = srr * skt - skr * srt
+            r_num = skk * srt - skr * skt
+            s_num = st * det - u_num * sk - r_num * sr  # S = s_num / (n * det)
+            if det < 0:
+                u_num, r_num, s_num, det = -u_num, -r_num, -s_num, -det
+            if min(u_num, r_num, s_num) < 0:
+                return None
+            s, u, r, params = s_num / (n * det), u_num / det, r_num / det, 3
+        else:  # no repairs, or only repairs: r cannot be told apart from S and u
+            s_num = st * skk - skt * sk  # S = s_num / (n * skk); skk > 0 from 2 calls on
+            if skt < 0 or s_num < 0:
+                return None
+            s, u, r, params = s_num / (n * skk), skt / skk, 0.0, 2
+        explained = s * st + u * self._skt + r * self._srt
+        return s, u, r, params, self._st2 - explained
+
+    def _constrained(self) -> tuple[float, float, float, int, float]:
+        """The best fit with every parameter >= 0: each subset of (S, u, r) solved with
+        the others at 0, the feasible one with the smallest residual (ties: the order
+        of :data:`_SUBSETS`)."""
+        normal = ((self.n, self._sk, self._sr), (self._sk, self._skk, self._skr),
                   (self._sr, self._skr, self._srr))
         rhs = (self.spent, self._skt, self._srt)
         best: tuple[float, tuple[int, ...], list[float]] | None = None
         for subset in _SUBSETS:
             solved = _solve(normal, rhs, subset, self._st2)
-            if solved is None:
-                continue
-            sse, values = solved
-            if best is None or sse < best[0]:
-                best = (sse, subset, values)
-                if subset == _SUBSETS[0] or (subset == _SUBSETS[1] and self._r_unknowable()):
-                    break  # the unconstrained optimum is feasible: nothing can beat it
-        assert best is not None  # (0,): S = mean input >= 0 is always feasible
+            if solved is not None and (best is None or solved[0] < best[0]):
+                best = (solved[0], subset, solved[1])
+        assert best is not None  # (S,): the mean input, >= 0, is always feasible
         sse, subset, values = best
         params = [0.0, 0.0, 0.0]
         for index, value in zip(subset, values, strict=True):
             params[index] = value
-        self.s, self.u, self.r = params
-        dof = n - len(subset)
-        self.sd = math.sqrt(max(sse, 0.0) / dof) if dof > 0 else None
-
-    def _r_unknowable(self) -> bool:
-        """No repairs, only repairs, or too few calls: the full fit is singular and the
-        (S, u) fit is its optimum."""
-        n = self.n
-        return n < 3 or (n * self._srr - self._sr * self._sr) * (n * self._skk - self._sk ** 2) \
-            == (n * self._skr - self._sk * self._sr) ** 2
+        return params[0], params[1], params[2], len(subset), sse
 
     def point(self, k: int, repairs: float) -> float:
         """Fitted input tokens of call ``k`` after ``repairs`` repair turns."""
