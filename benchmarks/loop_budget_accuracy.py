@@ -43,6 +43,7 @@ from opentelemetry.trace import Span
 from spanguard.guardrails import (
     GuardrailViolation,
     LoopBudget,
+    LoopBudgetExceeded,
     ModelCall,
     ModelUsage,
     Policy,
@@ -255,29 +256,34 @@ def _character_estimate_only() -> None:
     estimate.reset()
 
 
-def parallel_run(seed: int) -> tuple[bool, float]:
-    """2-16 threads of one run call at once until refused; (overshot, tokens/limit)."""
+def parallel_run(seed: int) -> tuple[bool, float, int]:
+    """2-16 threads of one run call at once until refused; (overshot, share of the
+    binding limit used, refusals of a call that would have fitted at its real size)."""
     rng = random.Random(seed)
     limit, calls = rng.randint(2000, 20_000), rng.randint(1, 12)
     enforcer = Enforcer(Policy(loop_budget=LoopBudget(max_input_tokens=limit,
                                                       max_model_calls=calls)))
     run = enforcer.start_run(seed)
     seen: list[int] = []
+    early: list[int] = []
     lock = threading.Lock()
     threads = rng.randint(2, 16)
-    # Calls or tokens: whichever limit binds is the one to use up.
     start = threading.Barrier(threads)
 
-    def worker(index: int) -> None:
+    def worker(index: int) -> None:  # calls until refused: the demand exceeds the budget
         local = random.Random(seed * 100 + index)
         start.wait()
-        for _ in range(4):
+        while True:
             size = local.randint(200, 1500)
             call = ModelCall("m", prompt=_prompt(size))
             try:
                 enforcer.before_model_call(run, call, None)
-            except GuardrailViolation:
-                continue
+            except LoopBudgetExceeded as refusal:
+                if refusal.metric == "input_tokens" and \
+                        refusal.spent + refusal.reserved + size <= limit:
+                    with lock:
+                        early.append(size)
+                return
             with lock:
                 seen.append(size)
             time.sleep(local.uniform(0, 0.002))
@@ -285,7 +291,7 @@ def parallel_run(seed: int) -> tuple[bool, float]:
 
     _join([threading.Thread(target=worker, args=(i,)) for i in range(threads)])
     used = max(sum(seen) / limit, len(seen) / calls)
-    return sum(seen) > limit or len(seen) > calls, used
+    return sum(seen) > limit or len(seen) > calls, used, len(early)
 
 
 def shared_window(seed: int, store: BudgetStore, runs: int = 40) -> tuple[bool, float]:
@@ -418,9 +424,9 @@ def concurrency(seeds: int) -> None:
     print("## 4. Concurrency: reserve before the call, settle after\n")
     _character_estimate_only()
     rows = []
-    results = [parallel_run(seed) for seed in range(seeds)]
-    rows.append(("one run, 2-16 threads calling at once (loop budget: tokens and calls; "
-                 "used = the binding limit's share)", results))
+    parallel = [parallel_run(seed) for seed in range(seeds)]
+    rows.append(("one run, 2-16 threads calling until refused (loop budget: tokens and "
+                 "calls; used = the binding limit's share)", [(o, u) for o, u, _ in parallel]))
     results = [shared_window(seed, MemoryBudgetStore()) for seed in range(seeds)]
     rows.append(("40 new runs of one tenant at once (window budget, memory store)", results))
     print("| case | runs | overshoot (target 0) | tokens used / limit (median, min) |")
@@ -429,6 +435,11 @@ def concurrency(seeds: int) -> None:
         used = sorted(u for _, u in outcome)
         print(f"| {name} | {len(outcome)} | {sum(o for o, _ in outcome)} | "
               f"{statistics.median(used):.3f}, {used[0]:.3f} |")
+    early = [e for _, _, e in parallel]
+    print(f"\nOne run, parallel calls: {sum(early)} refusal(s) of a call that would have fitted "
+          f"at its real size, in {sum(e > 0 for e in early)} of {len(early)} runs (a call "
+          "made while no other call of the run is in flight is predicted by the loop fit, "
+          "with its margin, not from its text).\n")
     with tempfile.TemporaryDirectory() as tmp, redis_server() as redis_url:
         urls = [("SQLite", f"sqlite://{tmp}/shared.db")]
         if redis_url is not None:
