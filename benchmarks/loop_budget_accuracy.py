@@ -435,11 +435,6 @@ def concurrency(seeds: int) -> None:
         used = sorted(u for _, u in outcome)
         print(f"| {name} | {len(outcome)} | {sum(o for o, _ in outcome)} | "
               f"{statistics.median(used):.3f}, {used[0]:.3f} |")
-    early = [e for _, _, e in parallel]
-    print(f"\nOne run, parallel calls: {sum(early)} refusal(s) of a call that would have fitted "
-          f"at its real size, in {sum(e > 0 for e in early)} of {len(early)} runs (a call "
-          "made while no other call of the run is in flight is predicted by the loop fit, "
-          "with its margin, not from its text).\n")
     with tempfile.TemporaryDirectory() as tmp, redis_server() as redis_url:
         urls = [("SQLite", f"sqlite://{tmp}/shared.db")]
         if redis_url is not None:
@@ -448,7 +443,11 @@ def concurrency(seeds: int) -> None:
             admitted = processes(url)
             print(f"| 4 processes x 4 threads, one tenant, {name} | 1 | "
                   f"{int(admitted > PROCESS_LIMIT)} | {admitted / PROCESS_LIMIT:.3f} |")
-        print()
+        early = [e for _, _, e in parallel]
+        print(f"\nOne run, parallel calls: {sum(early)} refusal(s) of a call that would have "
+              f"fitted at its real size, in {sum(e > 0 for e in early)} of {len(early)} runs "
+              "(a call made while no other call of the run is in flight is predicted by the "
+              "loop fit, with its margin, not from its text).\n")
         print("Cost of one reserve + settle (microseconds; straight on the store, then "
               "through the window guard)\n")
         print("| store | store.reserve + store.settle | 0.1: store.try_charge + store.add | "
