@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import tool
+from langgraph.graph import END, START, StateGraph
 
 from spanguard import semconv as sc
 from spanguard.guardrails import (
@@ -34,15 +35,20 @@ from spanguard.guardrails import (
     Policy,
     ToolLoop,
 )
+from spanguard.guardrails.estimate import MESSAGE_OVERHEAD, counter_for
 from spanguard.guardrails.usage import UsageAccounting, UsageMissing
+from spanguard.hashing import canonical_json
 from spanguard.plugins.langchain import SpanguardCallbackHandler
 from spanguard.testing import SpanCapture
 from tests.plugins.budget_fakes import (
+    MODEL,
     CountingChatModel,
+    FanState,
     batch_in_one_node,
     parallel_edges,
     send_fan_out,
     sequential_calls,
+    text_of,
 )
 from tests.plugins.lc_fakes import react_graph
 
@@ -253,3 +259,25 @@ def test_identical_tool_calls_at_once_are_caught_by_the_loop_detector(cap: SpanC
     calls = random.Random(seed).randint(3, 8)
     ran = tool_run(cap, Policy(tool_loop=ToolLoop(identical_calls=3)), calls, same=True)
     assert len(ran) == 2  # the 3rd identical call and later are refused, even at once
+
+
+def test_a_first_call_is_counted_with_its_bound_tools(cap: SpanCapture) -> None:
+    schema = {"type": "function", "function": {
+        "name": "search", "description": "Search the knowledge base for " + "refunds " * 40,
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}
+    model = CountingChatModel()
+    bound = model.bind(tools=[schema])  # what bind_tools sends with every request
+    prompt = text_of(500)
+
+    def node(state: FanState) -> dict[str, list[str]]:
+        return {"done": [str(bound.invoke([HumanMessage(prompt)]).content)]}
+
+    builder = StateGraph(FanState)
+    builder.add_node("node", node)
+    builder.add_edge(START, "node")
+    builder.add_edge("node", END)
+    assert invoke(builder.compile(), handler(cap, max_input_tokens=100_000)) is None
+    event = cap.tree().find("chat gpt-4o-mini").span.events[0]["attributes"]
+    tools = counter_for(MODEL)(canonical_json([schema]))
+    assert tools > 40
+    assert event[sc.GUARDRAIL_PREDICTION] == 500 + MESSAGE_OVERHEAD + tools
