@@ -6,12 +6,22 @@ span tree (an event for an allow, a ``guardrail {name}`` child span for
 anything else) and counts it, then returns or raises. Guards hold the policy
 logic; the enforcer holds none, and neither imports a framework.
 
+A model call is reserve -> call -> settle: ``before_model_call`` lets each guard
+reserve what it predicts (a refusal gives back what the guards before it
+reserved), ``after_model_call`` settles with the real usage (filled in per the
+policy's ``on_missing_usage`` when the provider reported none), and
+``cancel_model_call`` gives the reservations back when the admitted call failed
+without usage or was cancelled. The hooks of one run hold its lock
+(``RunState.lock``), so parallel branches of a run (threads or asyncio tasks) are
+admitted one at a time against the same limits; tool calls too.
+
 With an empty policy the hooks are a loop over zero guards: adapters can call
 them unconditionally at no measurable cost.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -38,6 +48,10 @@ from spanguard.guardrails.steps import (
 )
 from spanguard.guardrails.stores import Store
 from spanguard.guardrails.structured import StructuredResult
+from spanguard.guardrails.usage import GUARD_NAME as USAGE_GUARD
+from spanguard.guardrails.usage import MissingUsage, UsageMissing
+
+logger = logging.getLogger("spanguard.guardrails")
 
 # Receives every decision that is not an allow, with the run and the step's subject
 # (tool or model name), to append it to the audit log.
@@ -65,6 +79,9 @@ class Enforcer:
         self._audit: AuditSink = audit_sink
         self.guards: tuple[Guard, ...] = (
             build_guards(self.policy, store) if guards is None else tuple(guards))
+        # Only guards that charge tokens or cost care about usage nobody reported.
+        self._missing = (MissingUsage(self.policy.usage)
+                         if any(guard.uses_usage for guard in self.guards) else None)
         self._tracer: Tracer = trace.get_tracer(
             "spanguard.guardrails", tracer_provider=tracer_provider)
         # The same meter provider as configure()'s span-derived metrics, so every
@@ -93,25 +110,70 @@ class Enforcer:
         return RunState(run_key=run_key, **identity)
 
     def before_model_call(self, run: RunState, call: ModelCall, span: Span | None) -> None:
-        """Raises a :class:`GuardrailViolation` if the call must not reach the provider."""
-        for guard in self.guards:
-            self._apply(guard.before_model_call(run, call), span, run, call.model)
+        """Raises a :class:`GuardrailViolation` if the call must not reach the provider;
+        otherwise the guards have reserved what they predict, until the call settles."""
+        if not self.guards:
+            return
+        with run.lock:
+            for index, guard in enumerate(self.guards):
+                try:
+                    self._apply(guard.before_model_call(run, call), span, run, call.model)
+                except BaseException:
+                    self._give_back(run, call, index + 1)
+                    raise
 
     def after_model_call(self, run: RunState, call: ModelCall, usage: ModelUsage,
-                         span: Span | None) -> None:
-        run.input_tokens.append(usage.input_tokens)
-        run.retry_flags.append(call.is_retry)
-        run.output_tokens += usage.output_tokens
-        run.model_calls += 1
-        if usage.cost_usd is not None:
-            run.cost_usd += usage.cost_usd
-        for guard in self.guards:
-            self._apply(guard.after_model_call(run, call, usage), span, run, call.model)
+                         span: Span | None) -> ModelUsage:
+        """Charge what the call used and settle its reservations; returns the usage
+        charged (an estimate, marked on ``span``, when the provider reported none).
+
+        Every guard settles even when one refuses; the first refusal is raised after.
+        """
+        missing: UsageMissing | None = None
+        if not usage.reported and self._missing is not None:
+            usage, missing = self._missing.resolve(call, usage)
+            if usage.estimated and span is not None and span.is_recording():
+                span.set_attributes({sc.USAGE_ESTIMATED: True,
+                                     sc.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
+                                     sc.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens})
+        refusal: BaseException | None = None
+        with run.lock:
+            run.input_tokens.append(usage.input_tokens)
+            run.retry_flags.append(call.is_retry)
+            run.output_tokens += usage.output_tokens
+            run.model_calls += 1
+            if usage.cost_usd is not None:
+                run.cost_usd += usage.cost_usd
+            for guard in self.guards:
+                try:
+                    self._apply(guard.after_model_call(run, call, usage), span, run, call.model)
+                except BaseException as exc:
+                    refusal = refusal or exc
+        if refusal is not None:
+            raise refusal
+        if missing is not None:
+            self._apply(Decision("deny", USAGE_GUARD, str(missing), error=missing), span, run,
+                        call.model)
+        return usage
+
+    def cancel_model_call(self, run: RunState, call: ModelCall) -> None:
+        """The admitted call ended without usage (an error, a cancellation): give back
+        what the guards reserved for it. Never raises: a reservation that cannot be
+        given back expires on its own."""
+        with run.lock:
+            self._give_back(run, call, len(self.guards))
 
     def before_tool_call(self, run: RunState, call: ToolCall, span: Span | None) -> None:
-        run.tool_calls += 1
-        for guard in self.guards:
-            self._apply(guard.before_tool_call(run, call), span, run, call.tool)
+        """Raises if the tool call must not run. ``run.tool_calls`` counts it while the
+        guards look (a refused call is taken back out)."""
+        with run.lock:
+            run.tool_calls += 1
+            try:
+                for guard in self.guards:
+                    self._apply(guard.before_tool_call(run, call), span, run, call.tool)
+            except BaseException:
+                run.tool_calls -= 1
+                raise
 
     def after_tool_call(self, run: RunState, call: ToolCall, outcome: ToolOutcome,
                         span: Span | None) -> list[Decision]:
@@ -169,6 +231,14 @@ class Enforcer:
     def end_run(self, run: RunState) -> None:
         for guard in self.guards:
             guard.end_run(run)
+
+    def _give_back(self, run: RunState, call: ModelCall, count: int) -> None:
+        for guard in self.guards[:count]:
+            try:
+                guard.cancel_model_call(run, call)
+            except Exception:
+                logger.exception("spanguard: guard %r could not give back a reservation; it "
+                                 "expires on its own", guard.name)
 
     def _apply(self, decision: Decision | None, span: Span | None, run: RunState,
                subject: str | None) -> None:

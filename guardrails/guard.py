@@ -28,15 +28,28 @@ if TYPE_CHECKING:
 
 
 class Guard:
-    """Base of every guard: each hook defaults to "no opinion"."""
+    """Base of every guard: each hook defaults to "no opinion".
+
+    A model call is reserve -> call -> settle: ``before_model_call`` may reserve
+    what it predicts (keeping it in ``call.reserved[self.name]``);
+    ``after_model_call`` settles it with the real usage; ``cancel_model_call``
+    gives it back when the call did not happen (a later guard refused it) or ended
+    without usage (an error, a cancellation). The enforcer calls the hooks of one
+    run one at a time. ``uses_usage``: the guard charges tokens or cost, so usage a
+    provider did not report matters to it (the policy's ``on_missing_usage``).
+    """
 
     name = "guard"
+    uses_usage = False
 
     def before_model_call(self, run: RunState, call: ModelCall) -> Decision | None:
         return None
 
     def after_model_call(self, run: RunState, call: ModelCall,
                          usage: ModelUsage) -> Decision | None:
+        return None
+
+    def cancel_model_call(self, run: RunState, call: ModelCall) -> None:
         return None
 
     def before_tool_call(self, run: RunState, call: ToolCall) -> Decision | None:

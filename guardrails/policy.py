@@ -34,6 +34,7 @@ from spanguard.guardrails.structured import StructuredOutput, parse_structured_o
 from spanguard.guardrails.tenant_scope import TenantScope, parse_tenant_scope
 from spanguard.guardrails.tool_arguments import ToolArguments, parse_tool_arguments
 from spanguard.guardrails.toolloop import ToolLoop, parse_tool_loop
+from spanguard.guardrails.usage import UsageAccounting, parse_usage_table
 from spanguard.guardrails.verify import Verification, parse_verify_table
 from spanguard.guardrails.window import WindowBudget, parse_window_budgets
 from spanguard.redaction import parse_redaction_table
@@ -55,6 +56,7 @@ TABLES: Mapping[str, tuple[str, TableParser]] = {
     "retry": ("retry", parse_retry_table),
     "store": ("store", parse_store),
     "audit": ("audit", parse_audit_table),
+    "usage": ("usage", parse_usage_table),
     # Read by the core's configure() too (it may not import guardrails); kept
     # here so a policy file with the table loads.
     "redaction": ("redaction_patterns", parse_redaction_table),
@@ -80,6 +82,7 @@ class Policy:
     structured_output: StructuredOutput | None = None
     store: StoreConfig | None = None
     audit: AuditKeys | None = None
+    usage: UsageAccounting = field(default_factory=UsageAccounting)
     redaction_patterns: Mapping[str, str] = field(default_factory=dict)
     guards: tuple[Guard, ...] = ()
 

@@ -9,9 +9,14 @@ reported at ``on_llm_end`` is charged before the next step is admitted.
 
 The guards see framework-free steps (``ModelCall``/``ToolCall``) kept on the
 run's :class:`~spanguard.plugins._langchain_step.Step`; the run's ``RunState``
-lives on its root. A refusal ends the step's span with the violation's
-``error.type`` first, then propagates; LangChain's warning about a handler that
-raised is dropped for exactly that refusal (:mod:`._langchain_quiet`).
+lives on its root, shared by every branch of the run. A model call hands the
+guards its request text (messages, system prompt, bound tools) as a thunk for
+their estimates, and the same ``ModelCall`` object goes back at its end: its
+reservations are settled with the reported usage (or the text of the reply when
+there is none), or given back when the call fails without usage or is cancelled.
+A refusal ends the step's span with the violation's ``error.type`` first, then
+propagates; LangChain's warning about a handler that raised is dropped for
+exactly that refusal (:mod:`._langchain_quiet`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from spanguard.guardrails.steps import (
     Retrieval,
     RetrievedDocument,
     RunState,
+    TextParts,
     ToolCall,
     ToolOutcome,
 )
@@ -111,11 +117,13 @@ class RunGuard:
             **identity)
 
     @staticmethod
-    def watch_model(step: Step, metadata: Mapping[str, Any] | None) -> None:
+    def watch_model(step: Step, metadata: Mapping[str, Any] | None, prompt: TextParts,
+                    price: Callable[[int, int], float | None]) -> None:
         """Describe a model run for the guards (a retry wrapper's own run is not budgeted:
         each of its attempts is a model run of its own, checked and charged)."""
         if not step.router:
-            step.call = ModelCall(model=step.model, is_retry=attempt_is_retry(metadata))
+            step.call = ModelCall(model=step.model, is_retry=attempt_is_retry(metadata),
+                                  prompt=prompt, price=price)
 
     @staticmethod
     def watch_tool(step: Step, name: str, inputs: Mapping[str, Any] | None, input_str: str,
@@ -130,14 +138,20 @@ class RunGuard:
         if run is not None and isinstance(call, ModelCall):
             self._guarded(run_id, self._enforcer.before_model_call, run, call, entry.span)
 
-    def after_model(self, run_id: int, entry: RunEntry, input_tokens: int, output_tokens: int,
-                    cost: float | None) -> None:
+    def after_model(self, run_id: int, entry: RunEntry, usage: ModelUsage) -> None:
         """Charge what a model run reported (a failed attempt's tokens count too)."""
         run = _run_of(entry)
         call = entry.data.call
         if run is not None and isinstance(call, ModelCall):
-            self._guarded(run_id, self._enforcer.after_model_call, run, call,
-                          ModelUsage(input_tokens, output_tokens, cost), entry.span)
+            self._guarded(run_id, self._enforcer.after_model_call, run, call, usage, entry.span)
+
+    def cancel_model(self, entry: RunEntry) -> None:
+        """A model run ended without usage (an error, a cancellation, an interrupt): give
+        back what the guards reserved for it. Never raises."""
+        run = _run_of(entry)
+        call = entry.data.call
+        if run is not None and isinstance(call, ModelCall):
+            self._enforcer.cancel_model_call(run, call)
 
     def before_tool(self, run_id: int, entry: RunEntry) -> None:
         """Admit a tool call or stop the run; a held call stops it (only a gate can pause)."""

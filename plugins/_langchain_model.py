@@ -12,7 +12,8 @@ carries the routing decision, never usage: its attempts' spans carry that.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from spanguard import semconv as sc
@@ -22,6 +23,7 @@ from spanguard.attributes import (
     model_attributes,
     usage_attributes,
 )
+from spanguard.guardrails.steps import ModelUsage
 from spanguard.guardrails.transient import error_usage
 from spanguard.plugins._langchain_content import CallContent, input_content, output_content
 from spanguard.plugins._langchain_extract import (
@@ -31,6 +33,7 @@ from spanguard.plugins._langchain_extract import (
     request_model,
     request_parameters,
 )
+from spanguard.plugins._langchain_prompt import reply_text
 from spanguard.plugins.resilient import META_ATTEMPT, attempt_attributes, routing_attributes
 
 if TYPE_CHECKING:
@@ -41,9 +44,6 @@ if TYPE_CHECKING:
     from spanguard.pricing import PriceTable
     from spanguard.spantree import RunEntry, SpanTree
     from spanguard.transcript import Transcript
-
-# What a model run reported, for the guards: (input tokens, output tokens, cost or None).
-Charge = tuple[int, int, "float | None"]
 
 _REQUEST_CACHE_SIZE = 256  # distinct (model, parameters) combinations remembered
 _Request = tuple["str | None", str, dict[str, Any]]
@@ -59,6 +59,10 @@ class ModelSpans:
         self._prices = prices
         self._budget = budget  # None: content capture is off
         self._requests: dict[tuple[Any, ...], _Request] = {}
+
+    def price(self, model: str | None) -> Callable[[int, int], float | None]:
+        """(input, output tokens) -> USD for ``model`` (None when its price is unknown)."""
+        return partial(self._prices.cost, model)
 
     def describe(self, params: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None,
                  messages: Sequence[Sequence[Any]], transcript: Transcript | None
@@ -121,8 +125,9 @@ class ModelSpans:
                 step.usage = Usage()
             step.usage.add(usage)
 
-    def response(self, entry: RunEntry, response: LLMResult) -> Charge | None:
-        """Set the response attributes; returns what to charge (None for a retry wrapper)."""
+    def response(self, entry: RunEntry, response: LLMResult) -> ModelUsage | None:
+        """Set the response attributes; returns what to charge (None for a retry wrapper;
+        a usage marked missing, with the reply's text, when the provider reported none)."""
         step: Step = entry.data
         info = Response(response)
         attrs = info.attributes()
@@ -151,10 +156,10 @@ class ModelSpans:
             attrs.update(output_content(response, step.content, self._budget))
         entry.span.set_attributes(attrs)
         if usage is None:
-            return 0, 0, None
-        return usage.input, usage.output, cost
+            return ModelUsage.missing(reply_text(response))
+        return ModelUsage(usage.input, usage.output, cost)
 
-    def failed(self, entry: RunEntry, error: BaseException) -> Charge | None:
+    def failed(self, entry: RunEntry, error: BaseException) -> ModelUsage | None:
         """Usage a failed call reported, recorded like a successful call's; else None."""
         inputs, outputs = error_usage(error)
         if not (inputs or outputs):
@@ -164,4 +169,4 @@ class ModelSpans:
         entry.span.set_attributes({**usage_attributes(inputs, outputs),
                                    **cost_attributes(cost)})
         self._tree.add_usage(entry, inputs, outputs, cost)
-        return inputs, outputs, cost
+        return ModelUsage(inputs, outputs, cost)

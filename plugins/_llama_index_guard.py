@@ -24,8 +24,12 @@ raised there propagates to the caller, so the answer is never returned.
 
 A stream's end callback runs when the stream is consumed, in the consumer's
 context, where the LLM's span is no longer the active one: the callback's
-``event_id`` ties it back to the span its start saw (a bounded map, so a
-stream never consumed cannot pin its entry).
+``event_id`` ties it back to the span its start saw, and to the ``ModelCall``
+the guards reserved for (a bounded map, so a stream never consumed cannot pin
+its entry; its reservation is given back when it is dropped). The start hands
+the guards the request's messages for their estimates; the end settles with the
+reported usage, or with the reply's text when there is none, and a call that
+raised gives its reservation back.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
@@ -42,6 +48,7 @@ from llama_index.core.instrumentation.span import active_span_id
 from spanguard.guardrails.enforcer import Enforcer
 from spanguard.guardrails.steps import Answer, ModelCall, ModelUsage, Retrieval, RetrievedDocument
 from spanguard.guardrails.tenant_scope import TenantScopeViolation
+from spanguard.hashing import canonical_json
 from spanguard.plugins._llama_index_extract import usage_from_response
 from spanguard.plugins._llama_index_handlers import LLM, RETRIEVER, Instrumentation
 from spanguard.spantree import RunEntry
@@ -60,7 +67,8 @@ class PolicyCallbackHandler(BaseCallbackHandler):
         self._enforcer = enforcer
         self._managers: weakref.WeakSet[CallbackManager] = weakref.WeakSet()
         self._lock = threading.Lock()
-        self._open: dict[str, RunEntry] = {}  # callback event id -> LLM span
+        # callback event id -> (LLM span, the call the guards reserved for, or None)
+        self._open: dict[str, tuple[RunEntry, ModelCall | None]] = {}
 
     def attach(self, llm: Any) -> None:
         """Add this handler to ``llm``'s callback manager (idempotent)."""
@@ -89,19 +97,21 @@ class PolicyCallbackHandler(BaseCallbackHandler):
             return event_id
         open_events = self._open
         if len(open_events) >= _MAX_OPEN_EVENTS:
-            _drop_oldest(open_events)
-        open_events[event_id] = entry
+            self._drop_oldest()
         step = entry.data
         step.depth += 1
+        call: ModelCall | None = None
         if step.depth == 1:
             run = self._state.run_state(entry)
             if run is not None:
+                call = ModelCall(step.model, prompt=_request_text(payload),
+                                 price=partial(self._state.prices.cost, step.model))
                 try:
-                    self._enforcer.before_model_call(run, ModelCall(step.model), entry.span)
+                    self._enforcer.before_model_call(run, call, entry.span)
                 except BaseException:
                     step.depth -= 1  # the call's end callback will not come
-                    open_events.pop(event_id, None)
                     raise
+        open_events[event_id] = (entry, call)
         return event_id
 
     def on_event_end(self, event_type: CBEventType, payload: dict[str, Any] | None = None,
@@ -110,26 +120,29 @@ class PolicyCallbackHandler(BaseCallbackHandler):
             if payload is not None:
                 self._retrieved(payload.get(EventPayload.NODES))
             return
-        entry = self._open.pop(event_id, None)
-        if entry is None:
+        opened = self._open.pop(event_id, None)
+        if opened is None:
             return
+        entry, call = opened
         step = entry.data
         step.depth -= 1
-        if step.depth != 0 or payload is None or EventPayload.EXCEPTION in payload:
+        run = self._state.run_state(entry) if call is not None else None
+        if run is None or call is None:
             return
-        run = self._state.run_state(entry)
-        if run is None:
+        if payload is None or EventPayload.EXCEPTION in payload:
+            self._enforcer.cancel_model_call(run, call)
             return
         # Chat calls report ``RESPONSE``, completion calls ``COMPLETION``.
         response = payload.get(EventPayload.RESPONSE, payload.get(EventPayload.COMPLETION))
         usage = usage_from_response(response)
-        cost = (self._state.prices.cost(step.model, usage.input_tokens, usage.output_tokens,
-                                        usage.cache_read) if usage is not None else None)
+        if usage is None:
+            charged = ModelUsage.missing(partial(_reply_text, response))
+        else:
+            cost = self._state.prices.cost(step.model, usage.input_tokens,
+                                           usage.output_tokens, usage.cache_read)
+            charged = ModelUsage(usage.input_tokens, usage.output_tokens, cost)
         self._enforcer.after_model_call(
-            run, ModelCall(step.model),
-            ModelUsage(usage.input_tokens if usage else 0,
-                       usage.output_tokens if usage else 0, cost),
-            entry.span)
+            run, call, charged, entry.span)
         if self._enforcer.wants_answers:
             text = _answer_text(response)
             if text:
@@ -149,6 +162,16 @@ class PolicyCallbackHandler(BaseCallbackHandler):
             raise TenantScopeViolation(blocked, len(found.documents), run.tenant)
         for index in reversed(blocked):
             del nodes[index]
+
+    def _drop_oldest(self) -> None:
+        """Forget the oldest open call (a stream never consumed) and give back what was
+        reserved for it; never raises."""
+        # RuntimeError/StopIteration/KeyError: another thread changed the map meanwhile.
+        with contextlib.suppress(RuntimeError, StopIteration, KeyError):
+            entry, call = self._open.pop(next(iter(self._open)))
+            run = self._state.run_state(entry) if call is not None else None
+            if run is not None and call is not None:
+                self._enforcer.cancel_model_call(run, call)
 
     def start_trace(self, trace_id: str | None = None) -> None:
         return None
@@ -177,8 +200,24 @@ def _answer_text(response: Any) -> str | None:
     return text if isinstance(text, str) else None
 
 
-def _drop_oldest(open_events: dict[str, RunEntry]) -> None:
-    """Forget the oldest open call (a stream never consumed); never raises."""
-    # RuntimeError/StopIteration: another thread changed the map meanwhile.
-    with contextlib.suppress(RuntimeError, StopIteration):
-        open_events.pop(next(iter(open_events)), None)
+
+def _request_text(payload: dict[str, Any] | None) -> Callable[[], list[str]]:
+    """A thunk for the request's text: the messages (or the prompt) and any tools."""
+    def text() -> list[str]:
+        if not payload:
+            return []
+        messages = payload.get(EventPayload.MESSAGES)
+        parts = ([str(getattr(m, "content", m) or "") for m in messages] if messages
+                 else [str(payload.get(EventPayload.PROMPT) or "")])
+        extra = payload.get(EventPayload.ADDITIONAL_KWARGS)
+        tools = extra.get("tools") if isinstance(extra, dict) else None
+        if tools:
+            parts.append(canonical_json(tools))
+        return parts
+
+    return text
+
+
+
+def _reply_text(response: Any) -> list[str]:
+    return [_answer_text(response) or ""]

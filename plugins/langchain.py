@@ -98,7 +98,8 @@ from spanguard.plugins._langchain_extract import (
 )
 from spanguard.plugins._langchain_fold import is_plumbing
 from spanguard.plugins._langchain_guard import HeldWithoutGate, build_guard
-from spanguard.plugins._langchain_model import Charge, ModelSpans
+from spanguard.plugins._langchain_model import ModelSpans
+from spanguard.plugins._langchain_prompt import request_text
 from spanguard.plugins._langchain_step import Step
 from spanguard.plugins._langgraph_resume import answer_attributes, continues
 from spanguard.plugins.resilient import (
@@ -123,6 +124,7 @@ if TYPE_CHECKING:
 
     from spanguard.guardrails.enforcer import Guard
     from spanguard.guardrails.policy import Policy
+    from spanguard.guardrails.steps import ModelUsage
 
 __all__ = ["HeldWithoutGate", "ResilientChatModel", "RunTracing", "SpanguardCallbackHandler",
            "run_span", "run_tracing"]
@@ -369,7 +371,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     ) -> None:
         key = run_id.int
         entry: RunEntry | None = None
-        charge: Charge | None = None
+        charge: ModelUsage | None = None
         try:
             entry = self._tree.get(key)
             if entry is None or entry.key != key:
@@ -377,10 +379,13 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             charge = self._models.response(entry, response)
         except Exception:
             self._failed("on_llm_end")
-        if charge is not None and entry is not None and self._guard is not None:
-            self._guard.after_model(key, entry, *charge)
-        if entry is not None and self._guard is not None and self._guard.wants_answers:
-            self._guard.check_answer(key, entry, response_text(response))
+        if entry is not None and self._guard is not None:
+            if charge is not None:
+                self._guard.after_model(key, entry, charge)
+            else:  # a retry wrapper's run, or the response could not be read
+                self._guard.cancel_model(entry)
+            if self._guard.wants_answers:
+                self._guard.check_answer(key, entry, response_text(response))
         self._close(key)
 
     def on_llm_error(
@@ -396,7 +401,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         entry: RunEntry | None = None
         error_type: str | None = None
         attrs: dict[str, Any] | None = None
-        charge: Charge | None = None
+        charge: ModelUsage | None = None
         try:
             entry = self._tree.get(key)
             if entry is not None and entry.key == key and not isinstance(error, _NOT_FAILED):
@@ -409,9 +414,12 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                     charge = self._models.failed(entry, error)
         except Exception:
             self._failed("on_llm_error")
-        if charge is not None and entry is not None and self._guard is not None:
-            # A failed attempt that reported tokens spent them: they count (retry tokens).
-            self._guard.after_model(key, entry, *charge)
+        if entry is not None and entry.key == key and self._guard is not None:
+            if charge is not None:
+                # A failed attempt that reported tokens spent them: they count (retry tokens).
+                self._guard.after_model(key, entry, charge)
+            else:  # failed, cancelled or interrupted without usage: nothing was spent
+                self._guard.cancel_model(entry)
         if error_type is None:
             self._close_after(key, error)
         else:
@@ -643,7 +651,9 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             if metadata and META_ROUTER in metadata:
                 step.router = is_router_run(metadata)
             if self._guard is not None:
-                self._guard.watch_model(step, metadata)
+                self._guard.watch_model(step, metadata,
+                                        request_text(messages, kwargs.get("invocation_params")),
+                                        self._models.price(model))
             step.started = time.perf_counter()
             return entry
         except Exception:

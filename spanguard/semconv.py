@@ -175,6 +175,10 @@ GUARDRAIL_REASON: Final = "spanguard.guardrail.reason"
 GUARDRAIL_LIMIT: Final = "spanguard.guardrail.limit"
 GUARDRAIL_SPEND: Final = "spanguard.guardrail.spend"
 GUARDRAIL_PREDICTION: Final = "spanguard.guardrail.prediction"
+# What calls in flight have reserved against the same limit (reserve -> call -> settle).
+GUARDRAIL_RESERVED: Final = "spanguard.guardrail.reserved"
+# True on a model span whose usage the provider did not report: the counts are estimates.
+USAGE_ESTIMATED: Final = "spanguard.usage.estimated"
 
 # Loop and window budgets: which limit, the fit of t_k = S + u*k + r*R_k, the projection.
 BUDGET_METRIC: Final = "spanguard.budget.metric"

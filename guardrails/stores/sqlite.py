@@ -36,7 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from spanguard.errors import StoreError
-from spanguard.guardrails.stores.contracts import BudgetStore, Charge, ChargeResult, Store, fits
+from spanguard.guardrails.stores.contracts import (
+    BudgetStore,
+    Charge,
+    ChargeResult,
+    Reservation,
+    Store,
+    fits,
+)
 from spanguard.guardrails.stores.records import (
     ACTIVE,
     GENESIS,
@@ -58,6 +65,15 @@ CREATE TABLE IF NOT EXISTS budget_counters (
     PRIMARY KEY (key, bucket)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS budget_counters_by_expiry ON budget_counters (expires);
+CREATE TABLE IF NOT EXISTS budget_reservations (
+    key TEXT NOT NULL,
+    id TEXT NOT NULL,
+    amount REAL NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (key, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS budget_reservations_by_id ON budget_reservations (id);
+CREATE INDEX IF NOT EXISTS budget_reservations_by_expiry ON budget_reservations (expires);
 CREATE TABLE IF NOT EXISTS holds (
     id TEXT PRIMARY KEY,
     tool TEXT NOT NULL,
@@ -164,6 +180,11 @@ def _own_store(store: SQLiteStore | str | os.PathLike[str], timeout: float) -> S
 
 _SUM = ("SELECT COALESCE(SUM(amount), 0) FROM budget_counters "
         "WHERE key = ? AND bucket > ? AND bucket <= ?")
+_HELD = "SELECT COALESCE(SUM(amount), 0) FROM budget_reservations WHERE key = ?"
+_HOLD = ("INSERT INTO budget_reservations (key, id, amount, expires) VALUES (?, ?, ?, ?) "
+         "ON CONFLICT (key, id) DO UPDATE SET amount = amount + excluded.amount")
+_DROP = "DELETE FROM budget_reservations WHERE id = ?"
+_EXPIRE = "DELETE FROM budget_reservations WHERE expires <= ?"
 _UPSERT = ("INSERT INTO budget_counters (key, bucket, amount, expires) VALUES (?, ?, ?, ?) "
            "ON CONFLICT (key, bucket) DO UPDATE SET amount = amount + excluded.amount, "
            "expires = max(expires, excluded.expires)")
@@ -200,20 +221,63 @@ class SQLiteBudgets(BudgetStore):
         [row] = self.store.query(_SUM, (key, bucket - span, bucket), what="budget read")
         return float(row[0])
 
+    def reserve(self, reservation: Reservation, now: float) -> ChargeResult:
+        def body(conn: sqlite3.Connection) -> ChargeResult:
+            result = self._check(conn, reservation.charges, now)
+            if result.admitted:
+                conn.executemany(_HOLD, [(c.key, reservation.id, c.amount, reservation.expires)
+                                         for c in reservation.charges])
+            return result
+
+        result: ChargeResult = self.store.transaction(
+            body, what="budget reservation", hint="nothing was reserved; the step was refused")
+        return result
+
+    def settle(self, reservation: Reservation, amounts: Sequence[float], now: float) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute(_DROP, (reservation.id,))
+            self._charge(conn, [c._replace(amount=a) for c, a
+                                in zip(reservation.charges, amounts, strict=True)],
+                         now, check=False)
+
+        self.store.transaction(body, what="budget settlement")
+
+    def release(self, reservation: Reservation, now: float) -> None:
+        self.store.update(_DROP, (reservation.id,), what="budget release")
+
+    def in_flight(self, key: str, now: float) -> float:
+        [row] = self.store.query(
+            "SELECT COALESCE(SUM(amount), 0) FROM budget_reservations "
+            "WHERE key = ? AND expires > ?", (key, now), what="budget read")
+        return float(row[0])
+
     def close(self) -> None:
         self.store.close()
 
+    @staticmethod
+    def _check(conn: sqlite3.Connection, charges: Sequence[Charge],
+               now: float) -> ChargeResult:
+        conn.execute(_EXPIRE, (now,))
+        spent = []
+        held = []
+        for index, charge in enumerate(charges):
+            total = float(conn.execute(
+                _SUM, (charge.key, charge.bucket - charge.span, charge.bucket)).fetchone()[0])
+            reserved = float(conn.execute(_HELD, (charge.key,)).fetchone()[0])
+            spent.append(total)
+            held.append(reserved)
+            if charge.limit is not None and not fits(total + reserved, charge.amount,
+                                                     charge.limit):
+                return ChargeResult(False, tuple(spent), index, tuple(held))
+        return ChargeResult(True, tuple(spent), None, tuple(held))
+
     def _charge(self, conn: sqlite3.Connection, charges: Sequence[Charge], now: float,
                 check: bool) -> ChargeResult:
-        spent = []
+        result = ChargeResult(True, ())
         if check:
-            for index, charge in enumerate(charges):
-                total = float(conn.execute(
-                    _SUM, (charge.key, charge.bucket - charge.span, charge.bucket)
-                ).fetchone()[0])
-                spent.append(total)
-                if charge.limit is not None and not fits(total, charge.amount, charge.limit):
-                    return ChargeResult(False, tuple(spent), index)
+            result = self._check(conn, charges, now)
+            if not result.admitted:
+                return result
         conn.executemany(_UPSERT, [(c.key, c.bucket, c.amount, now + c.ttl) for c in charges])
         for charge in charges:
             if charge.span > 1:
@@ -222,7 +286,7 @@ class SQLiteBudgets(BudgetStore):
         self._ops += 1
         if self._ops % _SWEEP_EVERY == 0:
             conn.execute("DELETE FROM budget_counters WHERE expires < ?", (now,))
-        return ChargeResult(True, tuple(spent))
+        return result
 
 
 class SQLiteHolds:

@@ -24,6 +24,7 @@ from spanguard.guardrails import (
 )
 from spanguard.guardrails.policy import TABLES
 from spanguard.guardrails.signing import Signer
+from spanguard.guardrails.usage import UsageAccounting
 
 PUBLIC = Signer.generate().public
 
@@ -96,6 +97,11 @@ BAD_TABLES: list[tuple[str, dict[str, Any], str]] = [
     ("structured_output", {"on_failure": "retry"}, "on_failure"),
     ("structured_output", {"max_repairs": -1}, "max_repairs"),
     ("structured_output", {"repairs": 2}, "repairs"),
+    ("usage", {"on_missing_usage": "ignore"}, "on_missing_usage"),
+    ("usage", {"on_missing_usage": True}, "on_missing_usage"),
+    ("usage", {"reservation_expiry": "later"}, "reservation_expiry"),
+    ("usage", {"reservation_expiry": 0}, "reservation_expiry"),
+    ("usage", {"estimate": "bytes"}, "estimate"),
 ]
 
 
@@ -127,6 +133,9 @@ BAD_PARTS: list[tuple[Any, str]] = [
     (lambda: Verification(hold_on_failure=1), "Verification: hold_on_failure"),
     (lambda: RetryPolicy(max_wait=-1), "RetryPolicy: max_wait"),
     (lambda: StoreConfig("mysql://db"), "store: unknown store scheme"),
+    (lambda: UsageAccounting(on_missing_usage="skip"),  # type: ignore[arg-type]
+     "UsageAccounting: on_missing_usage"),
+    (lambda: UsageAccounting(reservation_expiry=-1), "UsageAccounting: reservation_expiry"),
 ]
 
 
