@@ -22,7 +22,7 @@ from spanguard.guardrails.audit_check import AuditTrust, check_log
 from spanguard.guardrails.holds import HoldGuard, HoldPending
 from spanguard.guardrails.reviewers import Reviewer, Reviewers
 from spanguard.guardrails.signing import Signer
-from spanguard.guardrails.stores import SQLiteStore
+from spanguard.guardrails.stores import MemoryStore, SQLiteStore
 from spanguard.guardrails.stores.records import AuditRecord
 from tests.guardrails._holds_support import Clock
 
@@ -178,7 +178,7 @@ def test_a_tail_rewritten_after_the_anchor_is_detected(tmp_path: Path) -> None:
 
 
 def _log(clock: Clock) -> AuditLog:
-    return AuditLog(SQLiteStore(":memory:").audit, clock)
+    return AuditLog(MemoryStore().audit, clock)
 
 
 @pytest.mark.parametrize(("events", "bad", "words"), [
