@@ -96,17 +96,18 @@ class Approvals:
     def request(self, *, tool: str, payload_hash: str, maker: str, risk_tier: str,
                 reason: str, expires_after: float, summary: str = "",
                 call_id: str | None = None, trace_id: str | None = None,
-                span_id: str | None = None) -> HoldRecord:
+                span_id: str | None = None, server: str | None = None) -> HoldRecord:
         now = self.clock()
         record = HoldRecord(
             id="hold_" + secrets.token_hex(6), tool=tool, payload_hash=payload_hash,
             maker=maker, risk_tier=risk_tier, reason=reason, created_at=now,
             expires_at=now + expires_after, summary=summary, call_id=call_id,
-            trace_id=trace_id, span_id=span_id)
+            trace_id=trace_id, span_id=span_id, server=server)
         self.store.create(record)
         self.audit.append("hold.created", actor=maker, subject=record.id, tool=tool,
                           payload_hash=payload_hash, risk_tier=risk_tier, reason=reason,
-                          expires_at=record.expires_at, trace_id=trace_id, span_id=span_id)
+                          expires_at=record.expires_at, trace_id=trace_id, span_id=span_id,
+                          server=server)
         return record
 
     def consume(self, hold: HoldRecord, payload_hash: str) -> HoldRecord | None:

@@ -8,7 +8,10 @@ true``, by MCP tool annotations: ``destructiveHint`` true, or neither
 carrying a :class:`HoldPending`; the adapter renders it in its idiom (LangGraph
 ``interrupt()``, an MCP ``isError`` result). When the same maker makes the same
 call again (same tool, same canonical payload hash) after approval, the guard
-consumes the approval and allows it once.
+consumes the approval and allows it once. A call to an MCP server
+(``ToolCall.server`` set) is bound to that server: the server is part of the
+payload hash, the record and the summary the checker reads, so an approval given
+for one server never releases the same call on another.
 
 ``ToolCall.annotations``: ``None`` means "no hints known" (the call is not
 classified); an MCP adapter passes the tool's annotations, or ``{}`` when the
@@ -207,6 +210,8 @@ def hold_result_payload(error: HoldError) -> dict[str, Any]:
         "hold_id": hold.id, "tool": hold.tool, "payload_hash": hold.payload_hash,
         "risk_tier": hold.risk_tier, "expires_at": hold.expires_at, "executed": False,
     }
+    if hold.server is not None:
+        structured["server"] = hold.server
     if isinstance(error, HoldPending):
         structured["approve_command"] = error.approve_command
         structured["reject_command"] = error.reject_command
@@ -269,7 +274,7 @@ class HoldGuard(Guard):
                 reason, tier = f"last action was not verified: {suspended}", "unverified"
         if reason is None:
             return None
-        digest = payload_hash(dict(call.arguments))
+        digest = hold_payload_hash(call)
         maker = maker or default_identity()
         hold, previous = self._existing(call, digest, maker)
         if hold is not None and hold.status == "approved":
@@ -293,7 +298,7 @@ class HoldGuard(Guard):
             tool=call.tool, payload_hash=digest, maker=maker, risk_tier=tier, reason=reason,
             expires_after=self.rules.expires_after if self.rules else 3600.0,
             summary=self._summary(call, maker, reason), call_id=call.call_id,
-            trace_id=trace_id, span_id=span_id)
+            trace_id=trace_id, span_id=span_id, server=call.server)
         return _decision("hold", created, HoldPending(created, previous))
 
     def _existing(self, call: ToolCall, digest: str,
@@ -308,7 +313,7 @@ class HoldGuard(Guard):
         """
         now = self.approvals.clock()
         mine = [h for h in self.approvals.store.matching(call.tool, digest)
-                if same_identity(h.maker, maker)]
+                if same_identity(h.maker, maker) and h.server == call.server]
         if call.call_id is not None:
             own = next((h for h in mine if h.call_id == call.call_id), None)
             if own is not None and own.expired(now):
@@ -328,12 +333,26 @@ class HoldGuard(Guard):
 
     def _summary(self, call: ToolCall, maker: str, reason: str) -> str:
         text = f"{maker} asks to run {call.tool}"
+        if call.server is not None:
+            text += f" on server {call.server}"
         if self.rules is None or self.rules.show_arguments:
             args = canonical_json(dict(call.arguments))
             if len(args) > _ARGUMENT_PREVIEW:
                 args = args[:_ARGUMENT_PREVIEW] + "…"
             text += f" with {args}"
         return f"{text} ({reason})"
+
+
+def hold_payload_hash(call: ToolCall) -> str:
+    """What an approval is bound to: the arguments, and the server when there is one.
+
+    Without a server (LangGraph, LlamaIndex) it is the arguments' own hash, as
+    before servers were bound, so holds made then still match.
+    """
+    arguments = dict(call.arguments)
+    if call.server is None:
+        return payload_hash(arguments)
+    return payload_hash({"arguments": arguments, "server": call.server})
 
 
 def _attributes(hold: HoldRecord) -> dict[str, Any]:

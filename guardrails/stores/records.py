@@ -38,6 +38,8 @@ class HoldRecord:
     decision_reason: str | None = None
     decided_at: float | None = None
     executed_at: float | None = None
+    # The MCP server the call goes to (None outside MCP); part of payload_hash too.
+    server: str | None = None
 
     def expired(self, now: float) -> bool:
         return self.status in ACTIVE and now >= self.expires_at
