@@ -121,13 +121,18 @@ class ToolGate:
     is false and callers skip the gate). ``identity`` is the maker of held
     calls (default: the OS user). ``hold_wait`` > 0 makes a held call wait up to
     that many seconds for a checker's decision before answering "held".
+    ``server_name`` is the identity of the server the gate stands in front of:
+    every call it judges goes to that server (``ToolCall.server``), so a hold,
+    its approval and its summary name it, and an approval given for one server
+    never runs a call on another.
     """
 
     def __init__(self, policy: Policy | str | os.PathLike[str] | None = None, *,
                  tracer_provider: trace.TracerProvider | None = None,
                  meter_provider: metrics.MeterProvider | None = None,
                  identity: str | None = None,
-                 hold_wait: float = 0.0) -> None:
+                 hold_wait: float = 0.0,
+                 server_name: str | None = None) -> None:
         if not hold_wait >= 0:
             raise ConfigError("hold_wait", f"must be 0 or more seconds, got {hold_wait!r}")
         provider = resolve_tracer_provider(tracer_provider)
@@ -140,6 +145,7 @@ class ToolGate:
         self._store_url = store.url if store is not None else None
         self.identity = identity if identity is not None else default_identity()
         self.hold_wait = hold_wait
+        self.server_name = server_name
         self.tools = ToolAnnotations()
         verification = self.policy.verify if self.policy is not None else None
         self._verification = verification if verification and verification.verifiers else None
@@ -215,6 +221,8 @@ class ToolGate:
 
         ``meta`` is the request's ``_meta``; its usage, if any, is charged first.
         """
+        if call.server is None:
+            call.server = self.server_name
         try:
             usage = meta.get(USAGE_META_KEY) if meta else None
             if usage is not None and isinstance(usage, Mapping):
