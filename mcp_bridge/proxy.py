@@ -148,6 +148,11 @@ class _Pending:
     deadline: asyncio.TimerHandle | None = None
 
 
+def _what(entry: _Pending) -> str:
+    """The request as a person reads it: ``tools/call 'wipe'``, ``tools/list``."""
+    return f"{entry.method} {entry.call.tool!r}" if entry.call is not None else entry.method
+
+
 class _UpstreamGone(Exception):
     """Raised into waiters when the upstream ended and will not come back."""
 
@@ -516,7 +521,7 @@ class McpProxy:
     async def _time_out(self, rid: RequestId, entry: _Pending) -> None:
         """``call_timeout``: answer the client, and tell the server to stop."""
         self._take(rid)
-        reason = (f"the upstream did not answer {entry.method} (request {rid!r}) within "
+        reason = (f"the upstream did not answer {_what(entry)} (request {rid!r}) within "
                   f"{self._call_timeout:g} s; the proxy cancelled it")
         await self._to_upstream(dumps({"jsonrpc": "2.0", "method": "notifications/cancelled",
                                        "params": {"requestId": rid, "reason": reason}}))
@@ -729,9 +734,10 @@ class McpProxy:
                            frame)
             return
         why = codec.TooDeep() if deeper_than(frame, codec.MAX_DEPTH) else error
+        ran = " (the server may have run the tool)" if entry.call is not None else ""
         failure = _Failed(INTERNAL_ERROR, "invalid_response",
-                          f"the upstream's answer to {entry.method} (request {rid!r}) could "
-                          f"not be read ({why}); it was not passed on")
+                          f"the upstream's answer to {_what(entry)} (request {rid!r}) could "
+                          f"not be read ({why}); it was not passed on{ran}")
         if entry.future is not None:
             if not entry.future.done():
                 entry.future.set_exception(failure)
@@ -787,7 +793,7 @@ class McpProxy:
     def _internal_error(self, rid: RequestId, entry: _Pending, exc: Exception) -> bytes:
         logger.error("could not process the upstream's answer to %s (request %r)",
                      entry.method, rid, exc_info=exc)
-        reason = (f"the proxy could not process the upstream's answer to {entry.method} "
+        reason = (f"the proxy could not process the upstream's answer to {_what(entry)} "
                   f"({type(exc).__name__}); it was not passed on")
         spans.finish_unanswered(entry.span, "proxy_error", reason)
         return error_response(rid, INTERNAL_ERROR, reason)
@@ -795,8 +801,7 @@ class McpProxy:
     @staticmethod
     def _judgeable(entry: _Pending, frame: bytes, message: Message) -> Message:
         """The exact reading of a gated call's answer, for the guards and the rewrite."""
-        tool = entry.call.tool if entry.call is not None else "?"
-        prefix = f"the upstream's answer to tools/call {tool!r}"
+        prefix = f"the upstream's answer to {_what(entry)}"
         if codec.nesting_exceeds(frame, message):
             raise _Failed(INTERNAL_ERROR, "invalid_response",
                           f"{prefix} is {codec.TooDeep()}: the guards cannot judge it, so "

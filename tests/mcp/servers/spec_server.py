@@ -15,7 +15,8 @@ Tools: ``echo`` (read-only; returns its arguments as text), ``wipe``
 (destructive), ``nest`` (returns ``structuredContent`` nested ``depth`` levels),
 ``read`` (read-only; returns ``key``), ``stall`` (never answers), ``twice``
 (answers twice). Methods: ``initialize``, ``ping``, ``tools/list`` (which it
-never answers when started with ``--silent-list``); anything else -32601.
+never answers when started with ``--silent-list``, logging it with ``"tool":
+null`` instead); anything else -32601.
 Answers to the client's requests come back in a batch when ``--batch-answers``.
 Usage: spec_server.py LOG_FILE [--silent-list] [--batch-answers]
 """
@@ -90,21 +91,26 @@ class Server:
             answers = [ok(rid, {"protocolVersion": params.get("protocolVersion", "2025-11-25"),
                                 "capabilities": {"tools": {}},
                                 "serverInfo": {"name": "spec", "version": "1"}})]
+        elif method == "tools/list" and self.silent_list:
+            self.record({"id": rid, "method": method, "tool": None})
         elif method == "tools/list":
-            answers = [] if self.silent_list else [ok(rid, {"tools": TOOLS})]
+            answers = [ok(rid, {"tools": TOOLS})]
         elif method == "ping":
             answers = [ok(rid, {})]
         elif has_id:
             answers = [error(rid, -32601, f"Method not found: {method}")]
         return answers if has_id else []
 
+    def record(self, entry: dict[str, Any]) -> None:
+        self.log.write(json.dumps(entry) + "\n")
+        self.log.flush()
+
     def call_tool(self, rid: Any, method: str, params: dict[str, Any], raw: str,
                   batch: bool) -> list[dict[str, Any]]:
         name = params.get("name")
         arguments = params.get("arguments")
-        self.log.write(json.dumps({"id": rid, "method": method, "tool": name,
-                                   "arguments": arguments, "batch": batch, "raw": raw}) + "\n")
-        self.log.flush()
+        self.record({"id": rid, "method": method, "tool": name, "arguments": arguments,
+                     "batch": batch, "raw": raw})
         args = arguments if isinstance(arguments, dict) else {}
         if name == "stall":
             return []
