@@ -40,6 +40,7 @@ __all__ = [
     "Request",
     "Response",
     "admit",
+    "answer_id",
     "batch_answer",
     "request_id",
 ]
@@ -104,6 +105,14 @@ def request_id(value: object) -> RequestId | None:
     return None
 
 
+def answer_id(value: object) -> RequestId | None:
+    """The id to echo in an error answer: any string or integer (else null), so a
+    client whose id the proxy refuses can still match the answer to its request."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    return None
+
+
 def looks_like_tool_call(method: str) -> bool:
     """Whether a lenient server might take ``method`` for ``tools/call``."""
     folded = unicodedata.normalize("NFKC", method).casefold()
@@ -116,18 +125,17 @@ def admit(frame: bytes) -> Admitted:
         loose = codec.validate(frame)
     except ValueError as exc:
         if deeper_than(frame, codec.MAX_DEPTH):
-            return Refusal(request_id(top_level_id(frame)), INVALID_REQUEST,
+            return Refusal(answer_id(top_level_id(frame)), INVALID_REQUEST,
                            f"Invalid Request: {codec.TooDeep()}")
         return Refusal(None, PARSE_ERROR, f"Parse error: {exc}")
     if isinstance(loose, list):
         return Batch(_exact_or(frame, loose))
-    loose_id = request_id(loose.get("id")) if isinstance(loose, dict) else None
     if codec.nesting_exceeds(frame, loose):
-        return _refusal(loose, loose_id, INVALID_REQUEST, f"Invalid Request: {codec.TooDeep()}")
+        return _refusal(frame, loose, f"Invalid Request: {codec.TooDeep()}")
     try:
         message = codec.loads(frame)
     except codec.DuplicateKey as exc:
-        return _refusal(loose, loose_id, INVALID_REQUEST, f"Invalid Request: {exc}")
+        return _refusal(frame, loose, f"Invalid Request: {exc}")
     if not isinstance(message, dict):
         return Refusal(None, INVALID_REQUEST, "Invalid Request: not a JSON-RPC message")
     return _sort(message)
@@ -144,27 +152,30 @@ def _exact_or(frame: bytes, loose: list[Any]) -> list[Any]:
     return exact
 
 
-def _refusal(loose: Any, loose_id: RequestId | None, code: int, reason: str) -> Refusal:
+def _refusal(frame: bytes, loose: Any, reason: str) -> Refusal:
+    """A frame refused before its exact reading: its id is read from the bytes (orjson
+    turned an integer id above 2^64 into a float)."""
     answer = not isinstance(loose, dict) or "id" in loose
-    return Refusal(loose_id, code, reason, answer)
+    return Refusal(answer_id(top_level_id(frame)), INVALID_REQUEST, reason, answer)
 
 
 def _sort(message: Message) -> Admitted:
     has_id = "id" in message
     raw_id = message.get("id")
     rid = request_id(raw_id)
+    echo = answer_id(raw_id)
     is_response = "result" in message or "error" in message
     if "method" not in message:
         if has_id and is_response and rid is not None:
             return Response(message)
-        return Refusal(rid, INVALID_REQUEST, "Invalid Request: neither a request, a "
+        return Refusal(echo, INVALID_REQUEST, "Invalid Request: neither a request, a "
                        "notification nor a response", answer=has_id and not is_response)
     method = message["method"]
     if not isinstance(method, str):
-        return Refusal(rid, INVALID_REQUEST, "Invalid Request: method must be a string",
+        return Refusal(echo, INVALID_REQUEST, "Invalid Request: method must be a string",
                        answer=has_id)
     if is_response:
-        return Refusal(rid, INVALID_REQUEST, "Invalid Request: a request cannot also carry "
+        return Refusal(echo, INVALID_REQUEST, "Invalid Request: a request cannot also carry "
                        "a result or an error", answer=has_id)
     tool_like = method != TOOL_CALL and looks_like_tool_call(method)
     if not has_id:
@@ -176,8 +187,8 @@ def _sort(message: Message) -> Admitted:
             return Refusal(None, METHOD_NOT_FOUND, _tool_like(method), answer=False)
         return Notification(message, method)
     if rid is None:
-        if isinstance(raw_id, int) and not isinstance(raw_id, bool):
-            return Refusal(raw_id, INVALID_REQUEST,  # echoed: the client can match it
+        if echo is not None:
+            return Refusal(echo, INVALID_REQUEST,
                            "Invalid Request: id is outside the 64-bit integer range")
         return Refusal(None, INVALID_REQUEST,
                        "Invalid Request: id must be a string or an integer")
@@ -234,7 +245,7 @@ def batch_answer(members: list[Any]) -> Message | list[Message] | None:
         if not isinstance(member, dict):
             answers.append(error_object(None, INVALID_REQUEST, BATCH_REFUSED))
         elif "method" in member and "id" in member:
-            answers.append(error_object(request_id(member["id"]), INVALID_REQUEST,
+            answers.append(error_object(answer_id(member["id"]), INVALID_REQUEST,
                                         BATCH_REFUSED))
         elif "method" not in member and not ("id" in member and (
                 "result" in member or "error" in member)):

@@ -921,7 +921,8 @@ class McpProxy:
             entry = self._take(rid) if rid is not None else None
             if rid is None or entry is None:
                 return
-            failure = _Failed(INVALID_REQUEST, "oversized_response", reason)
+            # The request was fine; the answer was not: not "Invalid Request".
+            failure = _Failed(INTERNAL_ERROR, "oversized_response", reason)
             if entry.future is not None:
                 if not entry.future.done():
                     entry.future.set_exception(failure)
