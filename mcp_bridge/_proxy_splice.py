@@ -1,28 +1,29 @@
-"""Read and edit a JSON-RPC frame's outer structure without decoding or re-encoding the rest.
+"""Read and edit a JSON-RPC frame's outer structure without re-encoding the rest.
 
 The proxy must add its trace context to ``params._meta`` of every request it
 forwards. Parsing the frame and serializing it again would rewrite what the
 client sent (an integer above 2^64 becomes a float, a document nested deeper
 than the encoder's limit cannot be written at all), so the proxy splices
-instead: it finds the byte spans of ``params`` and ``params._meta`` and inserts
-or replaces only the ``_meta`` entries it sets. Every other byte reaches the
-server as the client wrote it.
+instead: it finds where ``params`` and ``params._meta`` are and inserts or
+replaces only the ``_meta`` entries it sets. Every other byte reaches the
+server as the client wrote it (UTF-8 decodes and encodes back byte for byte).
 
-The scanner walks members of an object and elements of an array, skipping each
-value whole (strings with one regular expression, containers by counting
-brackets outside strings), so its cost does not depend on how deep a value is
-nested and it never recurses. It expects JSON that a strict parser accepted
-(except where noted: :func:`top_level_id` and :func:`deeper_than` also read
-frames that did not parse, best effort); structure it does not expect raises
-:class:`Malformed`.
+Members are walked one by one; each value is skipped whole by the stdlib's C
+scanner (what ``json.loads`` runs on), or, for nesting deeper than it
+recurses, by counting brackets outside strings. The scanner expects JSON that a
+strict parser accepted, except :func:`top_level_id`, :func:`tail_id` and
+:func:`deeper_than`, which also read frames that did not parse (best effort);
+structure it does not expect raises :class:`Malformed`.
 """
 
 from __future__ import annotations
 
 import json
+import json.scanner
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "Malformed",
@@ -35,11 +36,12 @@ __all__ = [
     "top_level_id",
 ]
 
-_WS = re.compile(rb"[ \t\n\r]*")
-# Unrolled so a long string is one fast scan, not one regex step per character.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_SCALAR = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null")
+_WS = re.compile(r"[ \t\n\r]*")
+_WS_CHARS = frozenset(" \t\n\r")
+_SCAN = json.scanner.make_scanner(json.JSONDecoder())
+# Strings whole (unrolled, so a long one is one fast scan) or one bracket.
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+_TOKEN_TEXT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 _OPEN = frozenset(b"[{")
 _QUOTE = ord('"')
 # The last member of an object, when it is the id (TypeScript's SDK writes the id
@@ -49,13 +51,17 @@ _TAIL_ID = re.compile(
     rb'(?:,\s*"[a-z]+"\s*:\s*"[^"\\]{0,64}"\s*)*\}\s*$')
 
 
+_ABSENT = object()
+_PLAIN = re.compile(r"[ !#-\[\]-~]*")  # printable ASCII but '"' and '\\'
+
+
 class Malformed(ValueError):
-    """The bytes are not the JSON structure the scanner expected there."""
+    """The text is not the JSON structure the scanner expected there."""
 
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """One ``"key": value`` of an object, as byte offsets into the frame."""
+    """One ``"key": value`` of an object, as offsets into the decoded frame."""
 
     key: str
     start: int  # the key's opening quote
@@ -63,140 +69,156 @@ class Member:
     value_end: int
 
 
-def _skip_ws(buf: bytes, pos: int) -> int:
-    match = _WS.match(buf, pos)
+def _skip_ws(text: str, pos: int) -> int:
+    if text[pos:pos + 1] not in _WS_CHARS:  # compact JSON, the common case
+        return pos
+    match = _WS.match(text, pos)
     assert match is not None  # the pattern matches the empty string
     return match.end()
 
 
-def _value_end(buf: bytes, pos: int) -> int:
+def _scan(text: str, pos: int) -> tuple[Any, int]:
+    try:
+        value, end = _SCAN(text, pos)
+    except StopIteration as exc:
+        raise Malformed(f"a value was expected at {pos}") from exc
+    except ValueError as exc:
+        raise Malformed(str(exc)) from exc
+    return value, end
+
+
+def _value_end(text: str, pos: int) -> int:
     """Where the value starting at ``pos`` ends (exclusive)."""
-    if pos >= len(buf):
-        raise Malformed("a value was expected")
-    first = buf[pos]
-    if first == _QUOTE:
-        match = _STRING.match(buf, pos)
-        if match is None:
-            raise Malformed("unterminated string")
-        return match.end()
-    if first in _OPEN:
+    try:
+        return _scan(text, pos)[1]
+    except RecursionError:  # deeper than the C scanner goes: count brackets instead
         depth = 0
-        for token in _TOKEN.finditer(buf, pos):
-            char = buf[token.start()]
-            if char == _QUOTE:
+        for token in _TOKEN_TEXT.finditer(text, pos):
+            char = token.group()[0]
+            if char == '"':
                 continue
-            depth += 1 if char in _OPEN else -1
+            depth += 1 if char in "[{" else -1
             if depth == 0:
                 return token.end()
-        raise Malformed("unterminated array or object")
-    scalar = _SCALAR.match(buf, pos)
-    if scalar is None or scalar.end() == pos:
-        raise Malformed(f"unexpected byte {buf[pos:pos + 1]!r} at {pos}")
-    return scalar.end()
+        raise Malformed("unterminated array or object") from None
 
 
-def _key(buf: bytes, start: int, end: int) -> str:
-    raw = buf[start + 1:end - 1]
-    if b"\\" not in raw:
-        return raw.decode("utf-8", "replace")
-    try:
-        decoded = json.loads(buf[start:end])
-    except ValueError as exc:
-        raise Malformed("bad key") from exc
-    return str(decoded)
-
-
-def object_members(buf: bytes, pos: int) -> Iterator[Member]:
+def object_members(text: str, pos: int) -> Iterator[Member]:
     """The members of the object whose ``{`` is at ``pos``, lazily (a truncated frame
     yields the members before the cut, then raises :class:`Malformed`)."""
-    if buf[pos:pos + 1] != b"{":
+    if text[pos:pos + 1] != "{":
         raise Malformed("an object was expected")
-    pos = _skip_ws(buf, pos + 1)
-    if buf[pos:pos + 1] == b"}":
+    pos = _skip_ws(text, pos + 1)
+    if text[pos:pos + 1] == "}":
         return
     while True:
-        key = _STRING.match(buf, pos)
-        if key is None:
+        if text[pos:pos + 1] != '"':
             raise Malformed("an object key was expected")
-        colon = _skip_ws(buf, key.end())
-        if buf[colon:colon + 1] != b":":
+        key, key_end = _scan(text, pos)
+        colon = _skip_ws(text, key_end)
+        if text[colon:colon + 1] != ":":
             raise Malformed("':' was expected")
-        value_start = _skip_ws(buf, colon + 1)
-        value_end = _value_end(buf, value_start)
-        yield Member(_key(buf, key.start(), key.end()), key.start(), value_start, value_end)
-        pos = _skip_ws(buf, value_end)
-        separator = buf[pos:pos + 1]
-        if separator == b"}":
+        value_start = _skip_ws(text, colon + 1)
+        value_end = _value_end(text, value_start)
+        yield Member(key, pos, value_start, value_end)
+        pos = _skip_ws(text, value_end)
+        separator = text[pos:pos + 1]
+        if separator == "}":
             return
-        if separator != b",":
+        if separator != ",":
             raise Malformed("',' or '}' was expected")
-        pos = _skip_ws(buf, pos + 1)
+        pos = _skip_ws(text, pos + 1)
 
 
-def _object_end(buf: bytes, members: list[Member], open_at: int) -> int:
-    """The offset of the closing ``}`` of an object whose members were all read."""
-    after = members[-1].value_end if members else open_at + 1
-    return _skip_ws(buf, after)
-
-
-def array_elements(buf: bytes, pos: int = -1) -> list[tuple[int, int]]:
-    """The byte spans of the elements of the array at ``pos`` (default: the frame's)."""
-    if pos < 0:
-        pos = _skip_ws(buf, 0)
-    if buf[pos:pos + 1] != b"[":
+def array_elements(frame: bytes) -> list[bytes]:
+    """The elements of the array that is the whole frame, each as its own bytes."""
+    text = frame.decode("utf-8")
+    pos = _skip_ws(text, 0)
+    if text[pos:pos + 1] != "[":
         raise Malformed("an array was expected")
-    spans: list[tuple[int, int]] = []
-    pos = _skip_ws(buf, pos + 1)
-    if buf[pos:pos + 1] == b"]":
-        return spans
+    elements: list[bytes] = []
+    pos = _skip_ws(text, pos + 1)
+    if text[pos:pos + 1] == "]":
+        return elements
     while True:
-        end = _value_end(buf, pos)
-        spans.append((pos, end))
-        pos = _skip_ws(buf, end)
-        separator = buf[pos:pos + 1]
-        if separator == b"]":
-            return spans
-        if separator != b",":
+        end = _value_end(text, pos)
+        elements.append(text[pos:end].encode("utf-8"))
+        pos = _skip_ws(text, end)
+        separator = text[pos:pos + 1]
+        if separator == "]":
+            return elements
+        if separator != ",":
             raise Malformed("',' or ']' was expected")
-        pos = _skip_ws(buf, pos + 1)
+        pos = _skip_ws(text, pos + 1)
 
 
-def _pair(key: str, value: str) -> bytes:
-    return (json.dumps(key) + ":" + json.dumps(value)).encode()
-
-
-def inject_meta(frame: bytes, entries: Mapping[str, str]) -> bytes:
+def inject_meta(frame: bytes, entries: Mapping[str, str], message: Mapping[str, Any]) -> bytes:
     """``frame`` with ``entries`` set in ``params._meta``, every other byte as it was.
 
-    No ``params``: one is appended holding only ``_meta``. No ``_meta``: it is
-    inserted as the first member of ``params``. A ``_meta`` object keeps every
-    member whose key is not in ``entries``, byte for byte. ``params`` or
-    ``_meta`` that is not an object is left alone (nothing is injected).
+    ``message`` is the frame's exact reading (no duplicate keys: admission
+    refused those), which says what is there, so only the members before
+    ``params`` and before ``_meta`` are walked. No ``params``: one is appended
+    holding only ``_meta``. No ``_meta``: it is inserted as the first member of
+    ``params``. A ``_meta`` object keeps every member whose key is not in
+    ``entries``, byte for byte. ``params`` or ``_meta`` that is not an object is
+    left alone (nothing is injected).
     """
     if not entries:
         return frame
-    ours = b",".join(_pair(key, value) for key, value in entries.items())
-    top = _skip_ws(frame, 0)
-    members = list(object_members(frame, top))
-    params = next((m for m in members if m.key == "params"), None)
-    if params is None:
-        end = _object_end(frame, members, top)
-        separator = b"," if members else b""
-        return frame[:end] + separator + b'"params":{"_meta":{' + ours + b"}}" + frame[end:]
-    if frame[params.value_start] != ord("{"):
+    ours = ",".join(f"{_string(key)}:{_string(value)}" for key, value in entries.items())
+    text = frame.decode("utf-8")
+    params = message.get("params", _ABSENT)
+    if params is _ABSENT:
+        end = len(text.rstrip()) - 1  # the top-level object's closing brace
+        if text[end] != "}":
+            raise Malformed("the frame does not end its object")
+        separator = "," if message else ""
+        return (text[:end] + separator + '"params":{"_meta":{' + ours + "}}"
+                + text[end:]).encode("utf-8")
+    if not isinstance(params, dict):
         return frame
-    inner = list(object_members(frame, params.value_start))
-    meta = next((m for m in inner if m.key == "_meta"), None)
-    if meta is None:
-        at = params.value_start + 1
-        separator = b"," if inner else b""
-        return frame[:at] + b'"_meta":{' + ours + b"}" + separator + frame[at:]
-    if frame[meta.value_start] != ord("{"):
+    at = _value_start(text, _skip_ws(text, 0), "params")
+    meta = params.get("_meta", _ABSENT)
+    if meta is _ABSENT:
+        separator = "," if params else ""
+        return (text[:at + 1] + '"_meta":{' + ours + "}" + separator
+                + text[at + 1:]).encode("utf-8")
+    if not isinstance(meta, dict):
         return frame
-    kept = [frame[m.start:m.value_end] for m in object_members(frame, meta.value_start)
+    at = _value_start(text, at, "_meta")
+    if not entries.keys() & meta.keys():
+        separator = "," if meta else ""
+        return (text[:at + 1] + ours + separator + text[at + 1:]).encode("utf-8")
+    kept = [text[m.start:m.value_end] for m in object_members(text, at)
             if m.key not in entries]
-    body = b",".join([ours, *kept])
-    return frame[:meta.value_start] + b"{" + body + b"}" + frame[meta.value_end:]
+    end = _value_end(text, at)
+    return (text[:at] + "{" + ",".join([ours, *kept]) + "}" + text[end:]).encode("utf-8")
+
+
+def _value_start(text: str, pos: int, key: str) -> int:
+    """Where the value of the first member named ``key`` of the object at ``pos``
+    starts; the members before it are skipped, the value itself is not read."""
+    if text[pos:pos + 1] != "{":
+        raise Malformed("an object was expected")
+    pos = _skip_ws(text, pos + 1)
+    while text[pos:pos + 1] == '"':
+        name, key_end = _scan(text, pos)
+        colon = _skip_ws(text, key_end)
+        if text[colon:colon + 1] != ":":
+            raise Malformed("':' was expected")
+        value_start = _skip_ws(text, colon + 1)
+        if name == key:
+            return value_start
+        pos = _skip_ws(text, _value_end(text, value_start))
+        if text[pos:pos + 1] != ",":
+            break
+        pos = _skip_ws(text, pos + 1)
+    raise Malformed(f"no member {key!r}")
+
+
+def _string(value: str) -> str:
+    """A JSON string; trace context values are plain ASCII, written as they are."""
+    return f'"{value}"' if _PLAIN.fullmatch(value) else json.dumps(value)
 
 
 def top_level_id(frame: bytes) -> int | str | None:
@@ -206,13 +228,13 @@ def top_level_id(frame: bytes) -> int | str | None:
     the first one that cannot be read is seen. None when there is no readable
     string or integer id.
     """
+    text = frame.decode("utf-8", "replace")
     try:
-        top = _skip_ws(frame, 0)
-        for member in object_members(frame, top):
+        for member in object_members(text, _skip_ws(text, 0)):
             if member.key == "id":
-                if member.value_end >= len(frame):  # a number the cut may have shortened
+                if member.value_end >= len(text):  # a number the cut may have shortened
                     return None
-                return _id_value(frame[member.value_start:member.value_end])
+                return _id_value(text[member.value_start:member.value_end])
     except (Malformed, IndexError):
         pass
     return None
@@ -221,10 +243,10 @@ def top_level_id(frame: bytes) -> int | str | None:
 def tail_id(tail: bytes) -> int | str | None:
     """The id when it is the last member of a frame that was cut off before it."""
     match = _TAIL_ID.search(tail)
-    return _id_value(match.group(1)) if match is not None else None
+    return _id_value(match.group(1).decode("utf-8", "replace")) if match is not None else None
 
 
-def _id_value(raw: bytes) -> int | str | None:
+def _id_value(raw: str) -> int | str | None:
     try:
         value = json.loads(raw)
     except ValueError:

@@ -494,7 +494,7 @@ class McpProxy:
         carrier: dict[str, str] = {}
         inject(carrier, context=trace.set_span_in_context(span))
         try:
-            frame = inject_meta(frame, carrier)
+            frame = inject_meta(frame, carrier, request.message)
         except Malformed:  # admission parsed it, so this is a bug: telemetry fails open
             logger.warning("could not add trace context to %s (request %r)", method, rid)
         frame += b"\n"
@@ -683,8 +683,8 @@ class McpProxy:
                 members = array_elements(frame)
             except Malformed:
                 members = []
-            for start, end in members:
-                await self._upstream_frame(frame[start:end], in_batch=True)
+            for member in members:
+                await self._upstream_frame(member, in_batch=True)
             return
         if not isinstance(message, dict):
             logger.warning("upstream wrote a line that is not a JSON-RPC message; dropped: "
