@@ -19,7 +19,6 @@ structure it does not expect raises :class:`Malformed`.
 from __future__ import annotations
 
 import json
-import json.scanner
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ __all__ = [
 
 _WS = re.compile(r"[ \t\n\r]*")
 _WS_CHARS = frozenset(" \t\n\r")
-_SCAN = json.scanner.make_scanner(json.JSONDecoder())
+_DECODER = json.JSONDecoder()
 # Strings whole (unrolled, so a long one is one fast scan) or one bracket.
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 _TOKEN_TEXT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
@@ -79,12 +78,9 @@ def _skip_ws(text: str, pos: int) -> int:
 
 def _scan(text: str, pos: int) -> tuple[Any, int]:
     try:
-        value, end = _SCAN(text, pos)
-    except StopIteration as exc:
-        raise Malformed(f"a value was expected at {pos}") from exc
+        return _DECODER.raw_decode(text, pos)
     except ValueError as exc:
         raise Malformed(str(exc)) from exc
-    return value, end
 
 
 def _value_end(text: str, pos: int) -> int:
