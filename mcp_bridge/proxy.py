@@ -421,6 +421,8 @@ class McpProxy:
         except asyncio.CancelledError:
             self._end_cancelled(span, "cancelled before it was forwarded")
             raise
+        except Exception as exc:
+            await self._not_forwarded(request.request_id, span, exc)
         finally:
             self._waiting.pop(request.request_id, None)
 
@@ -464,8 +466,21 @@ class McpProxy:
         except asyncio.CancelledError:
             self._end_cancelled(span, "cancelled while held")
             raise
+        except Exception as exc:
+            await self._not_forwarded(request.request_id, span, exc)
         finally:
             self._waiting.pop(request.request_id, None)
+
+    async def _not_forwarded(self, rid: RequestId, span: Span, error: Exception) -> None:
+        """A waiting call failed in the proxy: it is answered, and never forwarded."""
+        if rid in self._pending or not span.is_recording():
+            return  # it was forwarded (or answered) before the failure: that answer stands
+        logger.error("a waiting request failed before it was forwarded", exc_info=error)
+        reason = (f"Internal error: the proxy could not complete the guard's check "
+                  f"({type(error).__name__}); the request was not forwarded")
+        spans.finish_unanswered(span, "proxy_error", reason)
+        span.end()
+        await self._to_client(error_response(rid, INTERNAL_ERROR, reason))
 
     @staticmethod
     def _end_cancelled(span: Span, description: str) -> None:

@@ -10,6 +10,10 @@ bounds each forwarded request.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -18,6 +22,7 @@ import pytest
 from spanguard.cli._common import EXIT_CONFIG
 from spanguard.errors import ConfigError
 from spanguard.mcp_bridge import McpProxy
+from tests.conftest import free_port
 from tests.mcp.proxyproc import (
     RECORDER,
     SPANGUARD,
@@ -117,3 +122,40 @@ def test_the_embedding_api_refuses_them_too() -> None:
     for bad in ({"upstream_timeout": 0}, {"call_timeout": 0.0}, {"server_name": ""}):
         with pytest.raises(ConfigError):
             McpProxy(SPEC, **bad)  # type: ignore[arg-type]
+
+
+async def test_a_hold_wait_whose_store_goes_away_is_answered_and_never_runs(
+        tmp_path: Path) -> None:
+    port = free_port()
+    redis = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port",
+                              str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", str(tmp_path)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port),
+                                                                        timeout=0.2):
+                break
+            await asyncio.sleep(0.05)
+        log = tmp_path / "executed.log"
+        store = f"redis://127.0.0.1:{port}/0"
+        proxy = await RawProxy.start(
+            [*SPEC, str(log)], "--policy",
+            policy(tmp_path, f'[store]\nurl = "{store}"\n[holds]\ntools = ["wipe"]\n'),
+            "--hold-wait", "30")
+        await proxy.initialize()
+        await proxy.request("list", "tools/list")  # so the call is judged in order
+        await proxy.send({"jsonrpc": "2.0", "id": "w", "method": "tools/call",
+                          "params": {"name": "wipe", "arguments": {}}})
+        assert (await proxy.request(1, "ping"))["result"] == {}  # the call now waits
+        redis.kill()
+        redis.wait(timeout=10)
+        failed = await proxy.response("w")
+        assert failed["error"]["code"] == -32603
+        assert "the request was not forwarded" in failed["error"]["message"]
+        assert (await proxy.request(2, "ping"))["result"] == {}
+        assert await proxy.close() == 0
+        assert executed(log) == []
+    finally:
+        redis.kill()
+        redis.wait(timeout=10)
