@@ -27,7 +27,8 @@ error naming the reason and the pump goes on; stdin EOF stops the upstream
 Why one long module: the pump's state (pending requests, the proxy's own
 requests, waiting calls, restarts) is shared by every step of it. What does not
 need that state lives apart: framing, admission, the codec and the splice,
-messages, span attributes, the upstream process, and the guardrail gate.
+messages, span attributes, the tool listing, the upstream process, and the
+guardrail gate.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ from spanguard.mcp_bridge._proxy_framing import (
     FrameReader,
     Oversized,
 )
+from spanguard.mcp_bridge._proxy_listing import ToolListing
 from spanguard.mcp_bridge._proxy_messages import (
     CONNECTION_CLOSED,
     INTERNAL_ERROR,
@@ -123,7 +125,6 @@ DEFAULT_UPSTREAM_TIMEOUT = 30.0
 listing for annotations, a verifier's read-back, a replayed ``initialize``)."""
 MAX_IN_FLIGHT = 4096
 """Client requests the proxy keeps open at once; more are refused (memory stays bounded)."""
-_MAX_LIST_PAGES = 100
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,6 @@ class McpProxy:
         gate = ToolGate(policy, tracer_provider=provider, meter_provider=meter_provider,
                         identity=identity, hold_wait=hold_wait, server_name=self.server_name)
         self._gate: ToolGate | None = gate if gate.active else None
-        self._tools: ToolAnnotations = gate.tools
         self._run_key = f"mcp-proxy-{os.getpid()}-{id(self)}"
         self._restart = restart
         self._retry = retry or (gate.policy.retry if gate.policy is not None else None) \
@@ -230,9 +230,7 @@ class McpProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         # Requests not forwarded yet: waiting for annotations or for a checker.
         self._waiting: dict[RequestId, asyncio.Task[None]] = {}
-        self._tools_listed = False
-        self._listing: asyncio.Task[None] | None = None
-        self._listing_failed = False
+        self._listing = ToolListing(gate.tools, self._own_request, self._spawn)
         self._protocol_version: str | None = None
         self._session_id: str | None = None
         self._init_params: dict[str, Any] | None = None
@@ -251,7 +249,7 @@ class McpProxy:
     @property
     def annotations(self) -> ToolAnnotations:
         """The upstream's tool annotations, as its ``tools/list`` answers gave them."""
-        return self._tools
+        return self._listing.tools
 
     async def run(self, client_reader: asyncio.StreamReader,
                   client_writer: asyncio.StreamWriter) -> int:
@@ -393,14 +391,14 @@ class McpProxy:
         if call is None or (self._gate is None and not self._restart.enabled):
             await self._forward(request, span, call, frame)
             return
-        if self._annotations_pending(call.tool):
+        if self._listing.pending(call.tool):
             # Listing the tools may take up to upstream_timeout: only this call waits.
             self._waiting[rid] = self._spawn(
                 self._annotate_then_admit(request, frame, span, call, ids, meta))
             return
         # {} for a tool the server gave no hints for (or that it did not list):
         # None would mean "not classified" and let a high-risk rule pass it.
-        call.annotations = self._tools.get(call.tool) or {}
+        call.annotations = self._listing.tools.get(call.tool) or {}
         await self._admit(request, frame, span, call, ids, meta, in_task=False)
 
     def _in_flight_refusal(self, rid: RequestId) -> Refusal | None:
@@ -416,7 +414,7 @@ class McpProxy:
                                    call: ToolCall, ids: Correlation,
                                    meta: Mapping[str, Any] | None) -> None:
         try:
-            call.annotations = await self._tool_annotations(call.tool) or {}
+            call.annotations = await self._listing.annotations(call.tool) or {}
             await self._admit(request, frame, span, call, ids, meta, in_task=True)
         except asyncio.CancelledError:
             self._end_cancelled(span, "cancelled before it was forwarded")
@@ -706,7 +704,7 @@ class McpProxy:
                            "%.200r", frame)
         elif "method" in message:
             if message.get("method") == "notifications/tools/list_changed":
-                self._tools_listed = self._listing_failed = False
+                self._listing.changed()
             await self._to_client(frame + b"\n")
         else:
             await self._upstream_answer(message, frame)
@@ -777,7 +775,7 @@ class McpProxy:
             if not isinstance(result, dict):
                 return frame + b"\n"
             if entry.method == "tools/list":
-                self._remember_tools(result)
+                self._listing.observe(result)
             elif entry.method == "initialize":
                 version = result.get("protocolVersion")
                 if isinstance(version, str):
@@ -859,50 +857,6 @@ class McpProxy:
             raise MCPError(code if isinstance(code, int) else INTERNAL_ERROR,
                            text if isinstance(text, str) else f"read-back {tool} failed")
         return response.get("result")
-
-    def _remember_tools(self, result: Message) -> None:
-        self._tools.observe(result)
-        if result.get("nextCursor") is None:
-            self._tools_listed = True
-
-    def _annotations_pending(self, tool: str) -> bool:
-        """Whether the upstream must be asked for its tools before this call is judged."""
-        return self._tools.get(tool) is None and not self._tools_listed \
-            and not self._listing_failed
-
-    async def _tool_annotations(self, tool: str) -> Mapping[str, Any] | None:
-        """The tool's annotations; lists the upstream's tools first if they are unknown.
-
-        A client may call a tool it never listed; a policy keyed on
-        ``destructiveHint`` must still see the hint, so the proxy asks itself.
-        Calls arriving meanwhile share the one listing, and a listing that failed
-        is not repeated on every call (a ``list_changed`` notification or the
-        client's own ``tools/list`` refreshes it).
-        """
-        if self._annotations_pending(tool):
-            if self._listing is None or self._listing.done():
-                self._listing = self._spawn(self._list_tools())
-            await asyncio.shield(self._listing)
-        return self._tools.get(tool)
-
-    async def _list_tools(self) -> None:
-        cursor: str | None = None
-        try:
-            for _ in range(_MAX_LIST_PAGES):
-                response = await self._own_request("tools/list",
-                                                   {"cursor": cursor} if cursor else {})
-                result = response.get("result")
-                if not isinstance(result, dict):
-                    raise _UpstreamGone(f"tools/list answered {response.get('error')!r}")
-                self._remember_tools(result)
-                cursor = result.get("nextCursor")
-                if not isinstance(cursor, str):
-                    return
-        except (asyncio.TimeoutError, _UpstreamGone) as exc:
-            self._listing_failed = True
-            logger.warning("could not list the upstream's tools for their annotations "
-                           "(%s); a tool it has not listed is judged as one without hints",
-                           str(exc) or f"no answer within {self._upstream_timeout:g} s")
 
     async def _own_request(self, method: str, params: Message) -> Message:
         """A request of the proxy's own, with its own deadline (``upstream_timeout``)."""
@@ -1002,7 +956,7 @@ class McpProxy:
         self._restarts.append(time.monotonic())
         logger.warning("%s; restarting it", cause)
         self._upstream = Upstream(self._upstream.command, CHUNK_BYTES)
-        self._listing_failed = False
+        self._listing.changed()
         await self._upstream.start()
         return True
 
