@@ -681,7 +681,11 @@ class McpProxy:
             if isinstance(frame, Oversized):
                 await self._reject_oversized(frame, "upstream")
             elif frame.strip():
-                await self._upstream_frame(frame, in_batch=False)
+                try:
+                    await self._upstream_frame(frame, in_batch=False)
+                except Exception:  # a bug here costs one message, not the session
+                    logger.exception("could not handle a message from the upstream; "
+                                     "dropped: %.200r", frame)
 
     async def _upstream_frame(self, frame: bytes, *, in_batch: bool) -> None:
         try:
