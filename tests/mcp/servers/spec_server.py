@@ -8,8 +8,8 @@ last), and any method that reads as tools/call once case and punctuation are
 dropped runs a tool. Integers keep every digit.
 
 Every tool it executes is appended to the log as one JSON line: ``{"id", "method",
-"tool", "arguments", "batch", "raw"}`` (``raw``: the exact line it read), so a
-test checks what ran, not what the proxy says.
+"tool", "arguments", "batch"}`` (arguments over 4 KiB as their size), so a test
+checks what ran, not what the proxy says.
 
 Tools: ``echo`` (read-only; returns its arguments as text), ``wipe``
 (destructive), ``nest`` (returns ``structuredContent`` nested ``depth`` levels),
@@ -109,8 +109,9 @@ class Server:
                   batch: bool) -> list[dict[str, Any]]:
         name = params.get("name")
         arguments = params.get("arguments")
-        self.record({"id": rid, "method": method, "tool": name, "arguments": arguments,
-                     "batch": batch, "raw": raw})
+        logged = arguments if len(raw) <= 4096 else {"size": len(raw)}
+        self.record({"id": rid, "method": method, "tool": name, "arguments": logged,
+                     "batch": batch})
         args = arguments if isinstance(arguments, dict) else {}
         if name == "stall":
             return []
