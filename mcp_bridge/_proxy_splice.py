@@ -51,6 +51,10 @@ _TAIL_ID = re.compile(
 
 
 _ABSENT = object()
+# Top-level members that are plain strings or numbers, then `"params": {`: how every
+# SDK writes a request, matched in one go (anything else is walked member by member).
+_SCALAR_MEMBER = r'"[^"\\]*"\s*:\s*(?:"[^"\\]*"|-?[0-9]+)\s*,\s*'
+_PARAMS_FIRST = re.compile(r'\s*\{\s*(?:' + _SCALAR_MEMBER + r')*"params"\s*:\s*\{')
 _PLAIN = re.compile(r"[ !#-\[\]-~]*")  # printable ASCII but '"' and '\\'
 
 
@@ -173,7 +177,8 @@ def inject_meta(frame: bytes, entries: Mapping[str, str], message: Mapping[str, 
                 + text[end:]).encode("utf-8")
     if not isinstance(params, dict):
         return frame
-    at = _value_start(text, _skip_ws(text, 0), "params")
+    lead = _PARAMS_FIRST.match(text)
+    at = lead.end() - 1 if lead is not None else _value_start(text, _skip_ws(text, 0), "params")
     meta = params.get("_meta", _ABSENT)
     if meta is _ABSENT:
         separator = "," if params else ""
