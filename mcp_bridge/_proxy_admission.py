@@ -52,7 +52,7 @@ BATCH_REFUSED = ("Invalid Request: JSON-RPC batches are not accepted (MCP remove
                  "own); send each request as its own message")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Refusal:
     """A frame that is not forwarded. ``answer``: send the error (False for a
     notification or a response, which must not be answered: the reason is logged)."""
@@ -63,7 +63,7 @@ class Refusal:
     answer: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
     """A request to forward; for ``tools/call``, ``tool`` and ``arguments`` are what the
     server will read (``arguments`` is ``{}`` when the client sent none)."""
@@ -75,20 +75,20 @@ class Request:
     arguments: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Notification:
     message: Message
     method: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Response:
     """A client's answer to a request the server sent it (sampling, roots, elicitation)."""
 
     message: Message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Batch:
     members: list[Any]
 

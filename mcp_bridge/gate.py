@@ -50,6 +50,7 @@ from spanguard.errors import ConfigError
 from spanguard.guardrails.approvals import wait_for_decision
 from spanguard.guardrails.enforcer import Enforcer
 from spanguard.guardrails.errors import GuardrailViolation
+from spanguard.guardrails.guard import Guard
 from spanguard.guardrails.holds import HoldError, HoldPending, HoldRejected, default_identity
 from spanguard.guardrails.policy import Policy, load_policy
 from spanguard.guardrails.steps import (
@@ -149,6 +150,9 @@ class ToolGate:
         self.tools = ToolAnnotations()
         verification = self.policy.verify if self.policy is not None else None
         self._verification = verification if verification and verification.verifiers else None
+        # Guards with an after_tool_call hook: without any, nothing reads a tool's result.
+        self.reads_results = any(type(guard).after_tool_call is not Guard.after_tool_call
+                                 for guard in self.enforcer.guards)
         self._tracer = provider.get_tracer("spanguard.mcp_bridge")
         self._runs: OrderedDict[Hashable, RunState] = OrderedDict()
         self._waits: set[threading.Event] = set()

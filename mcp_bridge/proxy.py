@@ -786,7 +786,9 @@ class McpProxy:
                     self._protocol_version = version
             elif entry.call is not None:
                 mark_tool_result(span, result)
-                if self._gate is not None and entry.run is not None:
+                # Only a guard that reads results needs them exact (and the rewrite).
+                if self._gate is not None and entry.run is not None and \
+                        self._gate.reads_results:
                     exact = self._judgeable(entry, frame, message)
                     if self._gate.needs_read_back(entry.call, exact["result"]):
                         self._spawn(self._verify_then_answer(rid, entry, exact))
