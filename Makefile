@@ -1,6 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 # Each creates .venv and installs what it needs (Python packages, and Debian
-# packages such as redis-server via apt-get when they are missing).
+# packages such as redis-server, and prometheus for promtool, via apt-get when
+# they are missing).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -12,7 +13,7 @@ PHOENIX_VENV := .venv-phoenix
 PHOENIX_VERSION := 20.26.1
 PHOENIX_PORT ?= 6006
 
-.PHONY: demo test lint typecheck bench system-deps phoenix clean
+.PHONY: demo test test-matrix compat-venvs lint typecheck bench system-deps phoenix clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +27,11 @@ system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v git >/dev/null || missing="$$missing git"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends \
+			$$missing; \
 	fi
 
 # Phoenix lives in its own venv: its dependency tree is large and must not
@@ -62,12 +65,24 @@ typecheck: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation --target build/typecheck .
 	cd build/typecheck && ../../$(BIN)/mypy --strict --config-file ../../pyproject.toml -p spanguard
 
-test: $(STAMP) system-deps lint typecheck $(PHOENIX_VENV)/bin/phoenix
+# The core, plugin, MCP and compat suites on the default Python, then the smoke suite
+# on every other supported Python that is installed (a notice for each absent one).
+test: $(STAMP) system-deps lint typecheck $(PHOENIX_VENV)/bin/phoenix compat-venvs
 	SPANGUARD_PHOENIX=$(CURDIR)/$(PHOENIX_VENV)/bin/phoenix $(BIN)/pytest -q
+	$(MAKE) --no-print-directory test-matrix
+
+# Environments with other pins and Pythons (mcp 1.x + langchain-mcp-adapters, mcp 2.x,
+# no extras, Python 3.10/3.12/3.13), built in parallel by uv into .venv-compat/ once
+# per checkout and reused until their requirements change (tests/compat/venvs.py).
+compat-venvs: $(STAMP)
+	$(BIN)/python -m tests.compat.venvs build all
+
+test-matrix: $(STAMP) system-deps
+	$(BIN)/python -m tests.compat.venvs matrix
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(PHOENIX_VENV) build .spanguard .pytest_cache .mypy_cache .phoenix.log
+	rm -rf $(VENV) $(PHOENIX_VENV) .venv-compat build .spanguard .pytest_cache .mypy_cache .phoenix.log

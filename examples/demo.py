@@ -7,8 +7,11 @@ network, no key) answers a customer from a LlamaIndex knowledge base, writes the
 answer into the team's FAQ and commits it through a real MCP server
 (``mcp-server-git`` on a temporary repository) wrapped by ``spanguard mcp wrap``.
 The policy holds ``git_commit`` until a different person approves that exact
-payload: a reviewer approves it with the CLI (``spanguard holds approve``), the
-commit runs once, and the proxy verifies it by reading ``git_log`` back.
+payload: the reviewer, whose key (``spanguard reviewer init``) the policy lists,
+approves it with the CLI (``spanguard holds approve``, which signs the approval),
+the proxy checks the signature, the commit runs once, and the proxy verifies it
+by reading ``git_log`` back. ``spanguard audit verify --policy`` then proves the
+story from the audit log against the reviewer's key.
 
 Run 2. The same agent gets stuck re-searching the knowledge base, re-sending a
 growing history each turn. The loop budget fits the quadratic token curve and
@@ -63,7 +66,8 @@ KNOWLEDGE = {
 }
 
 PROXY_POLICY = """\
-# The MCP proxy's policy: a commit needs a second person, and is checked after.
+# The MCP proxy's policy: a commit needs a second person's signed approval, and is
+# checked after.
 [holds]
 tools = ["git_commit"]
 expires_after = "10m"
@@ -139,21 +143,37 @@ def make_repository(root: Path) -> Path:
     return repo
 
 
-def reviewer(stop: threading.Event, command: str) -> None:
-    """A second person: approves the pending commit from another terminal (the CLI)."""
+def reviewer_key(key_dir: Path) -> str:
+    """The reviewer's key pair (``spanguard reviewer init``); returns the public key.
+
+    The demo keeps it in its scratch directory; a real reviewer's lives in their own
+    ``~/.config/spanguard/reviewers``, away from the agent's user and machine.
+    """
+    created = subprocess.run([sys.executable, "-m", "spanguard", "reviewer", "init", "--as",
+                              REVIEWER, "--dir", str(key_dir)],
+                             check=True, capture_output=True, text=True).stdout
+    return next(line.split(": ", 1)[1] for line in created.splitlines()
+                if line.startswith("public key: "))
+
+
+def reviewer(stop: threading.Event, command: str, key_dir: Path, policy_file: Path) -> None:
+    """A second person: approves the pending commit from another terminal (the CLI),
+    signing it with their key."""
     while not stop.wait(0.2):
         for hold in list_holds():
             if hold.status == "pending":
                 print(f"\n  reviewer {REVIEWER!r} runs: {command} holds approve {hold.id} "
-                      f"--as {REVIEWER}")
+                      f"--as {REVIEWER}   (signed with {REVIEWER}'s key)")
                 subprocess.run([sys.executable, "-m", "spanguard", "holds", "approve", hold.id,
-                                "--as", REVIEWER, "--reason", "FAQ wording checked"],
+                                "--as", REVIEWER, "--key", str(key_dir / f"{REVIEWER}.key"),
+                                "--policy", str(policy_file), "--reason",
+                                "FAQ wording checked"],
                                check=True, stdout=subprocess.DEVNULL)
                 return
 
 
 async def run_support_story(handler: SpanguardCallbackHandler, retriever: Any, repo: Path,
-                            policy_file: Path, command: str) -> str:
+                            policy_file: Path, key_dir: Path, command: str) -> str:
     proxy = StdioServerParameters(
         command=sys.executable,
         args=["-m", "spanguard", "mcp", "wrap", "--policy", str(policy_file),
@@ -201,7 +221,8 @@ async def run_support_story(handler: SpanguardCallbackHandler, retriever: Any, r
         ])
         graph = build_graph(model, [search_kb, write_faq, git_add, git_commit])
         stop = threading.Event()
-        approver = threading.Thread(target=reviewer, args=(stop, command), daemon=True)
+        approver = threading.Thread(target=reviewer, args=(stop, command, key_dir, policy_file),
+                                    daemon=True)
         approver.start()
         try:
             result = await graph.ainvoke(
@@ -257,17 +278,22 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="spanguard-demo-") as scratch:
         repo = make_repository(Path(scratch))
+        key_dir = Path(scratch) / "reviewer-keys"
         policy_file = Path(scratch) / "proxy-policy.toml"
-        policy_file.write_text(PROXY_POLICY)
+        policy_file.write_text(PROXY_POLICY + f'\n[holds.reviewers.{REVIEWER}]\n'
+                                              f'key = "{reviewer_key(key_dir)}"\n')
         print("Run 1: the support agent answers, updates the FAQ, and commits through MCP")
         run_starts = [time.time_ns()]
         started = time.monotonic()
         answer = asyncio.run(run_support_story(handler_for(), retriever, repo, policy_file,
-                                                command))
+                                                key_dir, command))
         print(f"\n  agent: {answer}  ({time.monotonic() - started:.1f}s)")
         log = subprocess.run(["git", "log", "--oneline", "-1"], cwd=repo, check=True,
                              capture_output=True, text=True).stdout.strip()
         print(f"  git log -1: {log}")
+        audit = subprocess.run([sys.executable, "-m", "spanguard", "audit", "verify",
+                                "--policy", str(policy_file), "--json"],
+                               capture_output=True, text=True, check=False)
 
     print("\nRun 2: the agent loops; the loop budget stops it before the provider is called")
     run_starts.append(time.time_ns())
@@ -285,17 +311,18 @@ def main() -> int:
 
     print("\nHolds:")
     for hold in list_holds():
-        print(f"  {hold.id}  {hold.tool}  maker={hold.maker}  checker={hold.checker}  "
-              f"status={hold.status}")
-    audit = subprocess.run([sys.executable, "-m", "spanguard", "audit", "verify", "--json"],
-                           capture_output=True, text=True, check=False)
-    print(f"\nAudit chain: {json.loads(audit.stdout).get('ok') if audit.stdout else audit.stderr}")
+        signed = "signed" if hold.signed_by else "unsigned"
+        print(f"  {hold.id}  {hold.tool}  maker={hold.maker}  checker={hold.checker} "
+              f"({signed})  status={hold.status}")
+    proof = json.loads(audit.stdout) if audit.stdout else {"ok": audit.stderr}
+    print(f"\nAudit log proven against the reviewer's key: {proof.get('ok')}"
+          f"  (head {proof.get('anchor')})")
     handle.shutdown()
     hints = [
         (f"{command} traces list", f"every trace in {home}"),
         (f"{command} traces show {trace_ids[0][:12]}", "one tree (add --json for scripts)"),
         (f"{command} holds list", "pending and decided holds"),
-        (f"{command} audit verify", "check the tamper-evident audit chain"),
+        (f"{command} audit verify", "check the audit log: its chain and every approval"),
         (f"{command} report --by model", "runs, errors, latency, tokens and cost"),
         ("make phoenix", "the same traces in a local Arize Phoenix"),
     ]

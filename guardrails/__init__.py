@@ -21,25 +21,32 @@ from spanguard.guardrails.approvals import (
     HoldConflict,
     HoldExpired,
     HoldNotFound,
+    InvalidIdentity,
     MakerCheckerViolation,
+    ReviewerNotAllowed,
+    UnsignedApproval,
     approve,
     get_hold,
     list_holds,
     reject,
     wait_for_decision,
 )
+from spanguard.guardrails.audit_keys import AuditKeys
 from spanguard.guardrails.budget import LoopBudget, LoopBudgetExceeded
 from spanguard.guardrails.errors import AllRoutesFailed, GuardrailViolation
 from spanguard.guardrails.guard import Guard
 from spanguard.guardrails.holds import (
+    ApprovalRefused,
     HoldAlreadyUsed,
     HoldError,
     HoldPending,
     HoldRejected,
     HoldRules,
+    InvalidMaker,
 )
 from spanguard.guardrails.policy import Policy, load_policy
 from spanguard.guardrails.retry import RetryPolicy
+from spanguard.guardrails.reviewers import Reviewer, Reviewers
 from spanguard.guardrails.steps import (
     Decision,
     ModelCall,
@@ -103,6 +110,8 @@ if TYPE_CHECKING:
 __all__ = [
     "AllRoutesFailed",
     "ApprovalError",
+    "ApprovalRefused",
+    "AuditKeys",
     "BudgetStoreUnavailable",
     "Decision",
     "Guard",
@@ -116,6 +125,8 @@ __all__ = [
     "HoldRecord",
     "HoldRejected",
     "HoldRules",
+    "InvalidIdentity",
+    "InvalidMaker",
     "LoopBudget",
     "LoopBudgetExceeded",
     "MakerCheckerViolation",
@@ -124,12 +135,16 @@ __all__ = [
     "Policy",
     "ReadBackCheck",
     "RetryPolicy",
+    "Reviewer",
+    "ReviewerNotAllowed",
+    "Reviewers",
     "RunState",
     "StoreConfig",
     "ToolCall",
     "ToolLoop",
     "ToolLoopDetected",
     "ToolOutcome",
+    "UnsignedApproval",
     "Verification",
     "VerificationFailed",
     "WindowBudget",

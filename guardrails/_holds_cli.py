@@ -1,7 +1,13 @@
 """``spanguard holds list|show|approve|reject``: the checker's terminal.
 
+``approve`` and ``reject`` sign the decision with the reviewer's key when there
+is one (``--key FILE``, else the key ``spanguard reviewer init --as NAME``
+created for ``--as NAME``); with a policy that lists reviewers (``--policy`` or
+``SPANGUARD_POLICY``) they must, and the key decides who the checker is.
+
 Exit codes (scriptable): 0 done, 1 refused (maker approving their own call, already
-decided, expired), 3 no such hold, 4 store unusable.
+decided, expired, unsigned or not an allowed reviewer), 2 bad key or policy,
+3 no such hold, 4 store unusable.
 """
 
 from __future__ import annotations
@@ -11,8 +17,12 @@ import datetime as dt
 import json
 
 from spanguard.cli._common import EXIT_CHECK_FAILED, EXIT_NOT_FOUND, EXIT_OK
+from spanguard.errors import ConfigError
 from spanguard.guardrails.approvals import ApprovalError, Approvals, HoldNotFound
-from spanguard.guardrails.stores import open_store
+from spanguard.guardrails.policy import Policy, load_policy
+from spanguard.guardrails.reviewers import Reviewers
+from spanguard.guardrails.signing import Signer, reviewer_key_path
+from spanguard.guardrails.stores import Store, open_store
 from spanguard.guardrails.stores.records import HoldRecord
 
 
@@ -22,7 +32,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="holds_command", metavar="ACTION", required=True)
     list_parser = sub.add_parser("list", help="approval requests, newest first")
     list_parser.add_argument("--status", choices=["pending", "approved", "rejected",
-                                                  "expired", "executed"])
+                                                  "expired", "executed", "void"])
     list_parser.add_argument("--limit", type=int, default=50)
     list_parser.add_argument("--json", action="store_true", help="one JSON object per hold")
     list_parser.set_defaults(run=run_list)
@@ -35,13 +45,38 @@ def register(parser: argparse.ArgumentParser) -> None:
         decide.add_argument("hold_id")
         decide.add_argument("--as", dest="identity", required=True, metavar="NAME",
                             help="the checker's identity (must differ from the maker)")
+        decide.add_argument("--key", metavar="FILE",
+                            help="the reviewer's private key (default: the key "
+                                 "`spanguard reviewer init --as NAME` created, if any)")
+        decide.add_argument("--policy", metavar="FILE",
+                            help="the policy whose reviewers decide (default: "
+                                 "$SPANGUARD_POLICY); its [store] is used without --store")
         decide.add_argument("--reason", help="why (recorded in the audit log)")
         decide.add_argument("--json", action="store_true")
         decide.set_defaults(run=run_decide, action=action)
 
 
+def _store(args: argparse.Namespace, policy: Policy | None = None) -> Store:
+    url = args.store
+    if url is None and policy is not None and policy.store is not None:
+        url = policy.store.url
+    return open_store(url, home=getattr(args, "home", None))
+
+
 def _approvals(args: argparse.Namespace) -> Approvals:
-    return Approvals.over(open_store(args.store, home=getattr(args, "home", None)))
+    """A read-only view: listing never writes (an expiry is shown, not recorded)."""
+    return Approvals.over(_store(args), persist_expiry=False)
+
+
+def _signer(args: argparse.Namespace) -> Signer | None:
+    """``--key``, else the reviewer's default key for ``--as`` if it exists."""
+    if args.key:
+        return Signer.from_file(args.key)
+    try:
+        default = reviewer_key_path(args.identity.strip())
+    except ConfigError:  # a name that cannot be a file name has no default key
+        return None
+    return Signer.from_file(default) if default.exists() else None
 
 
 def _when(seconds: float | None) -> str:
@@ -75,7 +110,10 @@ def _print_hold(hold: HoldRecord) -> None:
             ("expires", _when(hold.expires_at)), ("checker", hold.checker or "-"),
             ("decision reason", hold.decision_reason or "-"),
             ("decided", _when(hold.decided_at)), ("executed", _when(hold.executed_at)),
-            ("trace id", hold.trace_id or "-"), ("span id", hold.span_id or "-")]
+            ("trace id", hold.trace_id or "-"), ("span id", hold.span_id or "-"),
+            ("server", hold.server or "-"), ("rule", hold.rule or "-"),
+            ("action class", hold.action_class or "-"),
+            ("signed by", hold.signed_by or "-")]
     for label, value in rows:
         print(f"{label + ':':17}{value}")
     if hold.status == "pending":
@@ -97,10 +135,14 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_decide(args: argparse.Namespace) -> int:
-    approvals = _approvals(args)
+    policy = load_policy(args.policy)
+    reviewers = policy.holds.reviewers if policy is not None and policy.holds else Reviewers()
+    signer = _signer(args)
+    approvals = Approvals.over(_store(args, policy), signer=signer)
     decide = approvals.approve if args.action == "approve" else approvals.reject
     try:
-        hold = decide(args.hold_id, args.identity, args.reason)
+        hold = decide(args.hold_id, args.identity, args.reason, signer=signer,
+                      reviewers=reviewers)
     except HoldNotFound as exc:
         print(f"spanguard: {exc}")
         return EXIT_NOT_FOUND
@@ -109,8 +151,13 @@ def run_decide(args: argparse.Namespace) -> int:
         return EXIT_CHECK_FAILED
     if args.json:
         print(json.dumps(hold.to_json()))
+        return EXIT_OK
+    print(f"{hold.id} {hold.status} by {hold.checker}: {hold.tool} "
+          + ("may now run once (the same call, same arguments)"
+             if hold.status == "approved" else "will not run"))
+    if signer is not None:
+        print(f"signed with {signer.public} ({signer.path})")
     else:
-        print(f"{hold.id} {hold.status} by {hold.checker}: {hold.tool} "
-              + ("may now run once (the same call, same arguments)"
-                 if hold.status == "approved" else "will not run"))
+        print("unsigned (development mode): a policy that lists reviewers refuses it; "
+              "see `spanguard reviewer init`")
     return EXIT_OK

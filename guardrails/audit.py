@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spanguard.errors import ConfigError, StoreError
+from spanguard.guardrails.audit_keys import AuditKeys
+from spanguard.guardrails.signing import Signer
 from spanguard.guardrails.steps import Decision, RunState
 from spanguard.guardrails.stores import AuditBackend, MemoryAudit, Store, open_store
 from spanguard.guardrails.stores.records import GENESIS, AuditRecord
@@ -60,10 +62,18 @@ class AuditCheck:
     head: str
     broken_seq: int | None = None
     reason: str = ""
+    notes: tuple[str, ...] = ()
+
+    @property
+    def anchor(self) -> str:
+        """``SEQ:HASH`` of the last record: pin it elsewhere, check it with
+        ``spanguard audit verify --expect-head``."""
+        return f"{self.records}:{self.head}"
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "records": self.records, "head": self.head,
-                "broken_seq": self.broken_seq, "reason": self.reason}
+                "anchor": self.anchor, "broken_seq": self.broken_seq,
+                "reason": self.reason, "notes": list(self.notes)}
 
 
 def check_chain(records: Iterable[AuditRecord]) -> AuditCheck:
@@ -89,11 +99,17 @@ def check_chain(records: Iterable[AuditRecord]) -> AuditCheck:
 
 
 class AuditLog:
-    """Append-only, hash-chained. Appends are atomic per backend (one chain, no forks)."""
+    """Append-only, hash-chained. Appends are atomic per backend (one chain, no forks).
 
-    def __init__(self, backend: AuditBackend, clock: Callable[[], float] = time.time) -> None:
+    With a ``signer`` every record this log appends carries its signature of the
+    record's hash.
+    """
+
+    def __init__(self, backend: AuditBackend, clock: Callable[[], float] = time.time,
+                 signer: Signer | None = None) -> None:
         self._backend = backend
         self._clock = clock
+        self.signer = signer
 
     def append(self, event: str, *, actor: str | None = None, subject: str | None = None,
                **detail: Any) -> AuditRecord:
@@ -101,10 +117,15 @@ class AuditLog:
         now = self._clock()
         clean = json.loads(canonical_json(detail))
 
+        signer = self.signer
+
         def make(seq: int, prev_hash: str) -> AuditRecord:
-            draft = AuditRecord(seq, now, event, actor, subject, clean, prev_hash)
-            return AuditRecord(seq, now, event, actor, subject, clean, prev_hash,
-                               draft.computed_hash())
+            digest = AuditRecord(seq, now, event, actor, subject, clean,
+                                 prev_hash).computed_hash()
+            if signer is None:
+                return AuditRecord(seq, now, event, actor, subject, clean, prev_hash, digest)
+            return AuditRecord(seq, now, event, actor, subject, clean, prev_hash, digest,
+                               signer.public, signer.sign(digest.encode("ascii")))
 
         return self._backend.append(make)
 
@@ -113,13 +134,16 @@ class AuditLog:
         return self._backend.records()
 
     def verify(self) -> AuditCheck:
+        """The chain alone (see :func:`~spanguard.guardrails.audit_check.check_log`
+        for signatures, meaning and the anchored head)."""
         return check_chain(self.records())
 
 
 def open_audit_log(store_url: str | None = None,
-                   clock: Callable[[], float] = time.time) -> AuditLog:
+                   clock: Callable[[], float] = time.time,
+                   signer: Signer | None = None) -> AuditLog:
     """The audit log of :func:`~spanguard.guardrails.stores.open_store` ``(store_url)``."""
-    return AuditLog(open_store(store_url).audit, clock)
+    return AuditLog(open_store(store_url).audit, clock, signer)
 
 
 @dataclass
@@ -130,11 +154,13 @@ class EnforcerAuditSink:
     records themselves (request id, maker, checker). A failing audit write is
     logged, never raised: the refusal itself has already happened (fail closed).
     The log is the policy's store (``store``, else ``store_url`` through
-    :func:`~spanguard.guardrails.stores.open_store`), opened at the first refusal.
+    :func:`~spanguard.guardrails.stores.open_store`), opened at the first refusal,
+    signed with the policy's audit writer key when ``keys`` names one.
     """
 
     store_url: str | None = None
     store: Store | None = None
+    keys: AuditKeys | None = None
     _log: AuditLog | None = field(default=None, init=False, repr=False)
 
     def __call__(self, decision: Decision, run: RunState, subject: str | None) -> None:
@@ -143,7 +169,8 @@ class EnforcerAuditSink:
         try:
             if self._log is None:
                 store = self.store if self.store is not None else open_store(self.store_url)
-                self._log = AuditLog(store.audit)
+                signer = self.keys.signer() if self.keys is not None else None
+                self._log = AuditLog(store.audit, signer=signer)
             self._log.append(f"{decision.guard}.refused", actor=run.identity, subject=subject,
                              reason=decision.reason, trace_id=run.trace_id,
                              error_type=getattr(decision.error, "error_type", None))

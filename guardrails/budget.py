@@ -1,46 +1,51 @@
 """Per-run loop budgets that refuse a model call *before* the provider sees it.
 
-An agent loop re-sends its growing history on every call, so call k's input is
-about ``t_k = S + u*k + r*R_k`` tokens (S: static prompt and tool schemas; u:
-growth per turn; r: extra growth per repair/retry turn; R_k: repair turns among
-calls 1..k) and the run's cumulative input grows quadratically. DESIGN.md writes
-the case where every turn after the first is a repair (R_k = k-1):
-``T(N) = N*S + u*N(N+1)/2 + r*N(N-1)/2``.
+Before each call the guard predicts the call's input from the run's own growth
+(the fit of ``t_k = S + u*k + r*R_k``, :mod:`spanguard.guardrails.loopfit`) with
+a safety margin, and from the prompt itself when the run has no history or other
+calls of the run are in flight (:mod:`spanguard.guardrails.estimate`); the larger
+of the two is the prediction. It then *reserves* the prediction (tokens, cost, one
+call) on the run, atomically with the check: a call is refused when spend +
+what calls in flight have reserved + prediction would pass a limit. After the
+call the reservation is replaced by the real usage; on an error or a
+cancellation it is given back. Admitting only what is predicted to fit, counting
+what is in flight, is what keeps the run *under* the limit when its branches call
+the model at the same time: checking spend alone would let every parallel call
+through.
 
-Before each call the guard fits S, u, r by least squares on the calls seen so
-far (running sums: O(1) per call, no arrays), predicts the next call's input
-with a safety margin, and refuses when spend + prediction would pass a limit.
-Admitting only what is predicted to fit is what keeps the run *under* the limit:
-checking after the fact would let the breaching call through.
-
-Identifiability: with no retries (or only retries) R is constant (or k - 1), so
-r cannot be told apart from S and u; the fit then has two parameters and r is 0
-(or folded into u). With 0, 1 and 2 observations the fallbacks are: the
-caller's estimate; the last call plus its reply (which the next call re-sends);
-the straight line through both points.
+Reservations the run never settles (a call that hangs, a stream nobody reads)
+stop counting after the policy's ``[usage] reservation_expiry``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from spanguard import semconv as sc
 from spanguard.guardrails import _parse
 from spanguard.guardrails.errors import GuardrailViolation
+from spanguard.guardrails.estimate import input_estimate
 from spanguard.guardrails.guard import Guard
-from spanguard.guardrails.steps import Decision, ModelCall, RunState, ToolCall
+from spanguard.guardrails.inflight import InFlight, in_flight
+from spanguard.guardrails.loopfit import LoopFit, loop_fit
+from spanguard.guardrails.steps import Decision, ModelCall, ModelUsage, RunState, ToolCall
 from spanguard.guardrails.stores.contracts import fits
+from spanguard.guardrails.usage import DEFAULT_RESERVATION_EXPIRY
 
 if TYPE_CHECKING:
     from spanguard.guardrails.policy import Policy
     from spanguard.guardrails.stores import Store
 
 GUARD_NAME = "loop_budget"
-_FIT_KEY = "spanguard.loop_fit"
 _MIN_CALLS_TO_PROJECT = 3
+_SCALE_KEY = "spanguard.estimate_correction"
+_NO_CORRECTION = (1.0, 0.0)
+_COUNTS_KEY = "spanguard.token_counts"
+MAX_ESTIMATE_RATIO = 2.0
 
 METRIC_INPUT = "input_tokens"
 METRIC_TOTAL = "total_tokens"
@@ -103,11 +108,11 @@ def parse_loop_budget(table: Mapping[str, Any], source: str) -> LoopBudget:
 
 
 class LoopBudgetExceeded(GuardrailViolation):
-    """The next model call would pass (or is projected to pass) a run's limit.
+    """The next model (or tool) call would pass (or is projected to pass) a run's limit.
 
-    Carries what the message says: ``metric``, ``limit``, ``spent``,
-    ``prediction``, the fitted ``s``/``u``/``r``, the ``step`` refused and, for an
-    early stop, ``projected_step``/``projected_total``.
+    Carries what the message says: ``metric``, ``limit``, ``spent``, ``reserved``
+    (what calls in flight hold), ``prediction``, the fitted ``s``/``u``/``r``, the
+    ``step`` refused and, for an early stop, ``projected_step``/``projected_total``.
     """
 
     guard = GUARD_NAME
@@ -115,181 +120,115 @@ class LoopBudgetExceeded(GuardrailViolation):
 
     def __init__(self, metric: str, limit: float, spent: float, prediction: float,
                  fit: LoopFit, step: int, projected_step: int | None = None,
-                 projected_total: float | None = None) -> None:
+                 projected_total: float | None = None, reserved: float = 0.0) -> None:
         self.metric = metric
         self.limit = limit
         self.spent = spent
+        self.reserved = reserved
         self.prediction = prediction
         self.s, self.u, self.r = fit.s, fit.u, fit.r
         self.step = step
         self.projected_step = projected_step
         self.projected_total = projected_total
-        fitted = (f"fitted t_k = S + u*k + r*R_k with S={fit.s:,.0f}, u={fit.u:,.0f}, "
-                  f"r={fit.r:,.0f} from {fit.n} call(s)")
+        subject = "tool call" if metric == METRIC_TOOL_CALLS else "model call"
         if projected_step is None:
-            what = (f"model call {step} would bring {metric} to "
-                    f"{_num(spent + prediction)} (spent {_num(spent)} + predicted "
-                    f"{_num(prediction)}), over the limit of {_num(limit)}")
+            what = (f"{subject} {step} would bring {metric} to "
+                    f"{_num(spent + reserved + prediction)} (spent {_num(spent)} + reserved "
+                    f"in flight {_num(reserved)} + predicted {_num(prediction)}), over the "
+                    f"limit of {_num(limit)}")
         else:
             what = (f"{metric} is projected to pass the limit of {_num(limit)} at call "
                     f"{projected_step} (projected {_num(projected_total or 0.0)}; spent "
                     f"{_num(spent)}, next call predicted {_num(prediction)}) and "
                     "stop_on_projected_breach is set")
-        super().__init__(f"loop budget exceeded: {what}; {fitted}. The call was not sent "
-                         f"and the run's {fit.n} completed call(s) are kept; raise the "
-                         "limit in [loop_budget] or shorten the loop")
+        super().__init__(f"loop budget exceeded: {what}; {_fitted(fit)}. The call was not "
+                         f"sent and the run's {fit.n} completed model call(s) are kept; raise "
+                         "the limit in [loop_budget] or shorten the loop")
+
+
+def _fitted(fit: LoopFit) -> str:
+    if fit.n == 0:
+        return ("no model call of this run has completed yet, so the prediction is the "
+                "estimate from the prompt")
+    return (f"fitted t_k = S + u*k + r*R_k (each >= 0) with S={fit.s:,.0f}, u={fit.u:,.0f}, "
+            f"r={fit.r:,.0f} from {fit.n} call(s)")
 
 
 def _num(value: float) -> str:
     return f"{value:,.0f}" if float(value).is_integer() or value >= 100 else f"{value:,.4f}"
 
 
-class LoopFit:
-    """Running least-squares sums for one run's per-call input tokens.
+def predicted_input(run: RunState, fit: LoopFit, call: ModelCall, concurrent: int,
+                    sigmas: float, fraction: float) -> float:
+    """The call's predicted input tokens.
 
-    Regressors: 1, k (call index) and R_k (repair turns so far); the normal
-    equations are solved in closed form from integer sums, so singularity (no
-    repairs, or only repairs) is detected exactly, not by a tolerance.
+    Counted from the call's own text (:func:`measured_input`) when the run has no
+    history or ``concurrent`` calls of the run are in flight: the fit extrapolates
+    a loop's calls one after another, which parallel branches are not. Otherwise
+    the fit, with its margin (it predicts what the provider will report, hidden
+    prompt overheads included), raised to the caller's own count when it gave one.
     """
-
-    __slots__ = (
-        "_cache",
-        "_sk",
-        "_skk",
-        "_skr",
-        "_skt",
-        "_sr",
-        "_srr",
-        "_srt",
-        "_st2",
-        "last_out",
-        "max_out",
-        "n",
-        "out_seen",
-        "r",
-        "reported",
-        "retries",
-        "s",
-        "sd",
-        "spent",
-        "u",
-    )
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.retries = 0
-        self.spent = 0
-        self.out_seen = 0
-        self.last_out = 0
-        self.max_out = 0
-        self.reported = False
-        self.s = self.u = self.r = 0.0
-        self.sd: float | None = None
-        self._sk = self._sr = self._skk = self._skr = self._srr = 0
-        self._skt = self._srt = self._st2 = 0
-        self._cache: tuple[bool, float, float, float] | None = None
-
-    def absorb(self, run: RunState) -> None:
-        """Take in the calls the run has completed since the last look, then refit."""
-        tokens = run.input_tokens
-        if len(tokens) == self.n:
-            return
-        flags = run.retry_flags
-        for i in range(self.n, len(tokens)):
-            t = tokens[i]
-            k = i + 1
-            if i < len(flags) and flags[i]:
-                self.retries += 1
-            rk = self.retries
-            self._sk += k
-            self._sr += rk
-            self._skk += k * k
-            self._skr += k * rk
-            self._srr += rk * rk
-            self._skt += k * t
-            self._srt += rk * t
-            self._st2 += t * t
-            self.spent += t
-        self.n = len(tokens)
-        out = run.output_tokens - self.out_seen
-        self.out_seen = run.output_tokens
-        self.last_out = out
-        self.max_out = max(self.max_out, out)
-        self._cache = None
-        self._refit()
-
-    def _refit(self) -> None:
-        n, st = self.n, self.spent
-        if n == 1:
-            self.u, self.r = float(self.last_out), 0.0
-            self.s = st - self.u
-            self.sd = None
-            return
-        skk = n * self._skk - self._sk * self._sk
-        srr = n * self._srr - self._sr * self._sr
-        skr = n * self._skr - self._sk * self._sr
-        skt = n * self._skt - self._sk * st
-        srt = n * self._srt - self._sr * st
-        det = skk * srr - skr * skr
-        params = 2
-        if n >= 3 and det != 0:
-            self.u = (srr * skt - skr * srt) / det
-            self.r = (skk * srt - skr * skt) / det
-            params = 3
-        if params == 2 or self.r < 0:  # a repair never shrinks the prompt: refit with r = 0
-            self.u = skt / skk
-            self.r = 0.0
-            params = 2
-        self.s = (st - self.u * self._sk - self.r * self._sr) / n
-        dof = n - params
-        if dof <= 0:
-            self.sd = None
-            return
-        explained = self.s * st + self.u * self._skt + self.r * self._srt
-        self.sd = math.sqrt(max(self._st2 - explained, 0.0) / dof)
-
-    def point(self, k: int, repairs: float) -> float:
-        """Fitted input tokens of call ``k`` after ``repairs`` repair turns."""
-        return self.s + self.u * k + self.r * repairs
-
-    def next_input(self, is_retry: bool, sigmas: float, fraction: float) -> float:
-        """Predicted input of the next call, with the safety margin added."""
-        if self.n == 0:
-            return 0.0
-        cache = self._cache
-        if (cache is not None and cache[0] == is_retry and cache[1] == sigmas
-                and cache[2] == fraction):
-            return cache[3]
-        k = self.n + 1
-        point = max(self.point(k, self.retries + is_retry), 0.0)
-        margin = fraction * point
-        if self.sd is not None:
-            mean_k = self._sk / self.n
-            spread = (self._skk - self._sk * mean_k) or 1.0
-            leverage = math.sqrt(1.0 + 1.0 / self.n + (k - mean_k) ** 2 / spread)
-            margin = max(margin, sigmas * self.sd * leverage)
-        self._cache = (is_retry, sigmas, fraction, point + margin)
-        return point + margin
-
-    def growth(self) -> tuple[float, float]:
-        """(next call's fitted input, per-call increase) assuming the repair rate so far."""
-        rate = self.retries / (self.n - 1) if self.n > 1 else 0.0
-        first = self.point(self.n + 1, self.retries + rate)
-        return first, self.u + self.r * rate
-
-    def project(self, calls: int) -> float:
-        """Fitted cumulative input after ``calls`` more calls (no margin)."""
-        first, step = self.growth()
-        return self.spent + first * calls + step * calls * (calls - 1) / 2
+    if call.estimated_input_tokens is None and (fit.n == 0 or concurrent):
+        measured = measured_input(run, call)
+        if measured is not None:
+            return measured
+    predicted = fit.next_input(call.is_retry, sigmas, fraction)
+    if call.estimated_input_tokens is not None and call.estimated_input_tokens > predicted:
+        predicted = float(call.estimated_input_tokens)
+    return predicted
 
 
-def loop_fit(run: RunState) -> LoopFit:
-    """The run's fit, brought up to date; shared by every guard that predicts usage."""
-    fit: LoopFit | None = run.scratch.get(_FIT_KEY)
-    if fit is None:
-        fit = run.scratch[_FIT_KEY] = LoopFit()
-    fit.absorb(run)
-    return fit
+def measured_input(run: RunState, call: ModelCall) -> float | None:
+    """The call's input counted from its text and corrected by what the run's reported
+    usage taught (:func:`calibrate`); None when the adapter gave no text."""
+    if call.prompt is None:
+        return None
+    cache = run.scratch.get(_COUNTS_KEY)
+    if cache is None:
+        cache = run.scratch[_COUNTS_KEY] = {}
+    estimate = input_estimate(call, cache)
+    if estimate is None:
+        return None
+    correction: tuple[float, float] = run.scratch.get(_SCALE_KEY, _NO_CORRECTION)
+    ratio, offset = correction
+    return max(estimate * ratio, estimate + offset)
+
+
+def calibrate(run: RunState, call: ModelCall, usage: ModelUsage) -> None:
+    """Learn how far this run's estimates fall short of the usage its provider reports.
+
+    Two corrections, the larger applied: a ratio (a tokenizer that counts more than
+    the estimate's, capped at :data:`MAX_ESTIMATE_RATIO` so that a small first
+    prompt with a large hidden overhead cannot multiply every later estimate) and
+    an offset (hidden prompt overhead: a provider's tool-use preamble).
+    """
+    estimate = call.estimated_input_tokens
+    if (call.prompt is None or not estimate or not usage.reported
+            or usage.input_tokens <= estimate):
+        return
+    ratio, offset = run.scratch.get(_SCALE_KEY, _NO_CORRECTION)
+    run.scratch[_SCALE_KEY] = (
+        max(ratio, min(usage.input_tokens / estimate, MAX_ESTIMATE_RATIO)),
+        max(offset, float(usage.input_tokens - estimate)))
+
+
+def predicted_cost(run: RunState, fit: LoopFit, call: ModelCall, tokens: float) -> float:
+    """USD for ``tokens`` more: the run's observed rate, else the adapter's price of the
+    model (a run's first call), else 0."""
+    seen = fit.spent + run.output_tokens
+    if seen and run.cost_usd:
+        return run.cost_usd / seen * tokens
+    if call.price is not None:
+        return call.price(math.ceil(tokens), 0) or 0.0
+    return 0.0
+
+
+def reservations(call: ModelCall) -> dict[str, Any]:
+    """Where guards keep what they reserved for ``call``."""
+    held = call.reserved
+    if held is None:
+        held = call.reserved = {}
+    return held
 
 
 def _first_breach(spent: float, first: float, step: float, per_call: float, scale: float,
@@ -314,60 +253,94 @@ class LoopBudgetGuard(Guard):
     """Enforces one :class:`LoopBudget` on every run of an enforcer."""
 
     name = GUARD_NAME
+    uses_usage = True
 
-    def __init__(self, budget: LoopBudget) -> None:
+    def __init__(self, budget: LoopBudget,
+                 reservation_expiry: float = DEFAULT_RESERVATION_EXPIRY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.budget = budget
+        self.reservation_expiry = reservation_expiry
+        self.clock = clock
+        self._limits_models = any(limit is not None for limit in (
+            budget.max_input_tokens, budget.max_total_tokens, budget.max_cost_usd,
+            budget.max_model_calls))
 
     def before_model_call(self, run: RunState, call: ModelCall) -> Decision | None:
+        if not self._limits_models:
+            return None
         budget = self.budget
         fit = loop_fit(run)
-        step = fit.n + 1
-        predicted = fit.next_input(call.is_retry, budget.margin_sigmas, budget.margin_fraction)
-        if call.estimated_input_tokens is not None:
-            predicted = max(predicted, float(call.estimated_input_tokens))
+        flight = in_flight(run)
+        if flight.calls:
+            flight.expire(self.clock())
+        tokens_in = predicted_input(run, fit, call, flight.calls, budget.margin_sigmas,
+                                    budget.margin_fraction)
+        tokens = tokens_in + fit.max_out
+        cost = (predicted_cost(run, fit, call, tokens) if budget.max_cost_usd is not None
+                else 0.0)
+        step = fit.n + flight.calls + 1
         tightest = None
         headroom = math.inf
-        for metric, limit, spent, prediction in self._checks(run, fit, predicted):
-            if not fits(spent, prediction, limit):
-                return self._deny(metric, limit, spent, prediction, fit, step)
-            room = (limit - spent - prediction) / limit if limit else 0.0
+        for metric, limit, spent, reserved, prediction in self._checks(
+                run, fit, flight, tokens_in, tokens, cost):
+            if not fits(spent + reserved, prediction, limit):
+                return self._deny(metric, limit, spent, prediction, fit, step, reserved=reserved)
+            room = (limit - spent - reserved - prediction) / limit if limit else 0.0
             if room < headroom:
-                tightest, headroom = (metric, limit, spent, prediction), room
-        if tightest is None:
-            return None
-        metric, limit, spent, prediction = tightest
-        projection = self._projection(run, fit, step)
-        if projection is not None:
+                tightest, headroom = (metric, limit, spent, reserved, prediction), room
+        projection = self._projection(run, fit, step) if tightest is not None else None
+        if projection is not None and not projection.allowed:
             return projection
+        reservations(call)[GUARD_NAME] = flight.reserve(
+            tokens_in, tokens, cost, self.clock() + self.reservation_expiry)
+        if projection is not None or tightest is None:
+            return projection
+        metric, limit, spent, reserved, prediction = tightest
         # Allow events stay small (each attribute costs the SDK ~1-2 us per call);
         # the fit and step go on report/deny decisions, where they explain something.
-        return Decision("allow", GUARD_NAME, attributes={
-            sc.BUDGET_METRIC: metric, sc.GUARDRAIL_LIMIT: limit, sc.GUARDRAIL_SPEND: spent,
-            sc.GUARDRAIL_PREDICTION: prediction})
+        attributes = {sc.BUDGET_METRIC: metric, sc.GUARDRAIL_LIMIT: limit,
+                      sc.GUARDRAIL_SPEND: spent, sc.GUARDRAIL_PREDICTION: prediction}
+        if reserved:
+            attributes[sc.GUARDRAIL_RESERVED] = reserved
+        return Decision("allow", GUARD_NAME, attributes=attributes)
+
+    def after_model_call(self, run: RunState, call: ModelCall,
+                         usage: ModelUsage) -> Decision | None:
+        """The real usage is on the run now (the enforcer put it there): drop the
+        reservation."""
+        calibrate(run, call, usage)
+        self.cancel_model_call(run, call)
+        return None
+
+    def cancel_model_call(self, run: RunState, call: ModelCall) -> None:
+        held = call.reserved
+        if held is not None and GUARD_NAME in held:
+            in_flight(run).settle(held.pop(GUARD_NAME))
 
     def before_tool_call(self, run: RunState, call: ToolCall) -> Decision | None:
+        """``run.tool_calls`` counts this call already (the enforcer takes it back when
+        the call is refused), under the run's lock: parallel tool calls are counted
+        one at a time."""
         limit = self.budget.max_tool_calls
         if limit is None or run.tool_calls <= limit:
             return None
-        fit = loop_fit(run)
-        return self._deny(METRIC_TOOL_CALLS, limit, run.tool_calls - 1, 1, fit, fit.n + 1)
+        return self._deny(METRIC_TOOL_CALLS, limit, run.tool_calls - 1, 1, loop_fit(run),
+                          run.tool_calls)
 
-    def _checks(self, run: RunState, fit: LoopFit,
-                predicted: float) -> list[tuple[str, float, float, float]]:
+    def _checks(self, run: RunState, fit: LoopFit, flight: InFlight, tokens_in: float,
+                tokens: float, cost: float) -> list[tuple[str, float, float, float, float]]:
         budget = self.budget
-        checks: list[tuple[str, float, float, float]] = []
+        checks: list[tuple[str, float, float, float, float]] = []
         if budget.max_input_tokens is not None:
-            checks.append((METRIC_INPUT, budget.max_input_tokens, fit.spent, predicted))
+            checks.append((METRIC_INPUT, budget.max_input_tokens, fit.spent, flight.input,
+                           tokens_in))
         if budget.max_total_tokens is not None:
             checks.append((METRIC_TOTAL, budget.max_total_tokens,
-                           fit.spent + run.output_tokens, predicted + fit.max_out))
+                           fit.spent + run.output_tokens, flight.total, tokens))
         if budget.max_cost_usd is not None:
-            tokens = fit.spent + run.output_tokens
-            rate = run.cost_usd / tokens if tokens else 0.0
-            checks.append((METRIC_COST, budget.max_cost_usd, run.cost_usd,
-                           rate * (predicted + fit.max_out)))
+            checks.append((METRIC_COST, budget.max_cost_usd, run.cost_usd, flight.cost, cost))
         if budget.max_model_calls is not None:
-            checks.append((METRIC_CALLS, budget.max_model_calls, fit.n, 1))
+            checks.append((METRIC_CALLS, budget.max_model_calls, fit.n, flight.calls, 1))
         return checks
 
     def _projection(self, run: RunState, fit: LoopFit, step: int) -> Decision | None:
@@ -408,10 +381,12 @@ class LoopBudgetGuard(Guard):
 
     def _deny(self, metric: str, limit: float, spent: float, prediction: float, fit: LoopFit,
               step: int, projected_step: int | None = None,
-              projected_total: float | None = None) -> Decision:
+              projected_total: float | None = None, reserved: float = 0.0) -> Decision:
         error = LoopBudgetExceeded(metric, limit, spent, prediction, fit, step,
-                                   projected_step, projected_total)
+                                   projected_step, projected_total, reserved)
         attributes = self._attributes(metric, limit, spent, prediction, fit, step)
+        if reserved:
+            attributes[sc.GUARDRAIL_RESERVED] = reserved
         if projected_step is not None:
             attributes[sc.BUDGET_PROJECTED_STEP] = projected_step
             attributes[sc.BUDGET_PROJECTED_TOTAL] = projected_total or 0.0
@@ -428,4 +403,6 @@ class LoopBudgetGuard(Guard):
 
 def build_loop_budget_guards(policy: Policy, store: Store | None = None) -> Sequence[Guard]:
     """The policy's loop budget guard (it keeps its state on the run: no store)."""
-    return [] if policy.loop_budget is None else [LoopBudgetGuard(policy.loop_budget)]
+    if policy.loop_budget is None:
+        return []
+    return [LoopBudgetGuard(policy.loop_budget, policy.usage.reservation_expiry)]

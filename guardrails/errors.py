@@ -55,3 +55,19 @@ class AllRoutesFailed(SpanguardError):
             f"{which} failed; no answer was produced:\n{lines}\n"
             "Nothing was returned to the caller. Try again after the waits above, add a "
             "fallback route, or raise RetryPolicy(max_attempts=..., deadline=...).")
+
+
+class DocumentsWithheld(GuardrailViolation):
+    """Some retrieved documents must not reach the model; ``blocked`` are their indices.
+
+    Adapters drop those documents from the retrieval (the rest reaches the model)
+    instead of failing the step: :meth:`Enforcer.admit_retrieval
+    <spanguard.guardrails.enforcer.Enforcer.admit_retrieval>` returns them.
+    """
+
+    blocked: tuple[int, ...] = ()
+
+
+class ResultWithheld(GuardrailViolation):
+    """A tool result that must not reach the model: adapters replace it, whole, with
+    this refusal (nothing of it is shown), instead of appending a note to it."""

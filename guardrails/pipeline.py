@@ -10,15 +10,27 @@ whatever was imported first:
    shared store (a model call's budget reservation is settled by the same guard
    after the call).
 3. ``tool_loop``: a repeated or no-progress tool call, a counter on the run.
-4. ``holds``: maker-checker approval, which *creates an approval request* and asks
-   a person. It comes after every cheap refusal above: a call that a budget or
-   the loop detector refuses anyway must not leave a request behind for a
-   checker to approve.
-5. ``verify``: read-back verification; it acts only after a tool call, so its
+4. ``tool_arguments``: arguments that do not match the tool's declared schema.
+   After the loop detector, so a model that repeats the same malformed call is
+   still caught as a loop (every attempt is counted); before the holds, so a
+   call that cannot run as made never becomes an approval request.
+5. ``holds``: maker-checker approval, which *creates an approval request* and asks
+   a person. It comes after every cheap refusal above: a call that a budget, the
+   loop detector or the schema check refuses anyway must not leave a request
+   behind for a checker to approve. The review floor (``[review]``) is checked
+   here, between reading an approval and spending it.
+6. ``verify``: read-back verification; it acts only after a tool call, so its
    place among the before-call guards does not matter, and after the holds it
    reads naturally: it may suspend a tool that the hold guard then holds.
-6. The policy's own ``guards`` (``Policy(guards=(MyGuard(),))``), in the order
-   given: user guards see only steps that spanguard's guards admitted.
+7. ``tenant_scope``: another tenant's retrieved documents or tool result. It
+   acts after a retrieval or a tool call; before ``citations``, so a document
+   withheld from the model never counts as retrieved for the answer.
+8. ``citations``: records the run's retrieved ids, then checks the answer's.
+9. ``structured_output``: unparseable or invalid structured output (its own
+   hook, asked by the structured-output adapters); last of spanguard's, since
+   it judges the model's final product.
+10. The policy's own ``guards`` (``Policy(guards=(MyGuard(),))``), in the order
+    given: user guards see only steps that spanguard's guards admitted.
 
 Within a hook the first guard that refuses stops the step (the enforcer raises),
 so a later guard never sees a step an earlier one refused.
@@ -30,10 +42,14 @@ from collections.abc import Callable, Collection, Sequence
 
 from spanguard.errors import ConfigError
 from spanguard.guardrails.budget import build_loop_budget_guards
+from spanguard.guardrails.citations import build_citation_guards
 from spanguard.guardrails.guard import Guard
 from spanguard.guardrails.holds import build_hold_guards
 from spanguard.guardrails.policy import Policy
 from spanguard.guardrails.stores import Store
+from spanguard.guardrails.structured import build_structured_output_guards
+from spanguard.guardrails.tenant_scope import build_tenant_scope_guards
+from spanguard.guardrails.tool_arguments import build_tool_argument_guards
 from spanguard.guardrails.toolloop import build_tool_loop_guards
 from spanguard.guardrails.verify import build_verify_guards
 from spanguard.guardrails.window import build_window_guards
@@ -45,8 +61,12 @@ BUILDERS: tuple[tuple[str, Builder], ...] = (
     ("loop_budget", build_loop_budget_guards),
     ("window_budget", build_window_guards),
     ("tool_loop", build_tool_loop_guards),
+    ("tool_arguments", build_tool_argument_guards),
     ("holds", build_hold_guards),
     ("verify", build_verify_guards),
+    ("tenant_scope", build_tenant_scope_guards),
+    ("citations", build_citation_guards),
+    ("structured_output", build_structured_output_guards),
 )
 USER_GUARDS = "guards"
 PARTS: tuple[str, ...] = (*(name for name, _ in BUILDERS), USER_GUARDS)

@@ -22,12 +22,19 @@ from typing import Any
 
 from spanguard._toml import toml_reader
 from spanguard.errors import ConfigError
+from spanguard.guardrails.audit_keys import AuditKeys, parse_audit_table
 from spanguard.guardrails.budget import LoopBudget, parse_loop_budget
+from spanguard.guardrails.citations import Citations, parse_citations
 from spanguard.guardrails.guard import Guard
 from spanguard.guardrails.holds import HoldRules, parse_holds_table
 from spanguard.guardrails.retry import RetryPolicy, parse_retry_table
+from spanguard.guardrails.review import ReviewRules, parse_review
 from spanguard.guardrails.stores.urls import StoreConfig, parse_store
+from spanguard.guardrails.structured import StructuredOutput, parse_structured_output
+from spanguard.guardrails.tenant_scope import TenantScope, parse_tenant_scope
+from spanguard.guardrails.tool_arguments import ToolArguments, parse_tool_arguments
 from spanguard.guardrails.toolloop import ToolLoop, parse_tool_loop
+from spanguard.guardrails.usage import UsageAccounting, parse_usage_table
 from spanguard.guardrails.verify import Verification, parse_verify_table
 from spanguard.guardrails.window import WindowBudget, parse_window_budgets
 from spanguard.redaction import parse_redaction_table
@@ -39,10 +46,17 @@ TABLES: Mapping[str, tuple[str, TableParser]] = {
     "loop_budget": ("loop_budget", parse_loop_budget),
     "window_budgets": ("window_budgets", parse_window_budgets),
     "tool_loop": ("tool_loop", parse_tool_loop),
+    "tool_arguments": ("tool_arguments", parse_tool_arguments),
     "holds": ("holds", parse_holds_table),
+    "review": ("review", parse_review),
     "verify": ("verify", parse_verify_table),
+    "tenant_scope": ("tenant_scope", parse_tenant_scope),
+    "citations": ("citations", parse_citations),
+    "structured_output": ("structured_output", parse_structured_output),
     "retry": ("retry", parse_retry_table),
     "store": ("store", parse_store),
+    "audit": ("audit", parse_audit_table),
+    "usage": ("usage", parse_usage_table),
     # Read by the core's configure() too (it may not import guardrails); kept
     # here so a policy file with the table loads.
     "redaction": ("redaction_patterns", parse_redaction_table),
@@ -61,7 +75,14 @@ class Policy:
     loop_budget: LoopBudget | None = None
     window_budgets: tuple[WindowBudget, ...] = ()
     tool_loop: ToolLoop | None = None
+    tool_arguments: ToolArguments | None = None
+    review: ReviewRules | None = None
+    tenant_scope: TenantScope | None = None
+    citations: Citations | None = None
+    structured_output: StructuredOutput | None = None
     store: StoreConfig | None = None
+    audit: AuditKeys | None = None
+    usage: UsageAccounting = field(default_factory=UsageAccounting)
     redaction_patterns: Mapping[str, str] = field(default_factory=dict)
     guards: tuple[Guard, ...] = ()
 

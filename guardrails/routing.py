@@ -4,9 +4,24 @@ The adapter hands :class:`Router` a function that makes one attempt on one
 route; the router decides everything else, framework-free: which route is open
 (circuit breakers), how often to retry it and how long to wait (tenacity, per
 :class:`~spanguard.guardrails.retry.RetryPolicy`), when to move on, and what to
-tell the trace. The result is the routing decision of seed 004
-(``requested_route``, ``selected_route``, ``routing_reason``, attempts, retry
-tokens) as span attributes.
+tell the trace. The result is the routing decision of seed 004 as span
+attributes, under the seed's names:
+
+* ``requested_route`` / ``selected_route``;
+* ``routing_reason``, the seed's values: ``normal``, ``failover`` (the route
+  failed, or its circuit is open: ``spanguard.routing.detail=circuit_open``),
+  ``quota_throttled``, ``latency_slo`` (the call's deadline passed before the
+  route was tried), ``cost_policy`` (a budget guard refused the route),
+  ``safety_policy`` (any other guard refused it);
+* ``route_status``: ``selected`` (the requested route answered), ``degraded``
+  (a fallback answered), ``blocked`` (guards refused every route),
+  ``failed_closed`` (every route failed; nothing was returned);
+* ``capability_delta``: the capabilities of the requested route the selected one
+  lacks (``lost:vision``), when routes declare capabilities;
+* ``user_disclosure_required``: true unless the requested route answered;
+* ``policy_version``: the policy's ``version`` when the router has one;
+* ``budget_state.*``: what is left of the call's routing budget (attempts on the
+  last route tried, seconds to the deadline).
 
 Failure handling follows :func:`~spanguard.guardrails.transient.classify`:
 transient failures are retried then failed over, route failures (auth, unknown
@@ -23,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -49,7 +64,11 @@ from spanguard.guardrails.transient import (
 )
 
 T = TypeVar("T")
-RoutingReason = Literal["normal", "failover", "quota_throttled", "circuit_open", "budget_policy"]
+RoutingReason = Literal["normal", "failover", "quota_throttled", "latency_slo", "cost_policy",
+                        "safety_policy"]
+RouteStatus = Literal["selected", "degraded", "blocked", "failed_closed"]
+# Detail kept beside the seed's reason where the seed's word is broader.
+DETAIL_CIRCUIT_OPEN = "circuit_open"
 
 # Exceptions raised through the router carry their routing attributes here.
 ROUTING_ERROR_ATTR = "spanguard_routing"
@@ -87,6 +106,16 @@ class RoutingOutcome:
     selected_route: str | None
     reason: RoutingReason
     attempts: tuple[AttemptRecord, ...]
+    status: RouteStatus = "selected"
+    detail: str | None = None
+    capability_delta: tuple[str, ...] | None = None
+    policy_version: str | None = None
+    budget_state: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def disclosure_required(self) -> bool:
+        """The user must be told: an answer from a fallback, or no answer at all."""
+        return self.status != "selected"
 
     @property
     def retry_tokens(self) -> int:
@@ -98,9 +127,19 @@ class RoutingOutcome:
         attrs: dict[str, Any] = {
             sc.ROUTING_REQUESTED: self.requested_route,
             sc.ROUTING_REASON: self.reason,
+            sc.ROUTING_STATUS: self.status,
+            sc.ROUTING_DISCLOSURE_REQUIRED: self.disclosure_required,
             sc.ROUTING_ATTEMPTS: len(self.attempts),
             sc.ROUTING_RETRY_TOKENS: self.retry_tokens,
         }
+        if self.detail is not None:
+            attrs[sc.ROUTING_DETAIL] = self.detail
+        if self.capability_delta is not None:
+            attrs[sc.ROUTING_CAPABILITY_DELTA] = list(self.capability_delta)
+        if self.policy_version is not None:
+            attrs[sc.ROUTING_POLICY_VERSION] = self.policy_version
+        for key, value in self.budget_state:
+            attrs[f"{sc.ROUTING_BUDGET_STATE}.{key}"] = value
         if self.selected_route is not None:
             attrs[sc.ROUTING_SELECTED] = self.selected_route
         if self.attempts:
@@ -125,7 +164,11 @@ class Router:
 
     def __init__(self, routes: Sequence[str], policy: RetryPolicy | None = None, *,
                  breakers: CircuitBreakers | None = None, sleep: Sleep = time.sleep,
-                 asleep: AsyncSleep = asyncio.sleep, clock: Clock = time.monotonic) -> None:
+                 asleep: AsyncSleep = asyncio.sleep, clock: Clock = time.monotonic,
+                 capabilities: Mapping[str, Sequence[str]] | None = None,
+                 policy_version: str | None = None) -> None:
+        """``capabilities``: each route's capability labels (for ``capability_delta``);
+        ``policy_version``: recorded with every decision, so it can be replayed."""
         if not routes:
             raise ConfigError("routes", "at least one route is needed")
         duplicates = sorted({r for r in routes if list(routes).count(r) > 1})
@@ -138,6 +181,9 @@ class Router:
         self.sleep = sleep
         self.asleep = asleep
         self.clock = clock
+        self.capabilities = {route: tuple(labels) for route, labels in
+                             (capabilities or {}).items()}
+        self.policy_version = policy_version
 
     def run(self, call: Callable[[Attempt], T]) -> tuple[T, RoutingOutcome]:
         """``call(attempt)`` makes one attempt; returns its value and the decision."""
@@ -183,12 +229,12 @@ class _RoutedCall:
         router = self.router
         for index, route in enumerate(router.routes):
             if self.deadline_at is not None and router.clock() >= self.deadline_at:
-                self.skipped[route] = ("failover", f"the {router.policy.deadline:g}s deadline "
-                                       "passed before it was tried")
+                self.skipped[route] = ("latency_slo", f"the {router.policy.deadline:g}s "
+                                       "deadline passed before it was tried")
                 continue
             breaker = router.breakers.get(route)
             if not breaker.acquire():
-                self.skipped[route] = ("circuit_open", f"circuit open after "
+                self.skipped[route] = ("failover", f"circuit open after "
                                        f"{breaker.failures} consecutive failures, retry in "
                                        f"{breaker.retry_in():.1f}s")
                 continue
@@ -281,9 +327,46 @@ class _RoutedCall:
         return error
 
     def outcome(self, selected: str | None) -> RoutingOutcome:
-        requested = self.router.routes[0]
+        router = self.router
+        requested = router.routes[0]
         return RoutingOutcome(requested, selected, self._reason(requested, selected),
-                              tuple(self.records))
+                              tuple(self.records), self._status(requested, selected),
+                              self._detail(requested), self._delta(requested, selected),
+                              router.policy_version, self._budget_state())
+
+    def _status(self, requested: str, selected: str | None) -> RouteStatus:
+        if selected == requested:
+            return "selected"
+        if selected is not None:
+            return "degraded"
+        errors = [r.error for r in self.records if r.error is not None]
+        if errors and all(isinstance(error, GuardrailViolation) for error in errors):
+            return "blocked"
+        return "failed_closed"
+
+    def _detail(self, requested: str) -> str | None:
+        skipped = self.skipped.get(requested)
+        if skipped is not None and skipped[1].startswith("circuit open"):
+            return DETAIL_CIRCUIT_OPEN
+        return None
+
+    def _delta(self, requested: str, selected: str | None) -> tuple[str, ...] | None:
+        capabilities = self.router.capabilities
+        if not capabilities:
+            return None
+        wanted = capabilities.get(requested, ())
+        kept = capabilities.get(selected, ()) if selected is not None else ()
+        return tuple(f"lost:{label}" for label in wanted if label not in kept)
+
+    def _budget_state(self) -> tuple[tuple[str, float], ...]:
+        router = self.router
+        state: list[tuple[str, float]] = [
+            ("attempts_remaining", float(max(0, router.policy.max_attempts
+                                             - self.route_attempts)))]
+        if self.deadline_at is not None:
+            state.append(("deadline_remaining_s",
+                          round(max(0.0, self.deadline_at - router.clock()), 3)))
+        return tuple(state)
 
     def _reason(self, requested: str, selected: str | None) -> RoutingReason:
         if selected == requested:
@@ -295,7 +378,7 @@ class _RoutedCall:
             return "failover"
         last = tried[-1]
         if isinstance(last.error, GuardrailViolation):
-            return "budget_policy"
+            return "cost_policy" if "budget" in last.error.error_type else "safety_policy"
         if last.failure is not None and last.failure.reason in (QUOTA_THROTTLED, QUOTA_EXHAUSTED):
             return "quota_throttled"
         return "failover"

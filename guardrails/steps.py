@@ -9,9 +9,13 @@ trace.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+import threading
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from spanguard.guardrails.tool_arguments import ToolSchema
 
 DecisionKind = Literal["allow", "deny", "hold", "retry", "report"]
 
@@ -21,7 +25,10 @@ class RunState:
     """What the guards remember about one agent run (one root span).
 
     ``identity`` is the maker (the person or service the run acts for);
-    ``session``/``user``/``tenant`` are keyed hashes, never raw ids.
+    ``session``/``user``/``tenant`` are keyed hashes, never raw ids. ``lock`` is
+    held by the :class:`~spanguard.guardrails.enforcer.Enforcer` while guards
+    admit or settle a step of the run, so parallel branches of one run (threads or
+    asyncio tasks) reserve against its limits one at a time.
     """
 
     run_key: Hashable
@@ -37,22 +44,52 @@ class RunState:
     model_calls: int = 0
     tool_calls: int = 0
     scratch: dict[str, Any] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+
+
+TextParts = Callable[[], Sequence[str]]
+"""Text produced on demand, one string per message: read only when a guard needs a
+token estimate, so a call decided from the run's history never pays for it."""
 
 
 @dataclass(slots=True)
 class ModelCall:
-    """A model call about to happen (``input_tokens`` is known only after, if at all)."""
+    """A model call about to happen (``input_tokens`` is known only after, if at all).
+
+    ``estimated_input_tokens`` is the caller's count of the input, when it has one;
+    ``prompt`` the request's text (messages, system prompt, tool schemas) for an
+    estimate (:mod:`spanguard.guardrails.estimate`); ``price`` turns (input, output)
+    tokens into USD when the adapter knows the model's prices. ``reserved`` is what
+    each guard reserved for the call: an adapter hands the same object to
+    ``after_model_call`` or ``cancel_model_call``, which settle or release it.
+    """
 
     model: str | None
     is_retry: bool = False
     estimated_input_tokens: int | None = None
+    prompt: TextParts | None = None
+    price: Callable[[int, int], float | None] | None = None
+    reserved: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
 class ModelUsage:
+    """What a model call used. ``reported`` is False when the provider reported no
+    usage: the counts are then the enforcer's to fill in (``on_missing_usage``), from
+    the call's prompt and ``output``, the reply's text. ``estimated`` marks counts
+    that are estimates."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = None
+    reported: bool = True
+    output: TextParts | None = None
+    estimated: bool = False
+
+    @classmethod
+    def missing(cls, output: TextParts | None = None) -> ModelUsage:
+        """The provider reported nothing; ``output`` gives the reply's text."""
+        return cls(reported=False, output=output)
 
 
 @dataclass(slots=True)
@@ -68,6 +105,9 @@ class ToolCall:
     arguments_hash: str | None = None
     state_hash: str | None = None
     server: str | None = None
+    # The tool's declared input schema (MCP ``inputSchema``, a LangChain tool's
+    # ``args_schema``) when the adapter knows it; the tool-arguments guard checks it.
+    schema: ToolSchema | None = None
 
 
 @dataclass(slots=True)
@@ -94,3 +134,31 @@ class Decision:
     @property
     def allowed(self) -> bool:
         return self.kind in ("allow", "report")
+
+
+@dataclass(slots=True)
+class RetrievedDocument:
+    """One retrieved document or chunk, as guards see it: ids and metadata, no text.
+
+    ``id`` is the source document's id, ``chunk_id`` the chunk's (either may be
+    None); ``metadata`` is the document's own (the tenant label lives there).
+    """
+
+    id: str | None
+    chunk_id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Retrieval:
+    """A retrieval that finished, before its documents reach the model."""
+
+    source: str | None
+    documents: Sequence[RetrievedDocument]
+
+
+@dataclass(slots=True)
+class Answer:
+    """Text a model produced that is about to reach the user (or the next step)."""
+
+    text: str

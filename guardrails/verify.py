@@ -37,6 +37,7 @@ from spanguard import semconv as sc
 from spanguard.errors import ConfigError
 from spanguard.guardrails import _parse
 from spanguard.guardrails.approvals import Approvals
+from spanguard.guardrails.audit_keys import AuditKeys
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.gating import gate_for
 from spanguard.guardrails.guard import Guard
@@ -244,19 +245,23 @@ class VerifyGuard(Guard):
     name = GUARD_NAME
 
     def __init__(self, verification: Verification, *, store: Store | None = None,
-                 store_url: str | None = None, approvals: Approvals | None = None) -> None:
+                 store_url: str | None = None, approvals: Approvals | None = None,
+                 audit_keys: AuditKeys | None = None) -> None:
         """Audits and suspensions go to ``approvals``, else ``store``, else
-        ``open_store(store_url)``, opened at the first verification."""
+        ``open_store(store_url)``, opened at the first verification; audit records
+        are signed with ``audit_keys``' writer key when it names one."""
         self.verification = verification
         self._store = store
         self._store_url = store_url
         self._approvals = approvals
+        self._audit_keys = audit_keys
 
     @property
     def approvals(self) -> Approvals:
         if self._approvals is None:
             store = self._store if self._store is not None else open_store(self._store_url)
-            self._approvals = Approvals.over(store)
+            signer = self._audit_keys.signer() if self._audit_keys is not None else None
+            self._approvals = Approvals.over(store, signer=signer)
         return self._approvals
 
     def after_tool_call(self, run: RunState, call: ToolCall,
@@ -309,4 +314,4 @@ def build_verify_guards(policy: Policy, store: Store | None = None) -> list[Guar
     if policy.verify is None or not policy.verify.verifiers:
         return []
     url = policy.store.url if policy.store is not None else None
-    return [VerifyGuard(policy.verify, store=store, store_url=url)]
+    return [VerifyGuard(policy.verify, store=store, store_url=url, audit_keys=policy.audit)]

@@ -1,11 +1,15 @@
 """Window budgets: token, cost and call limits per session, user or tenant per hour/day.
 
 Seed 000's "dynamic token budgets": before a model call the guard reserves the
-call's predicted usage against every window budget that applies, in ONE atomic
-check-and-charge on the shared store (so concurrent runs, processes or
-machines cannot each see room and together overspend); after the call it
-settles the reservation with the real usage. The prediction is the run's loop
-fit (:func:`spanguard.guardrails.budget.loop_fit`), or the caller's estimate.
+call's predicted usage (tokens, cost, one call) against every window budget that
+applies, in ONE atomic operation on the shared store that counts every other
+reservation in flight (so concurrent runs, processes or machines cannot each
+see room and together overspend); after the call it settles the reservation to
+the real usage, and gives it back when the call fails without usage or is
+cancelled. A reservation nobody settles (a crashed process) stops counting after
+``[usage] reservation_expiry``. The prediction is the run's loop fit, or the
+estimate from the prompt for a run's first call and for calls of a run made at
+the same time (:func:`spanguard.guardrails.budget.predicted_input`).
 
 Windows are ``rolling`` (the last hour/day, kept as 60 sub-buckets: a charge
 leaves the window between 1 and 61/60 window lengths after it was made, never
@@ -15,7 +19,11 @@ injectable, so tests move time instead of sleeping.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
+import os
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,20 +40,38 @@ from spanguard.guardrails.budget import (
     METRIC_INPUT,
     METRIC_TOTAL,
     LoopBudget,
-    loop_fit,
+    calibrate,
+    predicted_cost,
+    predicted_input,
+    reservations,
 )
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.guard import Guard
+from spanguard.guardrails.loopfit import LoopFit, loop_fit
 from spanguard.guardrails.steps import Decision, ModelCall, ModelUsage, RunState
-from spanguard.guardrails.stores import BudgetStore, Charge, Store, open_store
+from spanguard.guardrails.stores import BudgetStore, Charge, Reservation, Store, open_store
+from spanguard.guardrails.usage import DEFAULT_RESERVATION_EXPIRY
 
 if TYPE_CHECKING:
     from spanguard.guardrails.policy import Policy
 
+logger = logging.getLogger("spanguard.guardrails")
+
 GUARD_NAME = "window_budget"
 ANONYMOUS = "anonymous"
-_PENDING_KEY = "spanguard.window_pending"
-_PREFIX_KEY = "spanguard.window_prefixes"
+_PENDING_KEY = "spanguard.window_in_flight"
+# Reservation ids: unique across machines and processes (random, drawn again in a
+# forked child), cheap per call (no system call).
+_ids = (secrets.token_hex(6), itertools.count(1))
+
+
+def _new_ids() -> None:
+    global _ids
+    _ids = (secrets.token_hex(6), itertools.count(1))
+
+
+os.register_at_fork(after_in_child=_new_ids)
+_COUNTERS_KEY = "spanguard.window_counters"
 _SECONDS = {"hour": 3600, "day": 86400}
 _ROLLING_BUCKETS = 60
 _SCOPES = ("session", "user", "tenant")
@@ -144,13 +170,14 @@ class WindowBudgetExceeded(GuardrailViolation):
     error_type = "window_budget_exceeded"
 
     def __init__(self, budget: WindowBudget, metric: str, limit: float, spent: float,
-                 prediction: float, resets_at: float | None) -> None:
+                 prediction: float, resets_at: float | None, reserved: float = 0.0) -> None:
         self.budget = budget.name
         self.scope = budget.scope
         self.window = budget.label
         self.metric = metric
         self.limit = limit
         self.spent = spent
+        self.reserved = reserved
         self.prediction = prediction
         self.resets_at = resets_at
         when = ("its spend leaves the window as it ages" if resets_at is None else
@@ -158,9 +185,9 @@ class WindowBudgetExceeded(GuardrailViolation):
                 .isoformat(timespec="seconds"))
         super().__init__(
             f"window budget {budget.name!r} ({budget.scope}, {budget.label}) exceeded: "
-            f"{metric} would reach {spent + prediction:,.4g} (spent {spent:,.4g} + "
-            f"reserved {prediction:,.4g}), over the limit of {limit:,.4g}. The call was "
-            f"not sent and nothing was charged; {when}")
+            f"{metric} would reach {spent + reserved + prediction:,.4g} (spent {spent:,.4g} + "
+            f"reserved in flight {reserved:,.4g} + predicted {prediction:,.4g}), over the "
+            f"limit of {limit:,.4g}. The call was not sent and nothing was charged; {when}")
 
 
 class BudgetStoreUnavailable(GuardrailViolation):
@@ -174,15 +201,18 @@ class WindowBudgetGuard(Guard):
     """Reserve before, settle after, against every window budget of the policy."""
 
     name = GUARD_NAME
+    uses_usage = True
 
     def __init__(self, budgets: Sequence[WindowBudget], store: BudgetStore,
                  clock: Callable[[], float] = time.time,
-                 margin_sigmas: float = 3.0, margin_fraction: float = 0.05) -> None:
+                 margin_sigmas: float = 3.0, margin_fraction: float = 0.05,
+                 reservation_expiry: float = DEFAULT_RESERVATION_EXPIRY) -> None:
         self.budgets = tuple(budgets)
         self.store = store
         self.clock = clock
         self.margin_sigmas = margin_sigmas
         self.margin_fraction = margin_fraction
+        self.reservation_expiry = reservation_expiry
         # Per budget, the (metric, limit) pairs it sets: decided once, not per call.
         self._limits = tuple(
             (budget, tuple((metric, limit) for metric, limit in (
@@ -190,31 +220,30 @@ class WindowBudgetGuard(Guard):
                 (METRIC_COST, budget.max_cost_usd), (METRIC_CALLS, budget.max_model_calls))
                 if limit is not None))
             for budget in self.budgets)
+        self._limits_cost = any(budget.max_cost_usd is not None for budget in self.budgets)
 
     def before_model_call(self, run: RunState, call: ModelCall) -> Decision | None:
         now = self.clock()
         fit = loop_fit(run)
-        tokens_in = fit.next_input(call.is_retry, self.margin_sigmas, self.margin_fraction)
-        if call.estimated_input_tokens is not None and call.estimated_input_tokens > tokens_in:
-            tokens_in = float(call.estimated_input_tokens)
+        concurrent = run.scratch.get(_PENDING_KEY, 0)
+        tokens_in = predicted_input(run, fit, call, concurrent, self.margin_sigmas,
+                                    self.margin_fraction)
+        return self._reserve(run, call, fit, tokens_in, now)
+
+    def _reserve(self, run: RunState, call: ModelCall, fit: LoopFit, tokens_in: float,
+                 now: float) -> Decision:
+        """One atomic reservation of ``tokens_in`` (and what follows from it) against
+        every window budget; the decision says whether it was admitted."""
         tokens = tokens_in + fit.max_out
-        seen = fit.spent + run.output_tokens
-        amounts = {METRIC_INPUT: tokens_in, METRIC_TOTAL: tokens,
-                   METRIC_COST: run.cost_usd / seen * tokens if seen else 0.0,
-                   METRIC_CALLS: 1.0}
-        prefixes = run.scratch.get(_PREFIX_KEY)
-        if prefixes is None:
-            prefixes = run.scratch[_PREFIX_KEY] = self._prefixes(run)
-        charges: list[Charge] = []
-        owners: list[tuple[WindowBudget, str]] = []
-        for (budget, limits), prefix in zip(self._limits, prefixes, strict=True):
-            bucket, span, ttl = budget.slot(now)
-            for metric, limit in limits:
-                charges.append(Charge(prefix + metric, bucket, span, amounts[metric], limit,
-                                      ttl))
-                owners.append((budget, metric))
+        amounts = {METRIC_INPUT: tokens_in, METRIC_TOTAL: tokens, METRIC_CALLS: 1.0,
+                   METRIC_COST: predicted_cost(run, fit, call, tokens)
+                   if self._limits_cost else 0.0}
+        charges, owners = self._charges(run, now, amounts)
+        prefix, ids = _ids
+        reservation = Reservation(f"{prefix}.{next(ids)}", tuple(charges),
+                                  now + self.reservation_expiry)
         try:
-            result = self.store.try_charge(charges, now)
+            result = self.store.reserve(reservation, now)
         except StoreError as exc:
             unavailable = BudgetStoreUnavailable(f"window budgets cannot be checked: {exc}")
             return Decision("deny", GUARD_NAME, str(unavailable), {}, unavailable)
@@ -222,59 +251,99 @@ class WindowBudgetGuard(Guard):
             index = result.refused or 0
             budget, metric = owners[index]
             charge = charges[index]
-            error = WindowBudgetExceeded(budget, metric, charge.limit or 0.0,
-                                         result.spent[index], charge.amount,
-                                         budget.resets_at(now))
+            spent, reserved = result.spent[index], result.reserved[index]
+            error = WindowBudgetExceeded(budget, metric, charge.limit or 0.0, spent,
+                                         charge.amount, budget.resets_at(now), reserved)
             return Decision("deny", GUARD_NAME, str(error),
-                            _attributes(budget, metric, charge, result.spent[index]), error)
-        pending = run.scratch.get(_PENDING_KEY)
-        if pending is None:
-            pending = run.scratch[_PENDING_KEY] = {}
-        pending[id(call)] = (charges, owners)
+                            _attributes(budget, metric, charge, spent, reserved), error)
+        reservations(call)[GUARD_NAME] = (reservation, owners)
+        run.scratch[_PENDING_KEY] = run.scratch.get(_PENDING_KEY, 0) + 1
         tightest, room = 0, math.inf
         for index, charge in enumerate(charges):
-            left = _room(charge, result.spent[index])
+            left = _room(charge, result.spent[index] + result.reserved[index])
             if left < room:
                 tightest, room = index, left
         budget, metric = owners[tightest]
-        return Decision("allow", GUARD_NAME, attributes={
+        attributes = {
             sc.BUDGET_NAME: budget.name, sc.BUDGET_METRIC: metric,
             sc.GUARDRAIL_LIMIT: charges[tightest].limit or 0.0,
             sc.GUARDRAIL_SPEND: result.spent[tightest],
-            sc.GUARDRAIL_PREDICTION: charges[tightest].amount})
+            sc.GUARDRAIL_PREDICTION: charges[tightest].amount}
+        if result.reserved[tightest]:
+            attributes[sc.GUARDRAIL_RESERVED] = result.reserved[tightest]
+        return Decision("allow", GUARD_NAME, attributes=attributes)
 
-    def _prefixes(self, run: RunState) -> list[str]:
-        """Counter key prefixes for this run's identities (built once per run)."""
-        return [f"spanguard:budget:{budget.name}:{budget.scope}:"
-                f"{getattr(run, budget.scope) or ANONYMOUS}:" for budget in self.budgets]
+    def _charges(self, run: RunState, now: float, amounts: dict[str, float],
+                 ) -> tuple[list[Charge], list[tuple[WindowBudget, str]]]:
+        """One charge per (budget, metric) it limits, in the bucket ``now`` falls in."""
+        counters = run.scratch.get(_COUNTERS_KEY)
+        if counters is None:
+            counters = run.scratch[_COUNTERS_KEY] = self._counters(run)
+        charges: list[Charge] = []
+        owners: list[tuple[WindowBudget, str]] = []
+        for budget, limits in counters:
+            bucket, span, ttl = budget.slot(now)
+            for metric, limit, key in limits:
+                if metric in amounts:
+                    charges.append(Charge(key, bucket, span, amounts[metric], limit, ttl))
+                    owners.append((budget, metric))
+        return charges, owners
+
+    def _counters(self, run: RunState) -> list[tuple[WindowBudget, list[tuple[str, float, str]]]]:
+        """Per budget, its (metric, limit, counter key) for this run's identity; built
+        once per run."""
+        counters = []
+        for budget, limits in self._limits:
+            prefix = (f"spanguard:budget:{budget.name}:{budget.scope}:"
+                      f"{getattr(run, budget.scope) or ANONYMOUS}:")
+            counters.append((budget, [(metric, limit, prefix + metric)
+                                      for metric, limit in limits]))
+        return counters
 
     def after_model_call(self, run: RunState, call: ModelCall,
                          usage: ModelUsage) -> Decision | None:
-        """Replace the reservation with the real usage (same buckets as reserved)."""
-        pending: dict[int, Any] | None = run.scratch.get(_PENDING_KEY)
-        if not pending:
-            return None
-        entry = pending.pop(id(call), None)
-        charges, owners = entry if entry is not None else pending.pop(next(iter(pending)))
+        """Replace the reservation with the real usage (in the buckets it was reserved
+        in); a call that had none (the MCP gate charges usage a caller reports even
+        when it refuses the tool call) is charged as it is."""
         actual = {METRIC_INPUT: float(usage.input_tokens),
                   METRIC_TOTAL: float(usage.input_tokens + usage.output_tokens),
                   METRIC_CALLS: 1.0}
         if usage.cost_usd is not None:
             actual[METRIC_COST] = usage.cost_usd
-        deltas = []
-        for charge, (_, metric) in zip(charges, owners, strict=True):
-            delta = actual.get(metric, charge.amount) - charge.amount
-            if delta:
-                deltas.append(Charge(charge.key, charge.bucket, charge.span, delta, None,
-                                     charge.ttl))
-        if not deltas:
-            return None
+        calibrate(run, call, usage)
+        held = self._take(run, call)
+        now = self.clock()
         try:
-            self.store.add(deltas, self.clock())
+            if held is None:
+                charges, _ = self._charges(run, now, actual)
+                self.store.add(charges, now)
+            else:
+                reservation, owners = held
+                self.store.settle(reservation, [
+                    actual.get(metric, charge.amount)
+                    for charge, (_, metric) in zip(reservation.charges, owners, strict=True)],
+                    now)
         except StoreError as exc:
             return Decision("report", GUARD_NAME,
                             f"usage could not be settled in the budget store: {exc}")
         return None
+
+    def cancel_model_call(self, run: RunState, call: ModelCall) -> None:
+        held = self._take(run, call)
+        if held is None:
+            return
+        try:
+            self.store.release(held[0], self.clock())
+        except StoreError:
+            logger.warning("spanguard: a window budget reservation could not be given back; "
+                           "it stops counting when it expires", exc_info=True)
+
+    @staticmethod
+    def _take(run: RunState, call: ModelCall) -> Any:
+        held = call.reserved.pop(GUARD_NAME, None) if call.reserved else None
+        if held is not None:
+            run.scratch[_PENDING_KEY] = max(run.scratch.get(_PENDING_KEY, 1) - 1, 0)
+        return held
 
 
 def _room(charge: Charge, spent: float) -> float:
@@ -284,11 +353,11 @@ def _room(charge: Charge, spent: float) -> float:
 
 
 def _attributes(budget: WindowBudget, metric: str, charge: Charge,
-                spent: float) -> dict[str, Any]:
+                spent: float, reserved: float) -> dict[str, Any]:
     return {sc.BUDGET_NAME: budget.name, sc.BUDGET_SCOPE: budget.scope,
             sc.BUDGET_WINDOW: budget.label, sc.BUDGET_METRIC: metric,
             sc.GUARDRAIL_LIMIT: charge.limit or 0.0, sc.GUARDRAIL_SPEND: spent,
-            sc.GUARDRAIL_PREDICTION: charge.amount}
+            sc.GUARDRAIL_RESERVED: reserved, sc.GUARDRAIL_PREDICTION: charge.amount}
 
 
 def build_window_guards(policy: Policy, store: Store | None = None) -> Sequence[Guard]:
@@ -301,4 +370,5 @@ def build_window_guards(policy: Policy, store: Store | None = None) -> Sequence[
     margins = policy.loop_budget or LoopBudget()
     return [WindowBudgetGuard(policy.window_budgets, store.budgets,
                               margin_sigmas=margins.margin_sigmas,
-                              margin_fraction=margins.margin_fraction)]
+                              margin_fraction=margins.margin_fraction,
+                              reservation_expiry=policy.usage.reservation_expiry)]

@@ -26,10 +26,16 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from mcp.types import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR
-
 from spanguard.mcp_bridge import _proxy_codec as codec
-from spanguard.mcp_bridge._proxy_messages import Message, RequestId, error_object
+from spanguard.mcp_bridge._proxy_messages import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    Message,
+    RequestId,
+    error_object,
+)
 from spanguard.mcp_bridge._proxy_splice import deeper_than, top_level_id
 
 __all__ = [

@@ -25,7 +25,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import orjson
+from spanguard.extras import missing_extra
+
+try:
+    import orjson
+except ModuleNotFoundError as exc:
+    raise missing_extra("the MCP proxy", exc, "mcp") from exc
 
 __all__ = [
     "MAX_DEPTH",

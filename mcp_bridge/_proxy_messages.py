@@ -3,16 +3,17 @@
 Everything else is forwarded as the bytes that arrived (client requests with
 their ``_meta`` spliced in, :mod:`._proxy_splice`). What the proxy writes is
 encoded exactly (:func:`~._proxy_codec.dumps`): an id or a result it echoes
-keeps every digit. Error codes come from the MCP SDK's types so they match what
-an SDK client expects. Guardrail answers (refusals, holds) are tool results
-rendered by :mod:`spanguard.mcp_bridge.guard`, not errors.
+keeps every digit. Error codes are the protocol's own
+(:mod:`spanguard.mcp_bridge._protocol`), so the proxy runs with either MCP SDK
+major, or none. Guardrail answers (refusals, holds) are tool results rendered
+by :mod:`spanguard.mcp_bridge.guard`, not errors.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mcp.types import (
+from spanguard.mcp_bridge._protocol import (
     CONNECTION_CLOSED,
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -21,7 +22,6 @@ from mcp.types import (
     PARSE_ERROR,
     REQUEST_TIMEOUT,
 )
-
 from spanguard.mcp_bridge._proxy_codec import dumps
 
 __all__ = [

@@ -1,10 +1,12 @@
-"""``spanguard mcp wrap [--policy F] [--name NAME] [--identity NAME] ... -- CMD ARGS...``
+"""``spanguard mcp wrap [--policy F] [--name NAME] [--preset P] ... -- CMD ARGS...``
 
 Put it in front of any stdio MCP server in a client's config: the client talks
 to the proxy exactly as it talked to the server. Spans go where ``configure()``
-sends them (the local store under SPANGUARD_HOME, plus OTLP when
-``OTEL_EXPORTER_OTLP_*`` is set) and are flushed when the proxy exits. Logs go
-to stderr; stdout carries protocol messages only.
+sends them: the local store under SPANGUARD_HOME, plus OTLP to ``--preset
+phoenix`` / ``--preset langfuse`` (``PHOENIX_COLLECTOR_ENDPOINT``,
+``LANGFUSE_HOST`` and the ``LANGFUSE_*`` keys, as ``configure()`` reads them), else
+to ``OTEL_EXPORTER_OTLP_*``; they are flushed when the proxy exits. Logs go to
+stderr; stdout carries protocol messages only. No MCP SDK is needed.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import logging
 import os
 import sys
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, get_args
 
 from spanguard.cli._common import EXIT_CONFIG
-from spanguard.config import configure
+from spanguard.config import Preset, configure
 from spanguard.guardrails.policy import load_policy
 from spanguard.mcp_bridge.proxy import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -42,6 +44,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     wrap.add_argument("--name", metavar="NAME",
                       help="the server's identity: holds and approvals are bound to it, "
                            "and the checker sees it (default: a hash of the command line)")
+    wrap.add_argument("--preset", choices=get_args(Preset),
+                      help="also export to Phoenix or Langfuse, as configure(preset=...) "
+                           "does (LANGFUSE_HOST, LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY; "
+                           "PHOENIX_COLLECTOR_ENDPOINT)")
     wrap.add_argument("--identity",
                       help="who the calls act for (the maker, for holds); default: OS user")
     wrap.add_argument("--hold-wait", type=float, default=0.0, metavar="SECONDS",
@@ -96,7 +102,7 @@ def run_wrap(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     # Read before configure(): a bad policy is reported before anything is set up.
     policy = load_policy(args.policy)
-    handle = configure(home=args.home,
+    handle = configure(home=args.home, preset=args.preset,
                        service_name=None if os.environ.get("OTEL_SERVICE_NAME") else SERVICE_NAME)
     try:
         proxy = McpProxy(command, tracer_provider=handle.tracer_provider,

@@ -21,13 +21,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import baggage, context, propagate
+from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.context import Context
 
 from spanguard import semconv as sc
 from spanguard.hashing import KeyedHasher
 
-__all__ = ["BAGGAGE_KEYS", "Correlation", "correlation", "correlation_from_meta"]
+__all__ = [
+    "BAGGAGE_KEYS",
+    "Correlation",
+    "correlation",
+    "correlation_from_meta",
+    "parent_from_meta",
+]
 
 _HASHED = re.compile(r"hmac:[0-9a-f]{16}")
 
@@ -104,3 +110,15 @@ def correlation_from_meta(meta: Mapping[str, Any] | None) -> Correlation:
         for value in values
     )
     return Correlation(session=session, user=user, tenant=tenant)
+
+
+def parent_from_meta(meta: Mapping[str, Any] | None) -> Context | None:
+    """The caller's trace context from a request's ``_meta``; None (the ambient
+    parent) when it carries no valid ``traceparent``."""
+    if not meta:
+        return None
+    try:
+        ctx = propagate.extract(meta, context=Context())
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None

@@ -6,8 +6,10 @@
 everything that decides and answers, so the two paths cannot drift apart:
 
 1. Before the call: the model usage the caller reports in
-   ``params._meta["spanguard/usage"]`` is checked and charged as one model call,
-   then the policy's guards judge the tool call. A refusal or a hold becomes the
+   ``params._meta["spanguard/usage"]`` is checked and charged as one model call
+   (a report that is not a table of whole-number counts is refused with
+   ``invalid_usage``, never charged as 0), then the policy's guards judge the
+   tool call. A refusal or a hold becomes the
    result the caller sends instead (:mod:`spanguard.mcp_bridge.guard`), and the
    span gets ``error.type``: the violation's own (``held_for_approval``,
    ``hold_rejected``, ``hold_approval_used``, ``loop_budget_exceeded``, ...), or
@@ -38,8 +40,13 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from functools import partial
 from typing import Any
 
-import anyio.to_thread
-from mcp.shared.exceptions import MCPError
+from spanguard.extras import missing_extra
+
+try:
+    import anyio.to_thread
+except ModuleNotFoundError as exc:
+    raise missing_extra("the MCP bridge", exc, "mcp") from exc
+
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, format_trace_id
 
@@ -56,13 +63,14 @@ from spanguard.guardrails.policy import Policy, load_policy
 from spanguard.guardrails.steps import (
     Decision,
     ModelCall,
-    ModelUsage,
     RunState,
     ToolCall,
     ToolOutcome,
 )
+from spanguard.guardrails.usage import usage_report
 from spanguard.guardrails.verify import VerifyGuard, record_verification, verification_of
 from spanguard.hashing import payload_hash
+from spanguard.mcp_bridge._protocol import error_code
 from spanguard.mcp_bridge.annotations import ToolAnnotations
 from spanguard.mcp_bridge.correlation import Correlation
 from spanguard.mcp_bridge.guard import outcome_payload, refusal_payload
@@ -81,9 +89,10 @@ logger = logging.getLogger("spanguard.mcp_bridge")
 
 USAGE_META_KEY = "spanguard/usage"
 """``params._meta`` key of a ``tools/call`` carrying the caller's model usage since its
-previous tool call: ``{"input_tokens": N, "output_tokens": M}`` (optional ``"model"``,
-``"cost_usd"``). It is charged to the session's budgets, and the call is refused
-when the budget would not have admitted that model call."""
+previous tool call: ``{"input_tokens": N, "output_tokens": M}`` (whole numbers up to
+10^9; optional ``"model"``, ``"cost_usd"``). It is charged to the session's budgets,
+and the call is refused when the budget would not have admitted that model call, or
+when the report is not valid (``error.type`` ``invalid_usage``; nothing is charged)."""
 
 TOOL_ERROR = "tool_error"
 """``error.type`` of a call whose tool answered ``isError`` itself."""
@@ -227,10 +236,11 @@ class ToolGate:
         """
         if call.server is None:
             call.server = self.server_name
+        if call.schema is None:
+            call.schema = self.tools.schema(call.tool)
         try:
-            usage = meta.get(USAGE_META_KEY) if meta else None
-            if usage is not None and isinstance(usage, Mapping):
-                self._charge(run, usage, span)
+            if meta and USAGE_META_KEY in meta:
+                self._charge(run, meta[USAGE_META_KEY], span)
             self.enforcer.before_tool_call(run, call, span)
         except GuardrailViolation as violation:
             return violation
@@ -240,16 +250,11 @@ class ToolGate:
             return GuardrailCrashed(exc, "so the call was refused")
         return None
 
-    def _charge(self, run: RunState, usage: Mapping[str, Any], span: Span) -> None:
-        """The reported usage as one model call: checked, then charged either way."""
-        model = usage.get("model")
-        tokens_in = _count(usage.get("input_tokens"))
-        cost = usage.get("cost_usd")
-        call = ModelCall(model if isinstance(model, str) else None,
-                         estimated_input_tokens=tokens_in)
-        spent = ModelUsage(tokens_in, _count(usage.get("output_tokens")),
-                           float(cost) if isinstance(cost, int | float)
-                           and not isinstance(cost, bool) else None)
+    def _charge(self, run: RunState, report: object, span: Span) -> None:
+        """The reported usage as one model call: checked, then charged either way (a
+        report that is not valid is refused and charges nothing)."""
+        model, spent = usage_report(report, f'_meta["{USAGE_META_KEY}"]')
+        call = ModelCall(model, estimated_input_tokens=spent.input_tokens)
         try:
             self.enforcer.before_model_call(run, call, span)
         finally:
@@ -361,8 +366,8 @@ class ToolGate:
                 answer = await read_back(tool, arguments)
         except Exception as exc:
             # No exception message: a protocol error may quote the arguments.
-            mark_error(span, None, str(exc.code) if isinstance(exc, MCPError)
-                       else type(exc).__qualname__)
+            code = error_code(exc)
+            mark_error(span, None, str(code) if code is not None else type(exc).__qualname__)
             return exc
         finally:
             span.end()
@@ -395,12 +400,6 @@ def _is_error(result: object) -> bool:
     if isinstance(result, dict):  # the wire form, nearly always: skip the ABC check
         return result.get("isError") is True
     return isinstance(result, Mapping) and result.get("isError") is True
-
-
-def _count(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return 0
 
 
 def _replay(request: tuple[str, Mapping[str, Any]],

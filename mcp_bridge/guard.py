@@ -26,14 +26,16 @@ serializes a ``CallToolResult``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcp.types import CallToolResult
-
+from spanguard.guardrails.enforcer import withheld_result
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.holds import HoldError, hold_result_payload
 from spanguard.guardrails.steps import Decision
 from spanguard.guardrails.verify import VerificationResult, VerifyGuard, verification_of
+
+if TYPE_CHECKING:
+    from mcp.types import CallToolResult
 
 __all__ = [
     "DECISIONS_META_KEY",
@@ -76,7 +78,13 @@ def refusal_payload(violation: GuardrailViolation, tool: str,
 
 def refusal_result(violation: GuardrailViolation, tool: str, *,
                    details: Mapping[str, Any] | None = None) -> CallToolResult:
-    """:func:`refusal_payload` as the SDK's ``CallToolResult`` (for SDK-built servers)."""
+    """:func:`refusal_payload` as the SDK's ``CallToolResult`` (for SDK-built servers).
+
+    The SDK is imported here, not with the module: the proxy renders wire dicts
+    and runs without it.
+    """
+    from mcp.types import CallToolResult
+
     return CallToolResult.model_validate(refusal_payload(violation, tool, details))
 
 
@@ -85,8 +93,13 @@ def outcome_payload(result: Mapping[str, Any],
     """The tool's wire result with the post-call findings, or None if there are none.
 
     Never modifies ``result``. A verification that is not ``verified`` and a
-    decision that is not allowed both make the result an error.
+    decision that is not allowed both make the result an error. A result a guard
+    withheld (another tenant's, say) is replaced whole: none of its content,
+    structured content or ``_meta`` is passed on.
     """
+    withheld = withheld_result(decisions)
+    if withheld is not None:
+        return _withheld_payload(withheld, decisions)
     verification = verification_of("", decisions)
     others = [d for d in decisions if d.guard != VerifyGuard.name and d.kind != "allow"]
     if verification is None and not others:
@@ -105,6 +118,18 @@ def outcome_payload(result: Mapping[str, Any],
         out["content"] = [*(result.get("content") or []), {"type": "text", "text": text}]
         out["isError"] = True
     return out
+
+
+def _withheld_payload(withheld: GuardrailViolation,
+                      decisions: Sequence[Decision]) -> dict[str, Any]:
+    findings = {"decisions": [{"guard": d.guard, "decision": d.kind, "reason": d.reason}
+                              for d in decisions if d.kind != "allow"]}
+    text = f"spanguard withheld this result ({withheld.guard}: {withheld.error_type}): {withheld}"
+    return {"content": [{"type": "text", "text": text}], "isError": True,
+            "structuredContent": {REFUSAL_KEY: {"guard": withheld.guard,
+                                                "error_type": withheld.error_type,
+                                                "reason": str(withheld)}},
+            "_meta": {GUARDRAIL_META_KEY: findings}}
 
 
 def apply_decisions(result: Mapping[str, Any], decisions: Sequence[Decision]) -> dict[str, Any]:

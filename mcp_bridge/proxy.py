@@ -45,8 +45,6 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from mcp.shared.exceptions import MCPError
-from mcp.types import PROTOCOL_VERSION_META_KEY
 from opentelemetry import metrics, trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Span, SpanKind, Tracer
@@ -68,6 +66,7 @@ from spanguard.guardrails.transient import error_type_name
 from spanguard.hashing import payload_hash
 from spanguard.mcp_bridge import _proxy_codec as codec
 from spanguard.mcp_bridge import _proxy_spans as spans
+from spanguard.mcp_bridge._protocol import PROTOCOL_VERSION_META_KEY, ProtocolError
 from spanguard.mcp_bridge._proxy_admission import (
     Batch,
     Notification,
@@ -860,8 +859,8 @@ class McpProxy:
         if error is not None:
             code = error.get("code") if isinstance(error, dict) else None
             text = error.get("message") if isinstance(error, dict) else None
-            raise MCPError(code if isinstance(code, int) else INTERNAL_ERROR,
-                           text if isinstance(text, str) else f"read-back {tool} failed")
+            raise ProtocolError(code if isinstance(code, int) else INTERNAL_ERROR,
+                                text if isinstance(text, str) else f"read-back {tool} failed")
         return response.get("result")
 
     async def _own_request(self, method: str, params: Message) -> Message:

@@ -1,4 +1,7 @@
-"""``instrument_server``: one TOOL span per ``tools/call`` and the guardrail hook.
+"""``instrument_server`` on mcp 2.x: one TOOL span per ``tools/call`` and the guardrail hook.
+
+(mcp 1.x servers are instrumented by :mod:`spanguard.mcp_bridge._server_v1`;
+:func:`spanguard.mcp_bridge.instrument_server` picks the one for the installed SDK.)
 
 The MCP SDK's first middleware (``OpenTelemetryMiddleware``) already opens a
 SERVER span per request, continuing the caller's trace from ``params._meta``,
@@ -36,15 +39,25 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from mcp.server import Server
-from mcp.server._otel import OpenTelemetryMiddleware
-from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
-from mcp.server.mcpserver import MCPServer
-from mcp.shared.exceptions import MCPError
-from opentelemetry import metrics, propagate, trace
-from opentelemetry.context import Context
+from spanguard.mcp_bridge._sdk import sdk_mismatch
+
+try:
+    from mcp.server import Server
+    from mcp.server._otel import OpenTelemetryMiddleware
+    from mcp.server.context import (
+        CallNext,
+        HandlerResult,
+        ServerMiddleware,
+        ServerRequestContext,
+    )
+    from mcp.server.mcpserver import MCPServer
+    from mcp.shared.exceptions import MCPError
+    from pydantic import BaseModel, RootModel
+except ImportError as exc:
+    raise sdk_mismatch(__name__, exc, needs=2) from exc
+
+from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, StatusCode
-from pydantic import BaseModel, RootModel
 
 from spanguard import semconv as sc
 from spanguard.attributes import tool_attributes
@@ -53,7 +66,7 @@ from spanguard.guardrails.policy import Policy
 from spanguard.guardrails.steps import RunState, ToolCall
 from spanguard.hashing import payload_hash
 from spanguard.mcp_bridge.annotations import ToolAnnotations
-from spanguard.mcp_bridge.correlation import Correlation, correlation_from_meta
+from spanguard.mcp_bridge.correlation import Correlation, correlation_from_meta, parent_from_meta
 from spanguard.mcp_bridge.gate import STATUS_ERROR, ToolGate, mark_tool_result
 
 __all__ = ["SpanguardServerMiddleware", "instrument_server"]
@@ -115,7 +128,7 @@ class SpanguardServerMiddleware:
             attributes[sc.JSONRPC_REQUEST_ID] = str(ctx.request_id)
         with self._tracer.start_as_current_span(
             f"tools/call {name}" if isinstance(name, str) else "tools/call",
-            kind=SpanKind.SERVER, context=_remote_parent(ctx.meta), attributes=attributes,
+            kind=SpanKind.SERVER, context=parent_from_meta(ctx.meta), attributes=attributes,
             record_exception=False, set_status_on_exception=False,
         ) as span:
             try:
@@ -273,17 +286,6 @@ async def _run(call_next: CallNext, ctx: ServerRequestContext[Any, Any],
     except Exception:
         span.set_attribute(sc.TOOL_RESULT_STATUS, STATUS_ERROR)
         raise
-
-
-def _remote_parent(meta: Mapping[str, Any] | None) -> Context | None:
-    """The caller's context from ``_meta``; ``None`` (ambient parent) if absent or bad."""
-    if not meta:
-        return None
-    try:
-        ctx = propagate.extract(meta, context=Context())
-    except (ValueError, TypeError, AttributeError):
-        return None
-    return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
 
 
 def _wire(result: object) -> dict[str, Any]:

@@ -4,16 +4,27 @@ Content is the one thing spanguard does not record by default (it is where
 personal data lives). When capture is on, messages are written in both
 vocabularies: the OTel GenAI JSON form (``gen_ai.input.messages`` with role and
 parts) and OpenInference's flattened ``llm.input_messages.N.message.*`` form.
+
+A chat span records only the input messages new to its call: the leading ones
+that an earlier chat span of the run recorded (its history, found in the run's
+:class:`~spanguard.transcript.Transcript`) are referenced by count and span id,
+so capture grows linearly with the run, not quadratically. Index ``i`` of both
+vocabularies is input message ``history + i``. The flattened keys stay within the
+:mod:`~spanguard.content_budget`; the GenAI JSON holds every new message.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.trace import format_span_id
+
 from spanguard import semconv as sc
+from spanguard.content_budget import ContentBudget
 from spanguard.hashing import canonical_json
+from spanguard.transcript import Recorder, Transcript
 
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _TRUE = frozenset({"true", "1", "yes", "span_only", "span_and_event"})
@@ -66,6 +77,14 @@ def _genai_message(message: Any, finish_reason: str | None = None) -> dict[str, 
     return out
 
 
+def _openinference_size(message: Any) -> int:
+    """How many keys :func:`_openinference_message` writes for ``message``."""
+    size = 2 + isinstance(getattr(message, "tool_call_id", None), str)
+    for call in getattr(message, "tool_calls", None) or ():
+        size += 3 if call.get("id") else 2
+    return size
+
+
 def _openinference_message(prefix: str, message: Any, attrs: dict[str, Any]) -> None:
     attrs[f"{prefix}.{sc.OI_MESSAGE_ROLE}"] = _role(message)
     attrs[f"{prefix}.{sc.OI_MESSAGE_CONTENT}"] = _text(getattr(message, "content", message))
@@ -81,15 +100,66 @@ def _openinference_message(prefix: str, message: Any, attrs: dict[str, Any]) -> 
             attrs[f"{call_prefix}.{sc.OI_TOOL_CALL_ID}"] = str(call["id"])
 
 
-def input_message_attributes(batches: Sequence[Sequence[Any]]) -> dict[str, Any]:
-    """Chat input (``messages`` of ``on_chat_model_start``, or prompt strings)."""
-    messages = [message for batch in batches for message in batch] if batches else []
-    return _message_attributes(messages, sc.GEN_AI_INPUT_MESSAGES, sc.OI_LLM_INPUT_MESSAGES,
-                               None)
+def same_message(a: Any, b: Any) -> bool:
+    """Equal as recorded: role, text, tool calls (a checkpointer's copy of a message)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, str):
+        return bool(a == b)
+    return bool(getattr(a, "content", None) == getattr(b, "content", None)
+                and getattr(a, "tool_calls", None) == getattr(b, "tool_calls", None)
+                and getattr(a, "tool_call_id", None) == getattr(b, "tool_call_id", None)
+                and getattr(a, "role", None) == getattr(b, "role", None))
 
 
-def output_message_attributes(result: Any) -> dict[str, Any]:
-    """Chat output from an ``LLMResult``: one message per generation."""
+class CallContent:
+    """What one chat span captured of its input, for the answer's turn at ``on_llm_end``."""
+
+    __slots__ = ("dropped", "output_budget", "recorder", "transcript")
+
+    def __init__(self, transcript: Transcript | None, recorder: Recorder | None,
+                 output_budget: int, dropped: int) -> None:
+        self.transcript = transcript
+        self.recorder = recorder
+        self.output_budget = output_budget
+        self.dropped = dropped
+
+
+def input_content(batches: Sequence[Sequence[Any]], transcript: Transcript | None,
+                  budget: ContentBudget) -> tuple[dict[str, Any], CallContent]:
+    """Chat input (``messages`` of ``on_chat_model_start``, or prompt strings): the
+    messages new to this call, and a reference to the span that recorded the rest.
+
+    Only a single conversation (one batch) is matched against the run's transcript;
+    a batch of several is recorded whole.
+    """
+    recorder: Recorder | None = None
+    history = 0
+    previous: Recorder | None = None
+    if transcript is not None and len(batches) == 1:
+        messages: Sequence[Any] = batches[0]
+        recorder = Recorder()
+        history, previous = transcript.record_inputs(messages, recorder)
+    else:
+        messages = [message for batch in batches for message in batch]
+    new = messages[history:] if history else messages
+    attrs: dict[str, Any] = {}
+    used, dropped = _flatten(new, sc.OI_LLM_INPUT_MESSAGES, budget.inputs, attrs)
+    if new:
+        attrs[sc.GEN_AI_INPUT_MESSAGES] = canonical_json([_genai_message(m) for m in new])
+    if history:
+        attrs[sc.CONTENT_HISTORY_MESSAGES] = history
+        if previous is not None and previous.span_id:
+            attrs[sc.CONTENT_HISTORY_SPAN_ID] = format_span_id(previous.span_id)
+    _mark_truncated(attrs, dropped)
+    output_budget = budget.outputs + budget.inputs - used
+    return attrs, CallContent(transcript, recorder, output_budget, dropped)
+
+
+def output_content(result: Any, call: CallContent | None,
+                   budget: ContentBudget) -> dict[str, Any]:
+    """Chat output from an ``LLMResult``: one message per generation. The first
+    generation continues the conversation in the run's transcript."""
     messages: list[Any] = []
     reasons: list[str | None] = []
     for candidates in result.generations:
@@ -97,20 +167,38 @@ def output_message_attributes(result: Any) -> dict[str, Any]:
             messages.append(getattr(generation, "message", None) or generation.text)
             info = generation.generation_info or {}
             reasons.append(info.get("finish_reason"))
-    return _message_attributes(messages, sc.GEN_AI_OUTPUT_MESSAGES, sc.OI_LLM_OUTPUT_MESSAGES,
-                               reasons)
-
-
-def _message_attributes(messages: Iterable[Any], genai_key: str, oi_key: str,
-                        reasons: Sequence[str | None] | None) -> dict[str, Any]:
     attrs: dict[str, Any] = {}
-    genai = []
-    for index, message in enumerate(messages):
-        reason = reasons[index] if reasons is not None and index < len(reasons) else None
-        genai.append(_genai_message(message, reason))
-        _openinference_message(f"{oi_key}.{index}", message, attrs)
-    attrs[genai_key] = canonical_json(genai)
+    room = call.output_budget if call is not None else budget.outputs
+    _, dropped = _flatten(messages, sc.OI_LLM_OUTPUT_MESSAGES, room, attrs)
+    attrs[sc.GEN_AI_OUTPUT_MESSAGES] = canonical_json(
+        [_genai_message(m, reasons[i]) for i, m in enumerate(messages)])
+    if dropped:
+        _mark_truncated(attrs, dropped + (call.dropped if call is not None else 0))
+    if (call is not None and call.transcript is not None and call.recorder is not None
+            and messages):
+        call.transcript.record_output(call.recorder, messages[0])
     return attrs
+
+
+def _flatten(messages: Sequence[Any], oi_key: str, budget: int,
+             attrs: dict[str, Any]) -> tuple[int, int]:
+    """OpenInference keys for the leading messages that fit ``budget``; (used, dropped)."""
+    used = 0
+    dropped = 0
+    for index, message in enumerate(messages):
+        size = _openinference_size(message)
+        if dropped or used + size > budget:
+            dropped += size
+            continue
+        _openinference_message(f"{oi_key}.{index}", message, attrs)
+        used += size
+    return used, dropped
+
+
+def _mark_truncated(attrs: dict[str, Any], dropped: int) -> None:
+    if dropped:
+        attrs[sc.CONTENT_TRUNCATED] = True
+        attrs[sc.CONTENT_DROPPED_ATTRIBUTES] = dropped
 
 
 def value_text(value: Any) -> str:

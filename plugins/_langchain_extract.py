@@ -260,3 +260,12 @@ def version_attributes(metadata: Mapping[str, Any]) -> dict[str, Any]:
         model_version=text_id(metadata.get(sc.MODEL_VERSION)),
         prompt_version=text_id(metadata.get(sc.PROMPT_VERSION)),
         feature_flag_state=text_id(metadata.get(sc.FEATURE_FLAG_STATE)))
+
+
+def response_text(response: Any) -> str | None:
+    """The text of a model run's first generation (what the answer guards read)."""
+    generations = getattr(response, "generations", None)
+    if not generations or not generations[0]:
+        return None
+    text = getattr(generations[0][0], "text", None)
+    return text if isinstance(text, str) and text else None

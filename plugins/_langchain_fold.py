@@ -19,7 +19,7 @@ Model, tool and retriever runs are never chains, so they are never folded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 HIDDEN_TAG = "langsmith:hidden"
@@ -36,12 +36,10 @@ _PREFIXES = ("RunnableParallel<", "RunnableAssign<", "RunnablePick<", "ChannelWr
 _SUFFIXES = ("PromptTemplate", "OutputParser", "ToolsParser")
 
 
-def is_plumbing(name: str, tags: Sequence[str] | None,
-                metadata: Mapping[str, Any] | None) -> bool:
+def is_plumbing(name: str, tags: Sequence[str] | None, node: Any) -> bool:
+    """``node``: the run's ``langgraph_node`` metadata (None outside LangGraph)."""
     if tags and HIDDEN_TAG in tags:
         return True
-    if metadata:
-        node = metadata.get("langgraph_node")
-        if node is not None:
-            return bool(node != name)
+    if node is not None:
+        return bool(node != name)
     return name in _NAMES or name.startswith(_PREFIXES) or name.endswith(_SUFFIXES)

@@ -9,9 +9,14 @@ reported at ``on_llm_end`` is charged before the next step is admitted.
 
 The guards see framework-free steps (``ModelCall``/``ToolCall``) kept on the
 run's :class:`~spanguard.plugins._langchain_step.Step`; the run's ``RunState``
-lives on its root. A refusal ends the step's span with the violation's
-``error.type`` first, then propagates; LangChain's warning about a handler that
-raised is dropped for exactly that refusal (:mod:`._langchain_quiet`).
+lives on its root, shared by every branch of the run. A model call hands the
+guards its request text (messages, system prompt, bound tools) as a thunk for
+their estimates, and the same ``ModelCall`` object goes back at its end: its
+reservations are settled with the reported usage (or the text of the reply when
+there is none), or given back when the call fails without usage or is cancelled.
+A refusal ends the step's span with the violation's ``error.type`` first, then
+propagates; LangChain's warning about a handler that raised is dropped for
+exactly that refusal (:mod:`._langchain_quiet`).
 """
 
 from __future__ import annotations
@@ -20,17 +25,22 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from spanguard.guardrails.enforcer import Enforcer, Guard
+from spanguard.guardrails.enforcer import Enforcer, Guard, withheld_result
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.holds import HoldPending
 from spanguard.guardrails.policy import Policy, load_policy
 from spanguard.guardrails.steps import (
+    Answer,
     ModelCall,
     ModelUsage,
+    Retrieval,
+    RetrievedDocument,
     RunState,
+    TextParts,
     ToolCall,
     ToolOutcome,
 )
+from spanguard.guardrails.tenant_scope import TenantScopeViolation
 from spanguard.guardrails.verify import record_verification, verification_of
 from spanguard.plugins._langchain_quiet import install as install_refusal_filter
 from spanguard.plugins._langchain_quiet import note_refusal
@@ -107,11 +117,13 @@ class RunGuard:
             **identity)
 
     @staticmethod
-    def watch_model(step: Step, metadata: Mapping[str, Any] | None) -> None:
+    def watch_model(step: Step, metadata: Mapping[str, Any] | None, prompt: TextParts,
+                    price: Callable[[int, int], float | None]) -> None:
         """Describe a model run for the guards (a retry wrapper's own run is not budgeted:
         each of its attempts is a model run of its own, checked and charged)."""
         if not step.router:
-            step.call = ModelCall(model=step.model, is_retry=attempt_is_retry(metadata))
+            step.call = ModelCall(model=step.model, is_retry=attempt_is_retry(metadata),
+                                  prompt=prompt, price=price)
 
     @staticmethod
     def watch_tool(step: Step, name: str, inputs: Mapping[str, Any] | None, input_str: str,
@@ -126,14 +138,20 @@ class RunGuard:
         if run is not None and isinstance(call, ModelCall):
             self._guarded(run_id, self._enforcer.before_model_call, run, call, entry.span)
 
-    def after_model(self, run_id: int, entry: RunEntry, input_tokens: int, output_tokens: int,
-                    cost: float | None) -> None:
+    def after_model(self, run_id: int, entry: RunEntry, usage: ModelUsage) -> None:
         """Charge what a model run reported (a failed attempt's tokens count too)."""
         run = _run_of(entry)
         call = entry.data.call
         if run is not None and isinstance(call, ModelCall):
-            self._guarded(run_id, self._enforcer.after_model_call, run, call,
-                          ModelUsage(input_tokens, output_tokens, cost), entry.span)
+            self._guarded(run_id, self._enforcer.after_model_call, run, call, usage, entry.span)
+
+    def cancel_model(self, entry: RunEntry) -> None:
+        """A model run ended without usage (an error, a cancellation, an interrupt): give
+        back what the guards reserved for it. Never raises."""
+        run = _run_of(entry)
+        call = entry.data.call
+        if run is not None and isinstance(call, ModelCall):
+            self._enforcer.cancel_model_call(run, call)
 
     def before_tool(self, run_id: int, entry: RunEntry) -> None:
         """Admit a tool call or stop the run; a held call stops it (only a gate can pause)."""
@@ -158,6 +176,43 @@ class RunGuard:
             decisions = self._guarded(run_id, self._enforcer.after_tool_call, run, call,
                                       ToolOutcome(result=result, is_error=is_error), entry.span)
             record_verification(entry.span, verification_of(call.tool, decisions))
+            withheld = withheld_result(decisions)
+            if withheld is not None:
+                # The result must not reach the model: the tool run fails with the
+                # refusal (a callback cannot replace what the tool returns).
+                self._close(run_id, error=withheld, error_type=withheld.error_type)
+                note_refusal(self._handler, withheld)
+                raise withheld
+
+    def after_retrieval(self, run_id: int, entry: RunEntry, documents: Any) -> None:
+        """Drop the documents the guards withhold, in place, before the retriever returns
+        them (LangChain hands its callbacks the very list it returns); a sequence that
+        cannot be changed fails the retrieval instead (fail closed)."""
+        run = _run_of(entry)
+        if run is None or not self._enforcer.wants_retrievals:
+            return
+        found = Retrieval(getattr(entry.span, "name", None), [_document(d) for d in documents])
+        blocked = self._guarded(run_id, self._enforcer.admit_retrieval, run, found,
+                                entry.span)
+        if not blocked:
+            return
+        if not isinstance(documents, list):
+            refused = TenantScopeViolation(blocked, len(found.documents), run.tenant)
+            self._close(run_id, error=refused, error_type=refused.error_type)
+            raise refused
+        for index in reversed(blocked):
+            del documents[index]
+
+    def check_answer(self, run_id: int, entry: RunEntry, text: str | None) -> None:
+        """The answer guards (citations) on a model run's text; a refusal propagates."""
+        run = _run_of(entry)
+        if run is None or not text or not self._enforcer.wants_answers or entry.data.router:
+            return
+        self._guarded(run_id, self._enforcer.check_answer, run, Answer(text), entry.span)
+
+    @property
+    def wants_answers(self) -> bool:
+        return self._enforcer.wants_answers
 
     def end_run(self, root: RunEntry) -> None:
         run = _run_of(root)
@@ -179,6 +234,14 @@ class RunGuard:
             else:
                 self._close(run_id, error=exc)
             raise
+
+
+def _document(document: Any) -> RetrievedDocument:
+    """A LangChain ``Document`` as the guards see it: ids and metadata, no text."""
+    metadata = getattr(document, "metadata", None)
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    doc_id = getattr(document, "id", None) or metadata.get("id")
+    return RetrievedDocument(str(doc_id) if doc_id else None, None, metadata)
 
 
 def _run_of(entry: RunEntry) -> RunState | None:

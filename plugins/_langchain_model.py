@@ -12,7 +12,8 @@ carries the routing decision, never usage: its attempts' spans carry that.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from spanguard import semconv as sc
@@ -22,11 +23,9 @@ from spanguard.attributes import (
     model_attributes,
     usage_attributes,
 )
+from spanguard.guardrails.steps import ModelUsage
 from spanguard.guardrails.transient import error_usage
-from spanguard.plugins._langchain_content import (
-    input_message_attributes,
-    output_message_attributes,
-)
+from spanguard.plugins._langchain_content import CallContent, input_content, output_content
 from spanguard.plugins._langchain_extract import (
     Response,
     Usage,
@@ -34,17 +33,17 @@ from spanguard.plugins._langchain_extract import (
     request_model,
     request_parameters,
 )
+from spanguard.plugins._langchain_prompt import reply_text
 from spanguard.plugins.resilient import META_ATTEMPT, attempt_attributes, routing_attributes
 
 if TYPE_CHECKING:
     from langchain_core.outputs import LLMResult
 
+    from spanguard.content_budget import ContentBudget
     from spanguard.plugins._langchain_step import Step
     from spanguard.pricing import PriceTable
     from spanguard.spantree import RunEntry, SpanTree
-
-# What a model run reported, for the guards: (input tokens, output tokens, cost or None).
-Charge = tuple[int, int, "float | None"]
+    from spanguard.transcript import Transcript
 
 _REQUEST_CACHE_SIZE = 256  # distinct (model, parameters) combinations remembered
 _Request = tuple["str | None", str, dict[str, Any]]
@@ -53,27 +52,46 @@ _Request = tuple["str | None", str, dict[str, Any]]
 class ModelSpans:
     """The model-call part of one handler's span bookkeeping."""
 
-    __slots__ = ("_capture", "_prices", "_requests", "_tree")
+    __slots__ = ("_budget", "_prices", "_requests", "_tree")
 
-    def __init__(self, tree: SpanTree, prices: PriceTable, capture: bool) -> None:
+    def __init__(self, tree: SpanTree, prices: PriceTable, budget: ContentBudget | None) -> None:
         self._tree = tree
         self._prices = prices
-        self._capture = capture
+        self._budget = budget  # None: content capture is off
         self._requests: dict[tuple[Any, ...], _Request] = {}
 
+    def price(self, model: str | None) -> Callable[[int, int], float | None]:
+        """(input, output tokens) -> USD for ``model`` (None when its price is unknown)."""
+        return partial(self._prices.cost, model)
+
     def describe(self, params: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None,
-                 messages: Sequence[Sequence[Any]]) -> tuple[str | None, str, dict[str, Any]]:
-        """The request model, the span name and the span's attributes (a fresh dict)."""
-        model, name, attrs = self._request(params, metadata)
+                 messages: Sequence[Sequence[Any]], transcript: Transcript | None
+                 ) -> tuple[str | None, str, dict[str, Any], CallContent | None]:
+        """The request model, the span name, the span's attributes (a fresh dict) and,
+        with capture on, what the span captured (content first: the oldest attributes
+        are the ones an over-full span would lose)."""
+        model, name, request = self._request(params, metadata)
+        content: CallContent | None = None
+        if self._budget is not None:
+            attrs, content = input_content(messages, transcript, self._budget)
+            attrs.update(request)
+        else:
+            attrs = dict(request)
         if metadata and META_ATTEMPT in metadata:
             attrs.update(attempt_attributes(metadata))
-        if self._capture:
-            attrs.update(input_message_attributes(messages))
-        return model, name, attrs
+        return model, name, attrs, content
+
+    @staticmethod
+    def opened(entry: RunEntry, content: CallContent | None) -> None:
+        """The span exists: later calls may now reference it as their history."""
+        step: Step = entry.data
+        step.content = content
+        if content is not None and content.recorder is not None:
+            content.recorder.span_id = entry.span.get_span_context().span_id
 
     def _request(self, params: Mapping[str, Any] | None,
                  metadata: Mapping[str, Any] | None) -> _Request:
-        """Cached by the raw values read (bounded: cleared when full); returns a copy."""
+        """Cached by the raw values read (bounded: cleared when full); never modify it."""
         try:
             key = request_key(params, metadata)
             cached = self._requests.get(key)
@@ -89,7 +107,7 @@ class ModelSpans:
                 if len(self._requests) >= _REQUEST_CACHE_SIZE:
                     self._requests.clear()
                 self._requests[key] = cached
-        return cached[0], cached[1], dict(cached[2])
+        return cached
 
     @staticmethod
     def chunk(entry: RunEntry, chunk: Any) -> None:
@@ -107,8 +125,9 @@ class ModelSpans:
                 step.usage = Usage()
             step.usage.add(usage)
 
-    def response(self, entry: RunEntry, response: LLMResult) -> Charge | None:
-        """Set the response attributes; returns what to charge (None for a retry wrapper)."""
+    def response(self, entry: RunEntry, response: LLMResult) -> ModelUsage | None:
+        """Set the response attributes; returns what to charge (None for a retry wrapper;
+        a usage marked missing, with the reply's text, when the provider reported none)."""
         step: Step = entry.data
         info = Response(response)
         attrs = info.attributes()
@@ -117,30 +136,30 @@ class ModelSpans:
             routing = routing_attributes(response)
             if routing:
                 attrs.update(routing)
-            if self._capture:
-                attrs.update(output_message_attributes(response))
+            if self._budget is not None:
+                attrs.update(output_content(response, step.content, self._budget))
             entry.span.set_attributes(attrs)
             return None
         usage = info.usage or step.usage
         cost: float | None = None
         if usage is not None:
-            attrs.update(usage_attributes(usage.input, usage.output, cache_read=usage.cache_read,
-                                          cache_creation=usage.cache_creation,
-                                          reasoning=usage.reasoning))
+            usage_attributes(usage.input, usage.output, cache_read=usage.cache_read,
+                             cache_creation=usage.cache_creation, reasoning=usage.reasoning,
+                             into=attrs)
             cost = self._prices.cost(info.model or step.model, usage.input, usage.output,
                                      usage.cache_read)
             self._tree.add_usage(entry, usage.input, usage.output, cost)
         else:
             self._tree.add_usage(entry, 0, 0, None)
-        attrs.update(cost_attributes(cost))
-        if self._capture:
-            attrs.update(output_message_attributes(response))
+        cost_attributes(cost, into=attrs)
+        if self._budget is not None:
+            attrs.update(output_content(response, step.content, self._budget))
         entry.span.set_attributes(attrs)
         if usage is None:
-            return 0, 0, None
-        return usage.input, usage.output, cost
+            return ModelUsage.missing(reply_text(response))
+        return ModelUsage(usage.input, usage.output, cost)
 
-    def failed(self, entry: RunEntry, error: BaseException) -> Charge | None:
+    def failed(self, entry: RunEntry, error: BaseException) -> ModelUsage | None:
         """Usage a failed call reported, recorded like a successful call's; else None."""
         inputs, outputs = error_usage(error)
         if not (inputs or outputs):
@@ -150,4 +169,4 @@ class ModelSpans:
         entry.span.set_attributes({**usage_attributes(inputs, outputs),
                                    **cost_attributes(cost)})
         self._tree.add_usage(entry, inputs, outputs, cost)
-        return inputs, outputs, cost
+        return ModelUsage(inputs, outputs, cost)

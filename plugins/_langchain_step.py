@@ -1,7 +1,7 @@
 """Per-run adapter state of the LangChain handler, kept on ``RunEntry.data``.
 
 One small object per run that needs it (model and tool runs, and a root when a
-policy is active or the run carries ids), shared by the tracing side
+policy is active, the run carries ids or content is captured), shared by the tracing side
 (:mod:`spanguard.plugins.langchain`) and the enforcement side
 (:mod:`spanguard.plugins._langchain_guard`): one allocation per step, not two.
 """
@@ -15,15 +15,18 @@ if TYPE_CHECKING:
 
     from spanguard.guardrails.gating import GatedCall
     from spanguard.guardrails.steps import ModelCall, RunState, ToolCall
+    from spanguard.plugins._langchain_content import CallContent
     from spanguard.plugins._langchain_extract import Usage
     from spanguard.runcontext import RunContext
+    from spanguard.transcript import Transcript
 
 
 class Step:
     """Tracing fields first, then the ones only enforcement reads or writes."""
 
-    __slots__ = ("call", "first_token", "gate", "ids", "ids_token", "model", "router", "run",
-                 "started", "token", "usage")
+    __slots__ = ("call", "content", "first_token", "gate", "ids", "ids_token", "last_chunk",
+                 "model", "resumed", "router", "run", "started", "thread", "token",
+                 "transcript", "usage")
 
     def __init__(self) -> None:
         self.first_token = False
@@ -35,6 +38,15 @@ class Step:
         self.ids: RunContext | None = None  # roots only: who the run is for (raw)
         self.ids_token: Token[RunContext | None] | None = None  # while a tool body runs
         self.gate: GatedCall | None = None  # a hold gate around this tool call verifies it
+        # The same handler attached twice sees each streamed chunk twice: count it once.
+        self.last_chunk: object | None = None
+        # Roots on a LangGraph thread: its id (raw, never exported) and whether the run
+        # continues the thread's paused run (spanguard.resume).
+        self.thread: str | None = None
+        self.resumed = False
+        # Content capture only: a chat span's captured input, and (roots) the run's transcript.
+        self.content: CallContent | None = None
+        self.transcript: Transcript | None = None
         # Enforcement only: the step as the guards see it, and (roots) the run's state.
         self.call: ModelCall | ToolCall | None = None
         self.run: RunState | None = None

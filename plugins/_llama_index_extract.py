@@ -150,3 +150,47 @@ def response_model(response: Any) -> str | None:
     raw = getattr(response, "raw", None)
     model = raw.get("model") if isinstance(raw, Mapping) else getattr(raw, "model", None)
     return model if isinstance(model, str) and model else None
+
+
+def agent_name(workflow: Any) -> str:
+    """An agent's ``name`` (``FunctionAgent(name="researcher")``), else the workflow's class.
+
+    Not ``workflow_name``: by default that is the module-qualified class path.
+    """
+    name = getattr(workflow, "name", None)
+    return name if isinstance(name, str) and name else type(workflow).__name__
+
+
+def tool_name(tool: Any) -> str:
+    metadata = getattr(tool, "metadata", None)
+    name = getattr(metadata, "name", None)
+    return name if isinstance(name, str) and name else type(tool).__name__
+
+
+def tool_arguments(bound_args: Any) -> Any:
+    """What a tool was called with: its keyword arguments, else its positional ones."""
+    arguments = getattr(bound_args, "arguments", None)
+    if not isinstance(arguments, Mapping):
+        return {}
+    kwargs = arguments.get("kwargs")
+    if isinstance(kwargs, Mapping) and kwargs:
+        return dict(kwargs)
+    args = arguments.get("args")
+    if isinstance(args, tuple) and args:
+        return list(args)
+    return {key: value for key, value in arguments.items() if key not in ("self", "ctx")}
+
+
+def tool_call_id(bound_args: Any) -> str | None:
+    """The model's id for the call an agent's ``call_tool`` step runs (its ``ToolCall``)."""
+    arguments = getattr(bound_args, "arguments", None)
+    event = arguments.get("ev") if isinstance(arguments, Mapping) else None
+    call_id = getattr(event, "tool_id", None)
+    return call_id if isinstance(call_id, str) and call_id else None
+
+
+def tool_result(output: Any) -> tuple[str | None, bool]:
+    """A ``ToolOutput``'s text and whether the tool reported an error."""
+    content = getattr(output, "content", None)
+    failed = getattr(output, "is_error", False) is True
+    return (content if isinstance(content, str) else None), failed

@@ -4,14 +4,27 @@ LlamaIndex opens a dispatcher span for nearly every decorated method (``query``
 and ``_query``, ``retrieve`` and ``_retrieve``, text splitters, prompt programs),
 so a faithful copy would bury the four steps a person cares about. The rules:
 
-* A span is *kept* when its object is a query engine or synthesizer (CHAIN),
-  retriever (RETRIEVER), embedding model (EMBEDDING) or LLM (LLM).
+* A span is *kept* when its object is a workflow or agent (``FunctionAgent``,
+  ``ReActAgent``, ``AgentWorkflow``, any ``Workflow``: AGENT, ``invoke_agent
+  {name}``), a tool (TOOL, ``execute_tool {name}``), a query engine or
+  synthesizer (CHAIN), retriever (RETRIEVER), embedding model (EMBEDDING) or LLM
+  (LLM), except an LLM's private helpers (``_prepare_chat_with_tools`` builds a
+  request; it calls no model): one LLM span per model call.
 * A kept span nested directly in a span of the *same object* is the same step
   (``query`` -> ``_query``, ``predict`` -> ``complete``): it is folded into it.
 * Anything else below a kept span (splitters, prompt programs, response
-  builders' helpers) is plumbing: folded, its children attach to the parent.
+  builders' helpers, a workflow's steps) is plumbing: folded, its children
+  attach to the parent. So a retrieval a ``QueryEngineTool`` makes is under that
+  tool's span, and an agent's tool call under the agent.
 * A span with no parent is what the user called, so it is always kept; if its
   object is none of the above it becomes a CHAIN named after its class.
+
+How a run ended goes on its root (``spanguard.run.status``): a task cancelled
+(``CancelledError``, a ``wait_for`` timeout), a workflow cancelled by its user
+(the workflow's ``SpanCancelledEvent``) or a stream closed before its end
+(``GeneratorExit``) ends the spans it cut short as ``cancelled``, not as errors.
+Content capture never consumes a stream: a streaming query's output is recorded
+when the consumer has read it, from the LLM's end event.
 
 Folded spans are aliases in :class:`~spanguard.spantree.SpanTree`, so events
 dispatched inside them (LLM start/end fire inside ``complete``) reach the kept
@@ -23,7 +36,7 @@ go on every span of the run and into the policy's ``RunState``.
 
 Telemetry fails open: every handler body is guarded and logs at debug level.
 
-Why one module of ~580 lines: the streaming bookkeeping (a span held open until
+Why one module of ~700 lines: the streaming bookkeeping (a span held open until
 its stream ends, its ancestors waiting with it, a lazy stream adopted by its
 synthesizer) is one state machine over :class:`Instrumentation`'s maps; split
 across modules it would be harder to follow, not easier.
@@ -31,6 +44,7 @@ across modules it would be harder to follow, not easier.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -43,6 +57,7 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.base import BaseLLM
 from llama_index.core.base.llms.types import ChatResponse
+from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent
@@ -63,12 +78,16 @@ from llama_index.core.instrumentation.events.retrieval import (
 from llama_index.core.instrumentation.span import BaseSpan
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from llama_index.core.response_synthesizers.base import BaseSynthesizer
+from llama_index.core.tools.types import BaseTool
+from llama_index.core.workflow import Workflow
 from pydantic import PrivateAttr
 
 from spanguard import semconv as sc
 from spanguard.attributes import (
     KIND_CHAIN,
     Attributes,
+    agent_attributes,
+    agent_span_name,
     chat_span_name,
     cost_attributes,
     embedding_attributes,
@@ -76,29 +95,40 @@ from spanguard.attributes import (
     model_attributes,
     retrieval_attributes,
     retrieval_span_name,
+    tool_attributes,
+    tool_span_name,
     usage_attributes,
 )
 from spanguard.guardrails.enforcer import Enforcer
 from spanguard.guardrails.steps import RunState
-from spanguard.hashing import KeyedHasher
+from spanguard.hashing import KeyedHasher, canonical_json, payload_hash
+from spanguard.plugins._llama_index_context import root_context
 from spanguard.plugins._llama_index_extract import (
+    agent_name,
     model_name,
     provider_name,
     query_text,
     response_model,
     retrieval_attributes_for,
     retrieved_nodes_attributes,
+    tool_arguments,
+    tool_call_id,
+    tool_name,
+    tool_result,
     usage_from_response,
 )
 from spanguard.pricing import PriceTable
 from spanguard.runcontext import RunContext, current_run_context
-from spanguard.spantree import RunEntry, SpanTree
+from spanguard.spantree import RunEntry, SpanTree, mark_error
 
 logger = logging.getLogger("spanguard.plugins.llama_index")
 
-# Bound on the instance -> open stream map (entries the tree reaped are pruned).
+# Bound on the instance -> open stream map (entries the tree reaped are pruned), and on
+# the tool call ids waiting for their tool's span.
 _MAX_STREAMS = 1024
 
+AGENT = "agent"
+TOOL = "tool"
 CHAIN = "chain"
 RETRIEVER = "retriever"
 EMBEDDING = "embedding"
@@ -109,16 +139,25 @@ _ROLES: tuple[tuple[type, str], ...] = (
     (BaseLLM, LLM),
     (BaseEmbedding, EMBEDDING),
     (BaseRetriever, RETRIEVER),
+    (BaseTool, TOOL),
+    (Workflow, AGENT),
     (BaseQueryEngine, CHAIN),
     (BaseSynthesizer, CHAIN),
 )
+# Stopped from outside (a timeout, a client gone, a consumer that stopped reading).
+_CANCELLED: tuple[type[BaseException], ...] = (asyncio.CancelledError, GeneratorExit,
+                                               KeyboardInterrupt)
+# An agent's step that runs one tool call; its ``ToolCall`` event has the call's id.
+_CALL_TOOL_STEP = ".call_tool"
+TRACER_NAME = "spanguard.plugins.llama_index"
 
 
 class Step:
     """Adapter state on a kept span (``RunEntry.data``)."""
 
-    __slots__ = ("adopter", "calls", "deferred", "depth", "first_chunk", "held", "ids",
-                 "instance_id", "lazy", "model", "role", "run", "stream_keys", "usage_done")
+    __slots__ = ("adopter", "awaits_output", "calls", "cancelled", "deferred", "depth",
+                 "first_chunk", "held", "ids", "instance_id", "lazy", "model", "role", "run",
+                 "stream_keys", "usage_done")
 
     def __init__(self, role: str, instance_id: int, model: str | None = None) -> None:
         self.role = role
@@ -144,6 +183,10 @@ class Step:
         # it is consumed), and on that LLM's span, the synthesizer it was adopted by.
         self.lazy = False
         self.adopter: RunEntry | None = None
+        # A query that returned a stream (content capture): its output is the stream's
+        # text, known when the consumer has read it. A step the workflow cancelled.
+        self.awaits_output = False
+        self.cancelled = False
 
 
 class Instrumentation:
@@ -161,6 +204,8 @@ class Instrumentation:
         self._maker = RunContext(identity=identity) if identity else None
         # Called with each LLM about to run (the policy handler attaches itself).
         self.on_llm_enter: Callable[[Any], None] | None = None
+        # Likewise with each retriever (retrieval guards: tenant scope, citations).
+        self.on_retriever_enter: Callable[[Any], None] | None = None
         self._roles: dict[type, str | None] = {}
         # LLM instance id -> its newest stream still being consumed. CustomLLM's
         # ``astream_chat`` opens ``stream_chat`` only when its generator is iterated,
@@ -168,6 +213,8 @@ class Instrumentation:
         self._streams: dict[int, RunEntry] = {}
         # Synthesizers whose lazy stream has not started its LLM call yet.
         self._lazy: dict[Hashable, RunEntry] = {}
+        # An agent's ``call_tool`` step span -> the id of the call it runs.
+        self._tool_calls: dict[str, str] = {}
 
     def role_of(self, instance: Any) -> str | None:
         cls = type(instance)
@@ -197,12 +244,20 @@ class Instrumentation:
         return ambient if maker is None else maker.over(ambient)
 
     # --- spans ----------------------------------------------------------------
-    def enter(self, id_: str, instance: Any, parent_id: str | None) -> None:
+    def enter(self, id_: str, instance: Any, parent_id: str | None,
+              bound_args: Any = None) -> None:
         tree = self.tree
         parent = tree.get(parent_id) if parent_id is not None else None
         role = self.role_of(instance) if instance is not None else None
+        if role == LLM and id_[id_.rfind(".", 0, -37) + 1] == "_":
+            # An LLM's private helper (``_prepare_chat_with_tools``): no model call.
+            if parent is not None:
+                tree.fold(id_, parent_id)
+            return
         if parent is not None:
             if role is None or parent.data.instance_id == id(instance):
+                if role is None and id_.endswith(_CALL_TOOL_STEP, 0, -37):
+                    self._note_tool_call(id_, bound_args)
                 tree.fold(id_, parent_id)
                 return
         elif role is None:
@@ -214,6 +269,8 @@ class Instrumentation:
                 return
         adopter = self._adopter() if role == LLM and parent is None else None
         name, attrs, model = self._describe(role, instance, id_)
+        if role == TOOL:
+            self._describe_call(attrs, bound_args, parent_id)
         ids: RunContext | None = None
         if adopter is not None:
             entry = tree.start_under(id_, adopter, name, attrs)
@@ -222,15 +279,23 @@ class Instrumentation:
         else:
             ids = self._run_ids()
             entry = tree.start(id_, None, name, attrs, run_attributes=ids.attributes(
-                self.hasher) if ids is not None else None)
+                self.hasher) if ids is not None else None, context=root_context(TRACER_NAME))
         entry.data = Step(role, id(instance), model)
         entry.data.adopter = adopter
         entry.data.ids = ids
         if role == LLM and self.on_llm_enter is not None:
             self.on_llm_enter(instance)
+        elif role == RETRIEVER and self.on_retriever_enter is not None:
+            self.on_retriever_enter(instance)
 
     def _describe(self, role: str, instance: Any,
                   id_: str) -> tuple[str, Attributes, str | None]:
+        if role == AGENT:
+            agent = agent_name(instance)
+            return agent_span_name(agent), agent_attributes(agent), None
+        if role == TOOL:
+            tool = tool_name(instance)
+            return tool_span_name(tool), tool_attributes(tool), None
         if role == LLM:
             model = model_name(instance)
             attrs = model_attributes(model, provider_name(instance),
@@ -248,6 +313,29 @@ class Instrumentation:
             return retrieval_span_name(source), retrieval_attributes(source), None
         name = type(instance).__name__ if instance is not None else id_[:-37]
         return name, dict(KIND_CHAIN), None
+
+    def _note_tool_call(self, id_: str, bound_args: Any) -> None:
+        call_id = tool_call_id(bound_args)
+        if call_id is not None:
+            if len(self._tool_calls) >= _MAX_STREAMS:
+                self._tool_calls.clear()  # steps whose tool never ran: forget them
+            self._tool_calls[id_] = call_id
+
+    def _describe_call(self, attrs: Attributes, bound_args: Any, parent_id: str | None) -> None:
+        """The call's id (from the agent step running it) and a hash of its arguments."""
+        call_id = self._tool_calls.pop(parent_id, None) if parent_id is not None else None
+        if call_id is not None:
+            attrs[sc.GEN_AI_TOOL_CALL_ID] = call_id
+            attrs[sc.OI_TOOL_CALL_ID] = call_id
+        arguments = tool_arguments(bound_args)
+        try:
+            attrs[sc.TOOL_ARGS_HASH] = payload_hash(arguments)
+            if self.capture:
+                text = canonical_json(arguments)
+                attrs[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = text
+                attrs[sc.OI_INPUT_VALUE] = text
+        except (TypeError, ValueError):  # arguments that cannot be serialised
+            logger.debug("spanguard: tool arguments not hashable", exc_info=True)
 
     def _adopter(self) -> RunEntry | None:
         """The synthesizer whose lazy stream this parentless LLM call serves.
@@ -267,6 +355,10 @@ class Instrumentation:
         if entry is None:
             return
         step: Step = entry.data
+        if self._tool_calls:
+            self._tool_calls.pop(id_, None)  # a step whose tool never started a span
+        if step.role == TOOL and entry.key == id_:
+            self._tool_ended(entry, result)
         if (step.role == CHAIN and not step.lazy
                 and (inspect.isgenerator(result) or inspect.isasyncgen(result))):
             # The LLM call happens when this generator is consumed, outside any span.
@@ -287,16 +379,28 @@ class Instrumentation:
         elif step.held:
             step.deferred = True  # a descendant's stream is still being consumed
             return
-        self._end(id_)
+        self._end(id_, cancelled=step.cancelled and entry.key == id_)
 
-    def _end(self, id_: Hashable) -> None:
-        entry = self.tree.end(id_)
+    def _tool_ended(self, entry: RunEntry, result: Any) -> None:
+        text, failed = tool_result(result)
+        if self.capture and text is not None:
+            entry.span.set_attributes({sc.GEN_AI_TOOL_CALL_RESULT: text, sc.OI_OUTPUT_VALUE: text})
+        if failed:  # the tool caught its error and reported it: a failed call all the same
+            mark_error(entry.span, None, "tool_error")
+
+    def _end(self, id_: Hashable, *, cancelled: bool = False) -> None:
+        entry = self.tree.end(id_, cancelled=cancelled)
         if entry is not None and entry.is_root and self.enforcer is not None:
             run = entry.data.run
             if run is not None:
                 self.enforcer.end_run(run)
 
     def drop(self, id_: Hashable, err: BaseException | None) -> None:
+        if self._tool_calls and isinstance(id_, str):
+            self._tool_calls.pop(id_, None)
+        if isinstance(err, _CANCELLED):
+            self._end(id_, cancelled=True)
+            return
         error_type = getattr(err, "error_type", None)
         entry = self.tree.end(id_, error=err, error_type=error_type
                               if isinstance(error_type, str) else None)
@@ -327,8 +431,12 @@ class Instrumentation:
             node = node.parent
 
     def _release(self, entry: RunEntry, error: BaseException | None = None,
-                 abandoned: str | None = None) -> None:
-        """The stream of ``entry`` is over: end it, then ancestors that only waited for it."""
+                 cancelled: bool = False) -> None:
+        """The stream of ``entry`` is over: end it, then ancestors that only waited for it.
+
+        ``cancelled``: the consumer closed the stream before its end; what waited
+        for it was cut short too.
+        """
         step: Step = entry.data
         tree = self.tree
         if self._streams.get(step.instance_id) is entry:
@@ -337,8 +445,6 @@ class Instrumentation:
             tree.end(key)  # drops the alias kept for late events
         step.stream_keys = None
         step.calls = None
-        if abandoned is not None and tree.get(entry.key) is entry:
-            entry.span.set_attribute(sc.ABANDONED, abandoned)
         node: RunEntry | None = entry
         while node is not None:
             held: Step = node.data
@@ -347,13 +453,13 @@ class Instrumentation:
                 if node is entry and error is not None:
                     self.drop(node.key, error)
                 else:
-                    self._end(node.key)
+                    self._end(node.key, cancelled=cancelled or held.cancelled)
             node = node.parent
         step.deferred = False
         adopter = step.adopter
         if adopter is not None:  # the synthesizer's lazy stream is over too
             step.adopter = None
-            self._release(adopter)
+            self._release(adopter, cancelled=cancelled)
 
     def on_llm_chunk(self, event: LLMChatInProgressEvent | LLMCompletionInProgressEvent) -> None:
         entry = self.step_for(event, LLM)
@@ -374,10 +480,16 @@ class Instrumentation:
         if not step.deferred or step.calls is None:
             return
         error = event.exception
-        if isinstance(error, GeneratorExit):
-            self._release(entry, abandoned="stream closed before its end")
+        if isinstance(error, _CANCELLED):
+            self._release(entry, cancelled=True)
         else:
             self._release(entry, error=error)
+
+    def on_cancelled(self, event: BaseEvent) -> None:
+        """A workflow cancelled a step or the whole run; the span exits without an error."""
+        entry = self.tree.get(event.span_id) if event.span_id else None
+        if entry is not None and entry.key == event.span_id and entry.data is not None:
+            entry.data.cancelled = True
 
     # --- events ---------------------------------------------------------------
     def step_for_span(self, span_id: str | None, role: str) -> RunEntry | None:
@@ -459,6 +571,7 @@ class Instrumentation:
             attrs[sc.OI_OUTPUT_VALUE] = text
             attrs[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(
                 [{"role": "assistant", "content": text}], ensure_ascii=False)
+            _answer_waiting_queries(entry, text)
         entry.span.set_attributes(attrs)
 
     def on_query_start(self, event: QueryStartEvent) -> None:
@@ -470,8 +583,28 @@ class Instrumentation:
     def on_query_end(self, event: QueryEndEvent) -> None:
         if self.capture:
             entry = self.step_for(event, CHAIN)
-            if entry is not None:
-                entry.span.set_attribute(sc.OI_OUTPUT_VALUE, str(event.response))
+            if entry is None:
+                return
+            response = event.response
+            if isinstance(response, (StreamingResponse, AsyncStreamingResponse)):
+                # str() would read the user's stream: take the text from the LLM's end.
+                entry.data.awaits_output = True
+            else:
+                entry.span.set_attribute(sc.OI_OUTPUT_VALUE, str(response))
+
+
+def _answer_waiting_queries(entry: RunEntry, text: str) -> None:
+    """A stream's text, once read, is the output of the streaming queries it answers."""
+    node: RunEntry | None = entry
+    while node is not None:
+        step: Step | None = node.data
+        if step is not None:
+            if step.awaits_output:
+                step.awaits_output = False
+                node.span.set_attribute(sc.OI_OUTPUT_VALUE, text)
+            if step.adopter is not None:
+                _answer_waiting_queries(step.adopter, text)
+        node = node.parent
 
 
 def _retrieval_source(retriever: Any) -> str:
@@ -509,6 +642,13 @@ _EVENTS: dict[type, Callable[[Instrumentation, Any], None]] = {
     QueryStartEvent: Instrumentation.on_query_start,
     QueryEndEvent: Instrumentation.on_query_end,
 }
+try:  # llama-index-workflows: a workflow cancelled a step or the run (not an error)
+    from workflows.runtime.types.step_function import SpanCancelledEvent
+
+    _EVENTS[SpanCancelledEvent] = Instrumentation.on_cancelled
+except ImportError:  # pragma: no cover - an older or newer workflows package
+    logger.debug("spanguard: workflows' SpanCancelledEvent not found; cancelled workflow "
+                 "runs end as ok")
 
 
 class SpanguardSpanHandler(BaseSpanHandler[BaseSpan]):
@@ -532,7 +672,7 @@ class SpanguardSpanHandler(BaseSpanHandler[BaseSpan]):
                    parent_id: str | None = None, tags: dict[str, Any] | None = None,
                    **kwargs: Any) -> None:
         try:
-            self._state.enter(id_, instance, parent_id)
+            self._state.enter(id_, instance, parent_id, bound_args)
         except Exception:
             logger.debug("spanguard: span_enter failed for %s", id_, exc_info=True)
 

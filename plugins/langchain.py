@@ -7,10 +7,21 @@
     graph.invoke(inputs, config={"callbacks": [handler]})
 
 The top-level run becomes ``invoke_agent {name}``; LangGraph nodes become CHAIN
-spans named after the node; model, tool and retriever runs become ``chat``,
-``execute_tool`` and ``retrieval`` spans. Plumbing runs (prompt templates,
-sequence wrappers, routing functions, LangGraph's hidden ``__start__``/writers)
-are folded into their parent so the tree shows what a person thinks happened.
+spans named after the node; an agent graph run inside it (a ``create_agent``
+graph used as a node or called from a tool) becomes ``invoke_agent {its name}``;
+model, tool and retriever runs become ``chat``, ``execute_tool`` and
+``retrieval`` spans. Plumbing runs (prompt templates, sequence wrappers, routing
+functions, LangGraph's hidden ``__start__``/writers) are folded into their
+parent so the tree shows what a person thinks happened.
+
+The root says how the run ended (``spanguard.run.status``): ``paused`` when an
+``interrupt()`` stopped it to wait for a person, ``cancelled`` when it was
+stopped from outside (a ``break`` out of ``stream()``, ``astream_events`` closed
+early, a ``wait_for`` timeout: ``GeneratorExit``/``CancelledError`` are not
+errors). A run resumed on the same ``thread_id`` with ``Command(resume=...)``
+continues the paused run's trace (:mod:`spanguard.resume`). The same handler
+attached twice (``with_config(callbacks=[h])`` and ``config={"callbacks": [h]}``)
+traces the run once.
 
 One handler serves any number of concurrent runs, sync or async: it is
 ``run_inline``, so LangChain calls it in the caller's thread or task instead of
@@ -36,15 +47,21 @@ reading in ``_langchain_extract``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID
 
-from langchain_core.callbacks import BaseCallbackHandler
+from spanguard.extras import missing_extra
+
+try:
+    from langchain_core.callbacks import BaseCallbackHandler
+except ModuleNotFoundError as exc:
+    raise missing_extra(__name__, exc, "langgraph") from exc
 from opentelemetry import metrics, trace
-from opentelemetry.trace import Span
+from opentelemetry.trace import Link, Span
 
 from spanguard import __version__
 from spanguard import config as sg_config
@@ -60,22 +77,31 @@ from spanguard.attributes import (
     tool_attributes,
     tool_span_name,
 )
+from spanguard.content_budget import content_budget
 from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.gating import gate_for
 from spanguard.guardrails.transient import classify
 from spanguard.hashing import KeyedHasher, payload_hash
-from spanguard.plugins._langchain_content import capture_from_env, value_text
+from spanguard.plugins._langchain_content import (
+    CallContent,
+    capture_from_env,
+    same_message,
+    value_text,
+)
 from spanguard.plugins._langchain_context import activate, deactivate
 from spanguard.plugins._langchain_extract import (
     document_ids,
+    response_text,
     run_ids,
     serialized_name,
     version_attributes,
 )
 from spanguard.plugins._langchain_fold import is_plumbing
 from spanguard.plugins._langchain_guard import HeldWithoutGate, build_guard
-from spanguard.plugins._langchain_model import Charge, ModelSpans
+from spanguard.plugins._langchain_model import ModelSpans
+from spanguard.plugins._langchain_prompt import request_text
 from spanguard.plugins._langchain_step import Step
+from spanguard.plugins._langgraph_resume import answer_attributes, continues
 from spanguard.plugins.resilient import (
     META_ROUTER,
     ResilientChatModel,
@@ -83,10 +109,12 @@ from spanguard.plugins.resilient import (
     is_router_run,
 )
 from spanguard.pricing import PriceTable
+from spanguard.resume import pause_points
 from spanguard.runcontext import RunContext, current_run_context
 from spanguard.runcontext import attach as attach_run_context
 from spanguard.runcontext import detach as detach_run_context
 from spanguard.spantree import RunEntry, SpanTree
+from spanguard.transcript import Transcript
 
 if TYPE_CHECKING:
     import os
@@ -96,11 +124,13 @@ if TYPE_CHECKING:
 
     from spanguard.guardrails.enforcer import Guard
     from spanguard.guardrails.policy import Policy
+    from spanguard.guardrails.steps import ModelUsage
 
 __all__ = ["HeldWithoutGate", "ResilientChatModel", "RunTracing", "SpanguardCallbackHandler",
            "run_span", "run_tracing"]
 
 logger = logging.getLogger("spanguard.plugins.langchain")
+_NO_INPUT = object()  # a root opened by a model, tool or retriever run: no chain input
 
 try:  # LangGraph's control-flow exceptions are not failures.
     from langgraph.errors import GraphBubbleUp, GraphInterrupt
@@ -111,7 +141,20 @@ except ImportError:  # plain LangChain without LangGraph
     _BUBBLE_UP = ()
     _INTERRUPT = ()
 
+# Stopped from outside: a consumer broke out of a stream (GeneratorExit), a task was
+# cancelled (a timeout, a client gone), Ctrl-C. Not a failure of the step.
+_CANCELLED: tuple[type[BaseException], ...] = (asyncio.CancelledError, GeneratorExit,
+                                               KeyboardInterrupt)
+_NOT_FAILED = _BUBBLE_UP + _CANCELLED
 _INTERRUPTED = {sc.RUN_INTERRUPTED: True}
+# LangChain's mark of an agent graph (``create_agent(name=...)``): the graph's own run
+# carries its name; LangGraph's stream transformer finds sub-agents the same way.
+_AGENT_NAME_KEY = "lc_agent_name"
+_AGENT_INTEGRATION = ("ls_integration", "langchain_create_agent")
+_DEFAULT_GRAPH_NAME = "LangGraph"
+_KIND = sc.OPENINFERENCE_SPAN_KIND
+_TOOL_CACHE_SIZE = 256  # distinct tool names whose span name and attributes are kept
+_CHAIN = KIND_CHAIN[_KIND]
 
 
 class SpanguardCallbackHandler(BaseCallbackHandler):
@@ -167,8 +210,10 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         self._hasher = hasher
         handle = sg_config.configured()
         self._models = ModelSpans(self._tree, prices or (
-            handle.prices if handle is not None else PriceTable.default()), self._capture)
+            handle.prices if handle is not None else PriceTable.default()),
+            content_budget() if self._capture else None)
         self._guard = build_guard(policy, guards, provider, meter_provider, self, self._close)
+        self._tools: dict[str, tuple[str, Mapping[str, Any]]] = {}
         self.telemetry_errors = 0
 
     # LangChain skips a handler's callbacks for event kinds it ignores. (Not
@@ -196,32 +241,37 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         try:
             tree = self._tree
             key = run_id.int
+            if tree.get(key) is not None:
+                return  # this handler twice in the run's callbacks: it is traced once
             parent = tree.get(parent_run_id.int) if parent_run_id is not None else None
             name = kwargs.get("name") or serialized_name(serialized, "chain")
             if parent is None:
                 agent = self._agent_name or name
                 self._open_root(key, agent_span_name(agent), agent_attributes(agent),
-                                metadata)
+                                metadata, inputs)
                 return
+            if metadata and _is_agent_graph(name, metadata):
+                tree.start_under(key, parent, agent_span_name(name), agent_attributes(name))
+                return
+            node = metadata.get("langgraph_node") if metadata else None
             fold = not self._keep_plumbing
-            if fold and is_plumbing(name, tags, metadata):
+            if fold and is_plumbing(name, tags, node):
                 tree.alias(key, parent)
                 return
-            attrs: dict[str, Any] = dict(KIND_CHAIN)
             task = None
-            if metadata:
-                node = metadata.get("langgraph_node")
-                if node is not None:
-                    # A node's runnable may report itself again under the node's
-                    # name (a named RunnableLambda): same task, so one span.
-                    task = metadata.get("langgraph_checkpoint_ns")
-                    if fold and task is not None and parent.data == task:
-                        tree.alias(key, parent)
-                        return
-                    attrs[sc.OI_GRAPH_NODE_ID] = node
-                    step = metadata.get("langgraph_step")
-                    if isinstance(step, int):
-                        attrs[sc.LANGGRAPH_STEP] = step
+            if node is None:
+                attrs: dict[str, Any] = {_KIND: _CHAIN}
+            else:
+                # A node's runnable may report itself again under the node's name (a
+                # named RunnableLambda): same task, so one span.
+                task = metadata.get("langgraph_checkpoint_ns")  # type: ignore[union-attr]
+                if fold and task is not None and parent.data == task:
+                    tree.alias(key, parent)
+                    return
+                step = metadata.get("langgraph_step")  # type: ignore[union-attr]
+                attrs = {_KIND: _CHAIN, sc.OI_GRAPH_NODE_ID: node}
+                if isinstance(step, int):
+                    attrs[sc.LANGGRAPH_STEP] = step
             tree.start_under(key, parent, name, attrs).data = task
         except Exception:
             self._failed("on_chain_start")
@@ -236,8 +286,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             entry = self._tree.end(run_id.int)
-            if entry is not None and entry.parent is None and self._guard is not None:
-                self._guard.end_run(entry)
+            if entry is not None and entry.parent is None:
+                self._root_ended(entry)
         except Exception:
             self._failed("on_chain_end")
 
@@ -263,6 +313,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if self._tree.get(run_id.int) is not None:
+            return  # this handler twice in the run's callbacks
         entry = self._open_model(run_id.int, _key(parent_run_id), metadata, kwargs, messages)
         if entry is not None and self._guard is not None:
             self._guard.before_model(run_id.int, entry)
@@ -278,6 +330,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if self._tree.get(run_id.int) is not None:
+            return  # this handler twice in the run's callbacks
         entry = self._open_model(run_id.int, _key(parent_run_id), metadata, kwargs, [prompts])
         if entry is not None and self._guard is not None:
             self._guard.before_model(run_id.int, entry)
@@ -297,6 +351,11 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             entry = self._tree.get(key)
             if entry is None or entry.key != key:
                 return
+            step: Step = entry.data
+            if chunk is not None:
+                if chunk is step.last_chunk:
+                    return  # this handler twice in the run's callbacks: the same chunk
+                step.last_chunk = chunk
             self._models.chunk(entry, chunk)
         except Exception:
             self._failed("on_llm_new_token")
@@ -312,7 +371,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     ) -> None:
         key = run_id.int
         entry: RunEntry | None = None
-        charge: Charge | None = None
+        charge: ModelUsage | None = None
         try:
             entry = self._tree.get(key)
             if entry is None or entry.key != key:
@@ -320,8 +379,13 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             charge = self._models.response(entry, response)
         except Exception:
             self._failed("on_llm_end")
-        if charge is not None and entry is not None and self._guard is not None:
-            self._guard.after_model(key, entry, *charge)
+        if entry is not None and self._guard is not None:
+            if charge is not None:
+                self._guard.after_model(key, entry, charge)
+            else:  # a retry wrapper's run, or the response could not be read
+                self._guard.cancel_model(entry)
+            if self._guard.wants_answers:
+                self._guard.check_answer(key, entry, response_text(response))
         self._close(key)
 
     def on_llm_error(
@@ -337,10 +401,10 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         entry: RunEntry | None = None
         error_type: str | None = None
         attrs: dict[str, Any] | None = None
-        charge: Charge | None = None
+        charge: ModelUsage | None = None
         try:
             entry = self._tree.get(key)
-            if entry is not None and entry.key == key and not isinstance(error, _BUBBLE_UP):
+            if entry is not None and entry.key == key and not isinstance(error, _NOT_FAILED):
                 # One taxonomy for every model failure (quota_throttled, timeout, ...):
                 # the retry wrapper's attempts and a plain model's call alike.
                 error_type = classify(error).reason
@@ -350,9 +414,12 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                     charge = self._models.failed(entry, error)
         except Exception:
             self._failed("on_llm_error")
-        if charge is not None and entry is not None and self._guard is not None:
-            # A failed attempt that reported tokens spent them: they count (retry tokens).
-            self._guard.after_model(key, entry, *charge)
+        if entry is not None and entry.key == key and self._guard is not None:
+            if charge is not None:
+                # A failed attempt that reported tokens spent them: they count (retry tokens).
+                self._guard.after_model(key, entry, charge)
+            else:  # failed, cancelled or interrupted without usage: nothing was spent
+                self._guard.cancel_model(entry)
         if error_type is None:
             self._close_after(key, error)
         else:
@@ -373,6 +440,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     ) -> None:
         entry: RunEntry | None = None
         try:
+            if self._tree.get(run_id.int) is not None:
+                return  # this handler twice in the run's callbacks
             entry = self._open_tool(run_id.int, _key(parent_run_id), serialized, input_str, inputs,
                                     metadata, kwargs)
         except Exception:
@@ -432,7 +501,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         entry = self._leave_tool(run_id.int)
-        if entry is not None and self._guard is not None and not isinstance(error, _BUBBLE_UP):
+        if entry is not None and self._guard is not None and not isinstance(error, _NOT_FAILED):
             self._guard.after_tool(run_id.int, entry, error, True)
         self._close_after(run_id.int, error)
 
@@ -449,6 +518,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
+            if self._tree.get(run_id.int) is not None:
+                return  # this handler twice in the run's callbacks
             source = kwargs.get("name") or serialized_name(serialized, "retriever")
             attrs = retrieval_attributes(source)
             attrs[sc.RETRIEVAL_QUERY_HASH] = payload_hash(query)
@@ -469,6 +540,11 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         attrs: dict[str, Any] | None = None
+        if self._guard is not None:
+            entry = self._tree.get(run_id.int)
+            if entry is not None:
+                # Before the attributes: the span lists what the model will see.
+                self._guard.after_retrieval(run_id.int, entry, documents)
         try:
             attrs = {sc.RETRIEVAL_CANDIDATE_COUNT: len(documents)}
             ids = document_ids(documents)
@@ -498,26 +574,67 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         return self._open_root(run_id, name, attrs, metadata)
 
     def _open_root(self, run_id: int, name: str, attrs: dict[str, Any],
-                   metadata: Mapping[str, Any] | None) -> RunEntry:
+                   metadata: Mapping[str, Any] | None, inputs: Any = _NO_INPUT) -> RunEntry:
         ids = run_ids(metadata, self._identity, current_run_context())
         run_attrs = self._run_attributes(metadata, ids) if metadata or ids else None
-        entry = self._tree.start(run_id, None, name, attrs, run_attributes=run_attrs)
+        thread = metadata.get("thread_id") if metadata else None
+        resumed = thread is not None and inputs is not _NO_INPUT and continues(inputs)
+        if resumed:
+            entry = self._open_resumed(run_id, name, attrs, run_attrs, str(thread), inputs)
+        else:
+            entry = self._tree.start(run_id, None, name, attrs, run_attributes=run_attrs)
         guard = self._guard
-        if guard is not None or ids is not None:
+        if guard is not None or ids is not None or thread is not None or self._capture:
             step = Step()
             step.ids = ids
+            if thread is not None:
+                step.thread = str(thread)
+                step.resumed = resumed
+            if self._capture:
+                step.transcript = Transcript(same_message)
             if guard is not None:
                 step.run = guard.start_run(run_id, entry, ids, self._hash)
             entry.data = step
         return entry
 
+    def _open_resumed(self, run_id: int, name: str, attrs: dict[str, Any],
+                      run_attrs: dict[str, Any] | None, thread: str, inputs: Any) -> RunEntry:
+        """The root of a run that continues its thread's paused run: under that run's
+        root, linked to it, with the answer it carries (never its text)."""
+        attrs[sc.RUN_RESUMED] = True
+        attrs.update(answer_attributes(inputs, self._hash))
+        point = pause_points().recall(self._hash(thread))
+        if point is None:  # never paused here, or the record is gone: a trace of its own
+            return self._tree.start(run_id, None, name, attrs, run_attributes=run_attrs)
+        attrs[sc.RUN_PAUSED_SECONDS] = max(0.0, time.time() - point.paused_at)
+        links = [point.link()]
+        caller = trace.get_current_span().get_span_context()
+        if caller.is_valid:  # the span current here is not the parent: link to it
+            links.append(Link(caller, {sc.LINK_TYPE: sc.LINK_CALLED_FROM}))
+        return self._tree.start(run_id, None, name, attrs, run_attributes=run_attrs,
+                                context=point.context(), links=links)
+
+    def _root_ended(self, root: RunEntry) -> None:
+        """Enforcement's end of the run; where a paused run stopped, for its resumption."""
+        if self._guard is not None:
+            self._guard.end_run(root)
+        step = root.data
+        if not isinstance(step, Step) or step.thread is None:
+            return
+        if root.status == sc.RUN_STATUS_PAUSED:
+            pause_points().remember(self._hash(step.thread), root.span.get_span_context())
+        elif step.resumed:
+            pause_points().forget(self._hash(step.thread))  # the story has ended
+
     def _open_model(self, run_id: int, parent_run_id: int | None,
                     metadata: dict[str, Any] | None, kwargs: dict[str, Any],
                     messages: Sequence[Sequence[Any]]) -> RunEntry | None:
         model: str | None = None
+        content: CallContent | None = None
         try:
-            model, name, attrs = self._models.describe(kwargs.get("invocation_params"),
-                                                       metadata, messages)
+            model, name, attrs, content = self._models.describe(
+                kwargs.get("invocation_params"), metadata, messages,
+                self._transcript(parent_run_id) if self._capture else None)
         except Exception:
             # Still open the span (and so still enforce) with what is known.
             self._failed("on_chat_model_start")
@@ -528,16 +645,26 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             step = entry.data
             if step is None:
                 step = entry.data = Step()
+            if content is not None:
+                self._models.opened(entry, content)
             step.model = model
             if metadata and META_ROUTER in metadata:
                 step.router = is_router_run(metadata)
             if self._guard is not None:
-                self._guard.watch_model(step, metadata)
+                self._guard.watch_model(step, metadata,
+                                        request_text(messages, kwargs.get("invocation_params")),
+                                        self._models.price(model))
             step.started = time.perf_counter()
             return entry
         except Exception:
             self._failed("on_chat_model_start")
             return None
+
+    def _transcript(self, parent_run_id: int | None) -> Transcript | None:
+        """The transcript of the run a model call belongs to (None for a root call)."""
+        parent = self._tree.get(parent_run_id) if parent_run_id is not None else None
+        root = parent.root.data if parent is not None else None
+        return root.transcript if isinstance(root, Step) else None
 
     def _open_tool(self, run_id: int, parent_run_id: int | None,
                    serialized: Mapping[str, Any] | None, input_str: str,
@@ -548,9 +675,13 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         call_id = kwargs.get("tool_call_id")
         call_id = call_id if isinstance(call_id, str) else None
         digest: str | None = None
+        span_name, known = self._tool_kind(name)
+        attrs = dict(known)
+        if call_id:
+            attrs[sc.GEN_AI_TOOL_CALL_ID] = call_id
+            attrs[sc.OI_TOOL_CALL_ID] = call_id
         try:
-            digest = payload_hash(arguments)
-            attrs = tool_attributes(name, call_id, digest)
+            attrs[sc.TOOL_ARGS_HASH] = digest = payload_hash(arguments)
             if self._capture:
                 text = value_text(arguments)
                 attrs[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = text
@@ -558,8 +689,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         except Exception:
             # Unhashable arguments (a cycle): still open the span, and still enforce.
             self._failed("on_tool_start")
-            attrs = tool_attributes(name, call_id)
-        entry = self._open(run_id, parent_run_id, tool_span_name(name), attrs, metadata)
+        entry = self._open(run_id, parent_run_id, span_name, attrs, metadata)
         step = entry.data
         if step is None:
             step = entry.data = Step()
@@ -567,6 +697,15 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         if self._guard is not None:
             self._guard.watch_tool(step, name, inputs, input_str, call_id, digest)
         return entry
+
+    def _tool_kind(self, name: str) -> tuple[str, Mapping[str, Any]]:
+        """A tool's span name and name attributes, built once per tool name (bounded)."""
+        known = self._tools.get(name)
+        if known is None:
+            if len(self._tools) >= _TOOL_CACHE_SIZE:
+                self._tools.clear()
+            known = self._tools[name] = (tool_span_name(name), tool_attributes(name))
+        return known
 
     # --- closing spans -------------------------------------------------------------
     def _leave_tool(self, run_id: int) -> RunEntry | None:
@@ -588,22 +727,26 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             return None
 
     def _close(self, run_id: int, *, error: BaseException | None = None,
-               error_type: str | None = None, attributes: Mapping[str, Any] | None = None
-               ) -> None:
+               error_type: str | None = None, attributes: Mapping[str, Any] | None = None,
+               paused: bool = False, cancelled: bool = False) -> None:
         try:
             entry = self._tree.end(run_id, error=error, error_type=error_type,
-                                   attributes=attributes)
-            if entry is not None and entry.parent is None and self._guard is not None:
-                self._guard.end_run(entry)
+                                   attributes=attributes, paused=paused, cancelled=cancelled)
+            if entry is not None and entry.parent is None:
+                self._root_ended(entry)
         except Exception:
             self._failed("span end")
 
     def _close_after(self, run_id: int, error: BaseException) -> None:
         if isinstance(error, _BUBBLE_UP):
             # An interrupt (human in the loop) or a Command to the parent graph is
-            # control flow, not a failure.
-            self._close(run_id, attributes=_INTERRUPTED if isinstance(error, _INTERRUPT)
-                        else None)
+            # control flow, not a failure; an interrupt pauses the run.
+            if isinstance(error, _INTERRUPT):
+                self._close(run_id, attributes=_INTERRUPTED, paused=True)
+            else:
+                self._close(run_id)
+        elif isinstance(error, _CANCELLED):
+            self._close(run_id, cancelled=True)
         elif isinstance(error, GuardrailViolation):
             self._close(run_id, error=error, error_type=error.error_type)
         else:
@@ -663,6 +806,15 @@ def run_span(callbacks: Any) -> Span | None:
     """The span part of :func:`run_tracing`."""
     found = run_tracing(callbacks)
     return found.span if found is not None else None
+
+
+def _is_agent_graph(name: str, metadata: Mapping[str, Any]) -> bool:
+    """A chain run that is an agent graph's own run (``create_agent``, named or not)."""
+    named = metadata.get(_AGENT_NAME_KEY)
+    if named is not None:
+        return bool(named == name)
+    return name == _DEFAULT_GRAPH_NAME and metadata.get(_AGENT_INTEGRATION[0]) == \
+        _AGENT_INTEGRATION[1]
 
 
 def _key(run_id: UUID | None) -> int | None:

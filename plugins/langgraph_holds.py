@@ -13,7 +13,14 @@ One gate, two hooks (both are LangGraph 1.x's own tool-call interception points)
     ToolNode(tools, wrap_tool_call=HoldGate(policy, identity="alice"))
     create_agent(model, tools, middleware=[HoldMiddleware(policy, identity="alice")])
 
-The gate holds no policy logic: it asks the policy's hold and verify guards
+Before the holds, the gate checks the call's arguments against the tool's own
+``args_schema`` (as the JSON Schema the model was given) when the policy has a
+``[tool_arguments]`` table: a call that does not match is answered with an error
+``ToolMessage`` naming the fields and rules (the tool does not run; the model can
+correct it), and the decision span carries ``error.type=tool_argument_error`` and
+the schema's hash. Only a gate sees the tool object, so only a gate can check it.
+
+The gate holds no policy logic: it asks the policy's argument, hold and verify guards
 (through an :class:`~spanguard.guardrails.enforcer.Enforcer` built from the policy
 without its budgets and loop checks, which belong to the callback handler) and
 carries out their answer.
@@ -37,22 +44,30 @@ import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from langchain.agents.middleware import AgentMiddleware
-from langchain_core.messages import ToolMessage
-from langchain_core.tools import BaseTool
-from langgraph.prebuilt.tool_node import ToolCallRequest
-from langgraph.types import Command, interrupt
+from spanguard.extras import missing_extra
+
+try:
+    from langchain.agents.middleware import AgentMiddleware
+    from langchain_core.messages import ToolMessage
+    from langchain_core.tools import BaseTool
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+    from langgraph.prebuilt.tool_node import ToolCallRequest
+    from langgraph.types import Command, interrupt
+except ModuleNotFoundError as exc:
+    raise missing_extra(__name__, exc, "langgraph") from exc
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, Tracer
 
 from spanguard.attributes import KIND_GUARDRAIL, guardrail_span_name
 from spanguard.config import resolve_tracer_provider
 from spanguard.guardrails.enforcer import Enforcer
+from spanguard.guardrails.errors import GuardrailViolation
 from spanguard.guardrails.gating import GatedCall, gated
 from spanguard.guardrails.holds import HoldError, HoldPending, default_identity
 from spanguard.guardrails.pipeline import build_guards
 from spanguard.guardrails.policy import Policy, load_policy
 from spanguard.guardrails.steps import RunState, ToolCall, ToolOutcome
+from spanguard.guardrails.tool_arguments import ToolSchema
 from spanguard.guardrails.verify import (
     VerificationFailed,
     VerificationResult,
@@ -66,16 +81,20 @@ IDENTITY_METADATA_KEY = "spanguard.identity"
 INTERRUPT_TYPE = "spanguard.hold"
 ToolResult = ToolMessage | Command[Any]
 # The guards a gate runs around a tool call; the handler runs the rest of the policy.
-GATE_PARTS = ("holds", "verify")
+GATE_PARTS = ("tool_arguments", "holds", "verify")
 _TRACER_NAME = "spanguard.plugins.langgraph_holds"
 _MAX_FOLLOWED = 16  # distinct handler providers remembered (a handler per provider is usual)
+_MAX_SCHEMAS = 1024  # tool schemas remembered (one per distinct tool name)
 
 
 def interrupt_value(hold: HoldPending) -> dict[str, Any]:
-    """What the graph's caller sees in ``result["__interrupt__"][i].value``."""
+    """What the graph's caller sees in ``result["__interrupt__"][i].value``: the
+    request, and why it was held (``rule``: ``tools``, ``action_classes``,
+    ``high_risk`` or ``unverified``; ``reason`` in words)."""
     record = hold.hold
     return {"type": INTERRUPT_TYPE, "hold_id": record.id, "tool": record.tool,
-            "summary": record.summary, "reason": record.reason,
+            "summary": record.summary, "reason": record.reason, "rule": record.rule,
+            "action_class": record.action_class, "server": record.server,
             "risk_tier": record.risk_tier, "maker": record.maker,
             "expires_at": record.expires_at, "payload_hash": record.payload_hash,
             "approve_command": hold.approve_command, "reject_command": hold.reject_command}
@@ -116,6 +135,7 @@ class HoldGate:
         self._tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=provider)
         self._own = (provider, meter_provider)
         self._followed: dict[tuple[Any, Any], tuple[Enforcer, Tracer]] = {}
+        self._schemas: dict[str, tuple[BaseTool, ToolSchema | None]] = {}
 
     # --- the two framework hooks ------------------------------------------------
     def __call__(self, request: ToolCallRequest,
@@ -153,7 +173,7 @@ class HoldGate:
         """
         tool_call = request.tool_call
         call = ToolCall(tool=tool_call["name"], arguments=dict(tool_call.get("args") or {}),
-                        call_id=tool_call.get("id"))
+                        call_id=tool_call.get("id"), schema=self._schema(request.tool))
         tracing = run_tracing(_config(request).get("callbacks"))
         if tracing is not None:
             span: Span = tracing.span
@@ -179,6 +199,28 @@ class HoldGate:
                     status="error",
                     response_metadata={"spanguard": {"hold_id": refused.hold_id,
                                                      "hold_status": refused.hold.status}})
+            except GuardrailViolation as refused:  # the arguments do not fit the schema
+                return check, ToolMessage(
+                    content=str(refused), name=call.tool, tool_call_id=call.call_id or "",
+                    status="error",
+                    response_metadata={"spanguard": {"error_type": refused.error_type}})
+
+    def _schema(self, tool: BaseTool | None) -> ToolSchema | None:
+        """The tool's argument schema as the model was given it, built once per tool."""
+        if tool is None:
+            return None
+        known = self._schemas.get(tool.name)
+        if known is not None and known[0] is tool:
+            return known[1]
+        try:
+            parameters = convert_to_openai_tool(tool)["function"].get("parameters")
+        except Exception:  # a tool LangChain cannot describe: nothing to check against
+            parameters = None
+        schema = ToolSchema(parameters) if isinstance(parameters, Mapping) else None
+        if len(self._schemas) >= _MAX_SCHEMAS:
+            self._schemas.clear()
+        self._schemas[tool.name] = (tool, schema)
+        return schema
 
     def _following(self, handler: SpanguardCallbackHandler) -> tuple[Enforcer, Tracer]:
         """The enforcer (same guards, so the same holds) recording through ``handler``'s

@@ -15,6 +15,12 @@ query engine called inside a LangGraph tool is part of the agent's trace. A run
 is for the user, tenant and session of the :func:`spanguard.run_context` it starts
 in (the LangChain handler sets it while a tool runs): its spans carry their
 hashes and the policy's window budgets charge them.
+
+Agents and workflows (``FunctionAgent``, ``ReActAgent``, ``AgentWorkflow``) are
+``invoke_agent`` roots with one ``chat`` span per model call and one
+``execute_tool`` span per tool call. Beside another LlamaIndex instrumentor
+(OpenInference's), spanguard's trees stay separate whichever was instrumented
+first (:mod:`spanguard.plugins._llama_index_context`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,12 @@ import os
 import threading
 from dataclasses import dataclass
 
-from llama_index_instrumentation import get_dispatcher
+from spanguard.extras import missing_extra
+
+try:
+    from llama_index_instrumentation import get_dispatcher
+except ModuleNotFoundError as exc:
+    raise missing_extra(__name__, exc, "llama-index") from exc
 from opentelemetry import metrics, trace
 
 from spanguard import config as sg_config
@@ -33,6 +44,7 @@ from spanguard.guardrails.policy import Policy, load_policy
 from spanguard.hashing import KeyedHasher
 from spanguard.plugins._llama_index_guard import PolicyCallbackHandler
 from spanguard.plugins._llama_index_handlers import (
+    TRACER_NAME,
     Instrumentation,
     SpanguardEventHandler,
     SpanguardSpanHandler,
@@ -45,7 +57,6 @@ __all__ = ["CAPTURE_CONTENT_ENV", "instrument", "is_instrumented", "uninstrument
 logger = logging.getLogger("spanguard.plugins.llama_index")
 
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-_TRACER_NAME = "spanguard.plugins.llama_index"
 
 
 @dataclass
@@ -97,16 +108,20 @@ def instrument(
             capture_content = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() == "true"
         loaded = load_policy(policy)
         enforcer = Enforcer(loaded, provider, meter_provider) if loaded is not None else None
-        state = Instrumentation(SpanTree(provider.get_tracer(_TRACER_NAME)), hasher, prices,
+        state = Instrumentation(SpanTree(provider.get_tracer(TRACER_NAME)), hasher, prices,
                                 capture_content, enforcer, identity)
         policy_handler = None
         if enforcer is not None and enforcer.active:
             policy_handler = PolicyCallbackHandler(state, enforcer)
             state.on_llm_enter = policy_handler.attach
+            if enforcer.wants_retrievals:
+                state.on_retriever_enter = policy_handler.attach
         installed = _Installed(state, SpanguardSpanHandler(state), SpanguardEventHandler(state),
                                policy_handler)
         dispatcher = get_dispatcher()
-        dispatcher.add_span_handler(installed.span_handler)
+        # First in line: a peer instrumentor's span for the same operation is not yet
+        # the current span when spanguard's starts (whatever the order of instrument()).
+        dispatcher.span_handlers.insert(0, installed.span_handler)
         dispatcher.add_event_handler(installed.event_handler)
         _installed = installed
 

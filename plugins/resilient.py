@@ -39,23 +39,28 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.callbacks import (
-    AsyncCallbackManager,
-    AsyncCallbackManagerForLLMRun,
-    BaseCallbackHandler,
-    BaseCallbackManager,
-    CallbackManager,
-    CallbackManagerForLLMRun,
-    Callbacks,
-)
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
-from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
-from langchain_core.runnables.config import set_config_context
-from langchain_core.runnables.utils import coro_with_context
-from opentelemetry import metrics, trace
-from pydantic import Field, PrivateAttr, model_validator
+from spanguard.extras import missing_extra
+
+try:
+    from langchain_core.callbacks import (
+        AsyncCallbackManager,
+        AsyncCallbackManagerForLLMRun,
+        BaseCallbackHandler,
+        BaseCallbackManager,
+        CallbackManager,
+        CallbackManagerForLLMRun,
+        Callbacks,
+    )
+    from langchain_core.language_models import BaseChatModel, LanguageModelInput
+    from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk
+    from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
+    from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+    from langchain_core.runnables.config import set_config_context
+    from langchain_core.runnables.utils import coro_with_context
+    from opentelemetry import metrics, trace
+    from pydantic import Field, PrivateAttr, model_validator
+except ModuleNotFoundError as exc:
+    raise missing_extra(__name__, exc, "langgraph") from exc
 
 from spanguard import semconv as sc
 from spanguard.guardrails.circuit import CircuitBreakers
@@ -110,7 +115,10 @@ class ResilientChatModel(BaseChatModel):
     None for ``SPANGUARD_POLICY``), else ``RetryPolicy()``.
     ``tracer_provider``/``meter_provider``: trace calls no handler traces (see above).
     ``route_names`` name the routes in the trace (default: each model's
-    ``ls_model_name``). ``sleep``/``asleep``/``clock`` are injectable for tests;
+    ``ls_model_name``); ``route_capabilities`` (route name -> labels such as
+    ``["vision", "tools"]``) lets the decision say what a fallback lost
+    (``capability_delta``); the policy's ``version`` is recorded as
+    ``policy_version``. ``sleep``/``asleep``/``clock`` are injectable for tests;
     ``breakers`` may be shared between wrappers to share circuit state.
     """
 
@@ -122,6 +130,8 @@ class ResilientChatModel(BaseChatModel):
     tracer_provider: trace.TracerProvider | None = Field(default=None, exclude=True)
     meter_provider: metrics.MeterProvider | None = Field(default=None, exclude=True)
     route_names: list[str] | None = None
+    route_capabilities: dict[str, list[str]] | None = None
+    policy_version: str | None = None
     breakers: CircuitBreakers | None = None
     sleep: Callable[[float], None] = time.sleep
     asleep: Callable[[float], Awaitable[None]] = asyncio.sleep
@@ -134,10 +144,12 @@ class ResilientChatModel(BaseChatModel):
     def __init__(self, **data: Any) -> None:
         # Read before pydantic validates: a bad policy file raises its ConfigError as it
         # is, not wrapped in a ValidationError.
-        if "retry" not in data:
+        if "retry" not in data or "policy_version" not in data:
             loaded = load_policy(data.get("policy"))
-            if loaded is not None and loaded.retry is not None:
+            if loaded is not None and loaded.retry is not None and "retry" not in data:
                 data["retry"] = loaded.retry
+            if loaded is not None and "policy_version" not in data:
+                data["policy_version"] = loaded.version
         super().__init__(**data)
 
     @model_validator(mode="after")
@@ -154,7 +166,9 @@ class ResilientChatModel(BaseChatModel):
         self.route_names = list(names)
         self.metadata = {**(self.metadata or {}), META_ROUTER: True}
         self._router = Router(names, self.retry, breakers=self.breakers, sleep=self.sleep,
-                              asleep=self.asleep, clock=self.clock)
+                              asleep=self.asleep, clock=self.clock,
+                              capabilities=self.route_capabilities,
+                              policy_version=self.policy_version)
         self._routes = tuple(self.models)
         return self
 

@@ -101,15 +101,19 @@ def usage_attributes(
     cache_read: int = 0,
     cache_creation: int = 0,
     reasoning: int = 0,
+    into: Attributes | None = None,
 ) -> Attributes:
-    """Token usage in both vocabularies; zero detail counts are left out."""
-    attrs: Attributes = {
-        sc.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
-        sc.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
-        sc.OI_LLM_TOKEN_COUNT_PROMPT: input_tokens,
-        sc.OI_LLM_TOKEN_COUNT_COMPLETION: output_tokens,
-        sc.OI_LLM_TOKEN_COUNT_TOTAL: input_tokens + output_tokens,
-    }
+    """Token usage in both vocabularies; zero detail counts are left out.
+
+    ``into``: add them to this dict and return it (a span's one attribute dict,
+    built once on the hot path) instead of a new one.
+    """
+    attrs: Attributes = {} if into is None else into
+    attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
+    attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
+    attrs[sc.OI_LLM_TOKEN_COUNT_PROMPT] = input_tokens
+    attrs[sc.OI_LLM_TOKEN_COUNT_COMPLETION] = output_tokens
+    attrs[sc.OI_LLM_TOKEN_COUNT_TOTAL] = input_tokens + output_tokens
     if cache_read:
         attrs[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = cache_read
         attrs[sc.OI_LLM_TOKEN_COUNT_CACHE_READ] = cache_read
@@ -122,11 +126,17 @@ def usage_attributes(
     return attrs
 
 
-def cost_attributes(cost_usd: float | None) -> Attributes:
-    """Cost in USD, or an explicit unknown marker (never a silent zero)."""
+def cost_attributes(cost_usd: float | None, *, into: Attributes | None = None) -> Attributes:
+    """Cost in USD, or an explicit unknown marker (never a silent zero); ``into`` as in
+    :func:`usage_attributes`."""
+    attrs: Attributes = {} if into is None else into
     if cost_usd is None:
-        return {sc.COST_UNKNOWN: True}
-    return {sc.COST_USD: cost_usd, sc.OI_LLM_COST_TOTAL: cost_usd, sc.LANGFUSE_COST_USD: cost_usd}
+        attrs[sc.COST_UNKNOWN] = True
+    else:
+        attrs[sc.COST_USD] = cost_usd
+        attrs[sc.OI_LLM_COST_TOTAL] = cost_usd
+        attrs[sc.LANGFUSE_COST_USD] = cost_usd
+    return attrs
 
 
 def tool_attributes(tool: str, call_id: str | None = None,

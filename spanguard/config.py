@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Literal
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 
 from spanguard._toml import toml_reader
 from spanguard.errors import ConfigError, StoreError
+from spanguard.exporters.batching import CountedBatchSpanProcessor, batch_settings
 from spanguard.exporters.console import ConsoleTreeExporter
 from spanguard.exporters.failopen import FailOpenExporter
 from spanguard.exporters.local import LocalStoreExporter
@@ -41,7 +42,7 @@ from spanguard.exporters.otlp import (
 from spanguard.exporters.redacting import RedactingExporter
 from spanguard.hashing import KeyedHasher, load_or_create_key
 from spanguard.home import resolve_home as resolve_home  # re-exported: guardrails use it
-from spanguard.metrics import MetricsSpanProcessor
+from spanguard.metrics import MetricsSpanProcessor, observe_dropped_spans
 from spanguard.pricing import PriceTable
 from spanguard.redaction import EntityRecognizer, RedactionSettings, Redactor
 from spanguard.redaction.settings import parse_redaction_settings
@@ -76,6 +77,12 @@ class SpanguardHandle:
 
     @property
     def dropped_spans(self) -> int:
+        """Spans that never reached a destination, summed over destinations.
+
+        Export failures, spans refused by a full export queue, and spans still
+        queued (or ended) at shutdown; ``exporters[i].dropped_by_reason`` splits
+        it per destination. A span lost to two destinations counts twice.
+        """
         return sum(exporter.dropped for exporter in self.exporters)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -91,10 +98,9 @@ class SpanguardHandle:
             self.owns_meter_provider = False
             self.meter_provider.shutdown()
         if self.dropped_spans:
-            logger.warning("spanguard: %d span(s) could not be exported: %s",
+            logger.warning("spanguard: %d span(s) never reached their destination: %s",
                            self.dropped_spans,
-                           "; ".join(f"{e.destination}: {e.last_error}"
-                                     for e in self.exporters if e.dropped))
+                           "; ".join(e.summary() for e in self.exporters if e.dropped))
 
     def __enter__(self) -> SpanguardHandle:
         return self
@@ -134,11 +140,18 @@ def configure(
     redaction_detect_secrets: bool | None = None,
     redaction_ner: str | EntityRecognizer | None = None,
     raw_conversation_ids: bool = False,
+    max_queue_size: int | None = None,
+    max_export_batch_size: int | None = None,
 ) -> SpanguardHandle:
     """Build a tracer provider with spanguard's exporters and return its handle.
 
     ``exporters`` are extra destinations (wrapped fail-open and batched);
-    ``span_processors`` are added first, in order.
+    ``span_processors`` are added first, in order. Each batched destination
+    queues up to ``max_queue_size`` spans and exports ``max_export_batch_size``
+    at a time (else ``OTEL_BSP_MAX_QUEUE_SIZE`` / ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``,
+    else 8192, and 2048 for the local store / 512 for the others); every span a
+    destination loses (full queue, failed export, shutdown) is counted in
+    ``handle.dropped_spans``.
 
     Governance (docs/governance.md): every destination gets redacted copies of
     content attributes (built-in detectors plus ``redaction_patterns`` and the
@@ -180,20 +193,23 @@ def configure(
         ner_model=redaction_ner if isinstance(redaction_ner, str) else None,
     ), None if isinstance(redaction_ner, str) else redaction_ner, problem)
 
-    def add(exporter: SpanExporter, destination: str, batch: bool = True,
+    settings = batch_settings(max_queue_size, max_export_batch_size, report=problem)
+
+    def add(exporter: SpanExporter, destination: str, kind: str, batch: bool = True,
             redact: bool = True) -> None:
         if redact:
             exporter = RedactingExporter(exporter, redactor)
-        wrapped = FailOpenExporter(exporter, destination)
+        wrapped = FailOpenExporter(exporter, destination, kind)
         handle_exporters.append(wrapped)
-        export_processors.append(BatchSpanProcessor(wrapped) if batch
-                                 else SimpleSpanProcessor(wrapped))
+        export_processors.append(
+            CountedBatchSpanProcessor(wrapped, settings.for_destination(kind)) if batch
+            else SimpleSpanProcessor(wrapped))
 
     store: TraceStore | None = None
     if local_store:
         try:
             store = TraceStore.in_home(home_path)
-            add(LocalStoreExporter(store), f"local store {store.path}",
+            add(LocalStoreExporter(store), f"local store {store.path}", "local",
                 redact=not store_raw_content)
         except StoreError as exc:
             problem(exc)
@@ -202,13 +218,14 @@ def configure(
                             langfuse_public_key, langfuse_secret_key, problem)
     for target in targets:
         try:
-            add(build_exporter(target), target.describe())
+            add(build_exporter(target), target.describe(), target.name)
         except ConfigError as exc:
             problem(exc)
     for extra in exporters:
-        add(extra, type(extra).__name__)
+        add(extra, type(extra).__name__, type(extra).__name__)
     if console:
-        add(ConsoleTreeExporter(), "console", batch=False, redact=not store_raw_content)
+        add(ConsoleTreeExporter(), "console", "console", batch=False,
+            redact=not store_raw_content)
 
     owns_meters = False
     if meter_provider is None:
@@ -219,6 +236,7 @@ def configure(
             problem(exc)
     if meter_provider is not None:
         provider.add_span_processor(MetricsSpanProcessor(meter_provider))
+        observe_dropped_spans(meter_provider, handle_exporters)
 
     sampler: TailSampler | None = None
     ratio = _sample_ratio(sample_ratio, problem)

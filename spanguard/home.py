@@ -27,3 +27,18 @@ def ensure_home(home: Path) -> None:
     the permissions its owner gave it.
     """
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def ensure_private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if it does not exist yet.
+
+    For files whose first writer is a library that would create them with the
+    process umask (SQLite): creating the file first fixes its mode, and SQLite
+    gives its ``-wal`` and ``-shm`` files the database file's mode. An existing
+    file keeps the permissions its owner gave it.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)

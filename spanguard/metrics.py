@@ -16,7 +16,14 @@ those attributes (``on_end`` only queues the span for a worker thread;
 - ``agent.cost.usd`` (counter, USD): run cost on the local root, by agent and
   hashed tenant;
 - ``spanguard.holds.pending`` (observable gauge) from the callbacks registered
-  with :func:`register_pending_holds`.
+  with :func:`register_pending_holds`;
+- ``spanguard.spans.dropped`` (observable counter, ``{span}``): spans that never
+  reached a destination, by destination and ``error.type`` (``queue_full``,
+  ``export_failed``, ``shutdown``), from the ledgers given to
+  :func:`observe_dropped_spans` (``configure()`` registers its destinations).
+- ``spanguard.routing.decisions`` (counter): each routing decision (a span with
+  ``route_status``), by ``route_status``, ``routing_reason`` and
+  ``user_disclosure_required`` (the fallback-integrity SLO).
 
 Guardrail decisions are counted where they are made, by the Enforcer's
 ``spanguard.guardrail.decisions`` counter (by guard and decision kind), on the
@@ -28,9 +35,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -39,7 +47,7 @@ from opentelemetry.trace import StatusCode
 
 from spanguard import semconv as sc
 
-__all__ = ["MetricsSpanProcessor", "register_pending_holds"]
+__all__ = ["MetricsSpanProcessor", "observe_dropped_spans", "register_pending_holds"]
 
 logger = logging.getLogger("spanguard.metrics")
 
@@ -92,6 +100,58 @@ def _observe_pending_holds(options: CallbackOptions) -> Iterable[Observation]:
     return observations
 
 
+class DropLedger(Protocol):
+    """What one destination lost, by reason (a :class:`FailOpenExporter` is one)."""
+
+    kind: str
+    dropped_by_reason: dict[str, int]
+
+
+_drop_lock = threading.Lock()
+_drop_ledgers: weakref.WeakKeyDictionary[
+    metrics.MeterProvider, list[weakref.ref[DropLedger]]] = weakref.WeakKeyDictionary()
+
+
+def observe_dropped_spans(meter_provider: metrics.MeterProvider,
+                          ledgers: Iterable[DropLedger]) -> None:
+    """Report the ledgers' lost spans as ``spanguard.spans.dropped`` on ``meter_provider``.
+
+    An observable counter, read at collection time: a full queue loses spans on
+    the agent's thread, where one instrument update per lost span (~10 µs in
+    the SDK) would make a flood worse. The instrument is created once per
+    provider (the SDK ignores the callbacks of a second registration under the
+    same name), and its callback sums every live ledger registered for that
+    provider; ledgers are held weakly, so a discarded handle stops reporting.
+    """
+    with _drop_lock:
+        registered = _drop_ledgers.get(meter_provider)
+        if registered is None:
+            registered = _drop_ledgers[meter_provider] = []
+            meter = metrics.get_meter("spanguard", meter_provider=meter_provider)
+            meter.create_observable_counter(
+                sc.METRIC_SPANS_DROPPED, callbacks=[_dropped_observer(registered)],
+                unit="{span}",
+                description="Spans that never reached a destination, by reason")
+        registered.extend(weakref.ref(ledger) for ledger in ledgers)
+
+
+def _dropped_observer(registered: list[weakref.ref[DropLedger]]
+                      ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        totals: dict[tuple[str, str], int] = {}
+        with _drop_lock:
+            live = [ledger for ref in registered if (ledger := ref()) is not None]
+            registered[:] = [ref for ref in registered if ref() is not None]
+        for ledger in live:
+            for reason, count in list(ledger.dropped_by_reason.items()):
+                key = (ledger.kind, reason)
+                totals[key] = totals.get(key, 0) + count
+        return [Observation(count, {sc.EXPORT_DESTINATION: kind, sc.ERROR_TYPE: reason})
+                for (kind, reason), count in totals.items()]
+
+    return observe
+
+
 class MetricsSpanProcessor(SpanProcessor):
     """Records the metrics above from each finished span's attributes.
 
@@ -120,6 +180,9 @@ class MetricsSpanProcessor(SpanProcessor):
             sc.METRIC_TOOL_CALL_COUNT, unit="{call}", description="Tool calls by tool and status")
         self._cost = meter.create_counter(
             sc.METRIC_COST_USD, unit="USD", description="Agent run cost by agent and tenant")
+        self._routes = meter.create_counter(
+            sc.METRIC_ROUTING_DECISIONS, unit="{decision}",
+            description="Routing decisions by route status, reason and disclosure")
         meter.create_observable_gauge(
             sc.METRIC_HOLDS_PENDING, callbacks=[_observe_pending_holds], unit="{hold}",
             description="Approval requests waiting for a checker")
@@ -194,6 +257,12 @@ class MetricsSpanProcessor(SpanProcessor):
         operation = attrs.get(sc.GEN_AI_OPERATION_NAME)
         if operation is not None:
             self._record_operation(span, attrs, operation)
+        status = attrs.get(sc.ROUTING_STATUS)
+        if status is not None:
+            self._routes.add(1, {sc.ROUTING_STATUS: status,
+                                 sc.ROUTING_REASON: attrs.get(sc.ROUTING_REASON, "unknown"),
+                                 sc.ROUTING_DISCLOSURE_REQUIRED: bool(
+                                     attrs.get(sc.ROUTING_DISCLOSURE_REQUIRED))})
         parent = span.parent
         if parent is None or parent.is_remote:
             cost = attrs.get(sc.RUN_TOTAL_COST_USD, attrs.get(sc.COST_USD))

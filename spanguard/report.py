@@ -7,12 +7,20 @@ accepted or converted), loop-budget refusals and holds still pending.
 
 Definitions (the tests pin them):
 
-- A *run* is a trace's earliest local root that is not an outcome span; its
-  latency is that root's duration, and it failed when that root's status is
-  ERROR (a tool error the agent recovered from is not a failed run), typed by
-  the root's ``error.type``.
+- A *run* is a trace's earliest local root that is not an outcome span,
+  together with the runs that resumed it in the same trace (roots marked
+  ``spanguard.run.resumed``: a paused run and its resumption are one story).
+  Its status is the latest of them's ``spanguard.run.status`` (for spans
+  without it: ERROR status -> ``error``, else ``ok``). It failed when that is
+  ``error`` (a tool error the agent recovered from is not a failed run), typed
+  by that root's ``error.type``; ``paused`` runs wait for a person and count
+  as ``pending``; ``cancelled`` runs (stopped from outside) count as
+  ``cancelled``. Neither is an error.
+- Latency is the time the runs of the story worked (the sum of their roots'
+  durations, not the wait for a person), over finished runs only (``ok`` or
+  ``error``): a pending or cancelled run has no end-to-end latency yet.
 - Percentiles are nearest-rank (p95 of 20 runs is the 19th fastest).
-- Tokens and cost come from the root's run totals when the span tree rolled
+- Tokens and cost come from the roots' run totals when the span tree rolled
   them up, else from the model-call spans. Runs with an unknown price are
   counted (``runs_cost_unknown``), not priced at zero.
 - ``--by model``: a run belongs to every model it called; tokens and cost are
@@ -23,6 +31,11 @@ Definitions (the tests pin them):
   started before it.
 - A loop refusal is a guardrail span with decision ``deny`` whose guard name or
   ``error.type`` mentions "loop" (the loop-budget and tool-loop guards).
+- A finding is a guardrail decision that carries an ``error.type``: a refusal
+  (a ``guardrail`` span) or a flag (a guardrail event on the step's span), counted
+  once per decision by its ``error.type`` (``tool_argument_error``,
+  ``tenant_scope_violation``, ``invalid_citation``, ...) whether or not the run
+  then failed; a hold waiting for approval is not a finding.
 - A hold is pending when the latest span that mentions its id says
   ``spanguard.hold.status = pending`` (or a ``hold`` decision with no status);
   it counts for the run that created it.
@@ -38,11 +51,12 @@ from typing import Any, Literal
 
 from spanguard import semconv as sc
 from spanguard.outcomes import SUCCESS_ACTIONS
-from spanguard.store import StoredSpan
+from spanguard.store import StoredSpan, run_status
 
 GroupBy = Literal["model", "tenant", "agent"]
 NONE_KEY = "(none)"
 _LLM_KIND = sc.SpanKind.LLM.value
+_FINISHED = frozenset({sc.RUN_STATUS_OK, sc.RUN_STATUS_ERROR})
 
 
 @dataclass
@@ -57,6 +71,8 @@ class _ModelShare:
 class Run:
     trace_id: str
     root: StoredSpan
+    status: str
+    duration_ms: float | None
     error_type: str | None
     tenant: str
     agent: str
@@ -69,10 +85,7 @@ class Run:
     loop_refusals: int
     outcomes: Counter[str] = field(default_factory=Counter)
     holds_pending: int = 0
-
-    @property
-    def duration_ms(self) -> float | None:
-        return self.root.duration_ms
+    findings: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -80,6 +93,8 @@ class GroupReport:
     key: str
     runs: int = 0
     errors: int = 0
+    pending: int = 0
+    cancelled: int = 0
     errors_by_type: Counter[str] = field(default_factory=Counter)
     durations_ms: list[float] = field(default_factory=list)
     input_tokens: int = 0
@@ -89,6 +104,7 @@ class GroupReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     loop_refusals: int = 0
     holds_pending: int = 0
+    findings_by_type: Counter[str] = field(default_factory=Counter)
 
     @property
     def successful_outcomes(self) -> int:
@@ -108,6 +124,8 @@ class GroupReport:
             "key": self.key,
             "runs": self.runs,
             "errors": self.errors,
+            "pending": self.pending,
+            "cancelled": self.cancelled,
             "error_rate": self.error_rate,
             "error_rate_by_type": {kind: count / self.runs
                                    for kind, count in sorted(self.errors_by_type.items())},
@@ -122,6 +140,7 @@ class GroupReport:
             "cost_per_successful_outcome": self.cost_per_successful_outcome,
             "loop_refusals": self.loop_refusals,
             "holds_pending": self.holds_pending,
+            "findings_by_type": dict(sorted(self.findings_by_type.items())),
         }
 
 
@@ -167,7 +186,11 @@ def _add(group: GroupReport, run: Run, share: _ModelShare | None) -> None:
     if run.error_type is not None:
         group.errors += 1
         group.errors_by_type[run.error_type] += 1
-    if run.duration_ms is not None:
+    elif run.status == sc.RUN_STATUS_PAUSED:
+        group.pending += 1
+    elif run.status == sc.RUN_STATUS_CANCELLED:
+        group.cancelled += 1
+    if run.duration_ms is not None and run.status in _FINISHED:
         group.durations_ms.append(run.duration_ms)
     if share is None:
         group.input_tokens += run.input_tokens
@@ -182,6 +205,7 @@ def _add(group: GroupReport, run: Run, share: _ModelShare | None) -> None:
     group.outcomes.update(run.outcomes)
     group.loop_refusals += run.loop_refusals
     group.holds_pending += run.holds_pending
+    group.findings_by_type.update(run.findings)
 
 
 def _runs(spans: Iterable[StoredSpan]
@@ -195,16 +219,26 @@ def _runs(spans: Iterable[StoredSpan]
     for trace_id, members in by_trace.items():
         ids = {s.span_id for s in members}
         roots = []
+        resumed = []
         for span in members:
             if sc.OUTCOME_ACTION in span.attributes:
                 outcomes.append(span)
             elif span.parent_span_id is None or span.parent_span_id not in ids:
                 roots.append(span)
+            elif span.attributes.get(sc.RUN_RESUMED) is True:
+                resumed.append(span)
             _note_hold(span, holds)
         if roots:
-            root = min(roots, key=lambda s: (s.start_time, s.span_id))
-            runs[trace_id] = _run(trace_id, root, members)
+            order = _start_order
+            root = min(roots, key=order)
+            segments = [root, *sorted((s for s in resumed if order(s) > order(root)),
+                                      key=order)]
+            runs[trace_id] = _run(trace_id, segments, members)
     return runs, outcomes, holds
+
+
+def _start_order(span: StoredSpan) -> tuple[int, str]:
+    return span.start_time, span.span_id
 
 
 def _note_hold(span: StoredSpan, holds: dict[str, tuple[int, str, str]]) -> None:
@@ -238,15 +272,21 @@ def _note_hold_status(attributes: dict[str, Any], when: int, trace_id: str,
         holds[str(hold_id)] = (when, str(status), previous[2])
 
 
-def _run(trace_id: str, root: StoredSpan, members: list[StoredSpan]) -> Run:
+def _run(trace_id: str, segments: list[StoredSpan], members: list[StoredSpan]) -> Run:
+    root, last = segments[0], segments[-1]
     attrs = root.attributes
+    status = run_status(last)
     error_type = None
-    if root.status == "ERROR":
-        error_type = str(attrs.get(sc.ERROR_TYPE) or root.status_message or "error")
+    if status == sc.RUN_STATUS_ERROR:
+        error_type = str(last.attributes.get(sc.ERROR_TYPE) or last.status_message or "error")
+    durations = [s.duration_ms for s in segments]
+    duration = None if None in durations else sum(d for d in durations if d is not None)
     models: dict[str, _ModelShare] = {}
     loop_refusals = 0
+    findings: Counter[str] = Counter()
     for span in members:
         a = span.attributes
+        _note_findings(span, findings)
         if sc.GEN_AI_USAGE_INPUT_TOKENS in a or a.get(sc.OPENINFERENCE_SPAN_KIND) == _LLM_KIND:
             model = str(a.get(sc.GEN_AI_RESPONSE_MODEL) or a.get(sc.GEN_AI_REQUEST_MODEL)
                         or NONE_KEY)
@@ -262,27 +302,43 @@ def _run(trace_id: str, root: StoredSpan, members: list[StoredSpan]) -> Run:
                 "loop" in str(a.get(sc.GUARDRAIL_NAME, "")).lower()
                 or "loop" in str(a.get(sc.ERROR_TYPE, "")).lower()):
             loop_refusals += 1
-    if sc.RUN_TOTAL_INPUT_TOKENS in attrs:
-        input_tokens = int(attrs[sc.RUN_TOTAL_INPUT_TOKENS])
-        output_tokens = int(attrs.get(sc.RUN_TOTAL_OUTPUT_TOKENS, 0))
+    # A run of the story that called no model has no totals: it adds nothing.
+    rolled = [s.attributes for s in segments if sc.RUN_TOTAL_INPUT_TOKENS in s.attributes]
+    if rolled:
+        input_tokens = sum(int(a[sc.RUN_TOTAL_INPUT_TOKENS]) for a in rolled)
+        output_tokens = sum(int(a.get(sc.RUN_TOTAL_OUTPUT_TOKENS, 0)) for a in rolled)
     else:
         input_tokens = sum(s.input_tokens for s in models.values())
         output_tokens = sum(s.output_tokens for s in models.values())
-    total_cost = attrs.get(sc.RUN_TOTAL_COST_USD)
-    if isinstance(total_cost, (int, float)):
-        cost, cost_unknown = float(total_cost), False
+    costs = [c for c in (a.get(sc.RUN_TOTAL_COST_USD) for a in rolled)
+             if isinstance(c, (int, float))]
+    if rolled and len(costs) == len(rolled):
+        cost, cost_unknown = float(sum(costs)), False
     else:
         cost = sum(s.cost for s in models.values())
-        cost_unknown = bool(attrs.get(sc.COST_UNKNOWN)) or any(
+        cost_unknown = any(s.attributes.get(sc.COST_UNKNOWN) for s in segments) or any(
             s.cost_unknown for s in models.values())
     tenant = attrs.get(sc.TENANT_HASH)
     agent = attrs.get(sc.GEN_AI_AGENT_NAME) or attrs.get(sc.OI_AGENT_NAME) or root.name
     conversation = attrs.get(sc.GEN_AI_CONVERSATION_ID)
-    return Run(trace_id=trace_id, root=root, error_type=error_type,
+    return Run(trace_id=trace_id, root=root, status=status, duration_ms=duration,
+               error_type=error_type,
                tenant=str(tenant) if tenant else NONE_KEY, agent=str(agent),
                conversation=str(conversation) if conversation else None,
                input_tokens=input_tokens, output_tokens=output_tokens, cost=cost,
-               cost_unknown=cost_unknown, models=models, loop_refusals=loop_refusals)
+               cost_unknown=cost_unknown, models=models, loop_refusals=loop_refusals,
+               findings=findings)
+
+
+def _note_findings(span: StoredSpan, findings: Counter[str]) -> None:
+    """Count the guardrail decisions with an ``error.type`` on this span and its events."""
+    attributes = span.attributes
+    if sc.GUARDRAIL_DECISION in attributes and sc.ERROR_TYPE in attributes:
+        findings[str(attributes[sc.ERROR_TYPE])] += 1
+    for event in span.events:
+        event_attributes = event.get("attributes") or {}
+        if sc.GUARDRAIL_DECISION in event_attributes and sc.ERROR_TYPE in event_attributes:
+            findings[str(event_attributes[sc.ERROR_TYPE])] += 1
 
 
 def _attach_outcomes(runs: dict[str, Run], outcomes: list[StoredSpan]) -> None:

@@ -12,7 +12,15 @@ keeps it whole when any span shows:
 - a failed or unknown verification (``verification.status``),
 - a user flag (``spanguard.keep = true``; :func:`spanguard.record_outcome`
   sets it on the outcome span, so an outcome recorded while the run is still
-  in flight keeps the run).
+  in flight keeps the run),
+- a paused run (``spanguard.run.status = paused``) or a run that resumes one
+  (``spanguard.run.resumed``): the resumed run joins the paused run's trace
+  later, often in another process, so both halves are kept or the story would
+  have a hole where the decision was.
+
+A cancelled run (``spanguard.run.status = cancelled``: a client went away, a
+consumer stopped early, a timeout) is not an error and is kept at the ratio like
+any other run.
 
 The rest is kept at ``ratio``, decided by a seeded hash of the trace id: the
 same trace gets the same answer in every process that samples it.
@@ -64,7 +72,9 @@ def is_interesting(span: ReadableSpan) -> bool:
     return (attrs.get(sc.GUARDRAIL_DECISION) in _KEEP_DECISIONS
             or sc.HOLD_ID in attrs
             or attrs.get(sc.VERIFICATION_STATUS) in _KEEP_VERIFICATION
-            or attrs.get(sc.KEEP) is True)
+            or attrs.get(sc.KEEP) is True
+            or attrs.get(sc.RUN_STATUS) == sc.RUN_STATUS_PAUSED
+            or attrs.get(sc.RUN_RESUMED) is True)
 
 
 def _mix64(value: int) -> int:

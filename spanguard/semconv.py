@@ -175,6 +175,10 @@ GUARDRAIL_REASON: Final = "spanguard.guardrail.reason"
 GUARDRAIL_LIMIT: Final = "spanguard.guardrail.limit"
 GUARDRAIL_SPEND: Final = "spanguard.guardrail.spend"
 GUARDRAIL_PREDICTION: Final = "spanguard.guardrail.prediction"
+# What calls in flight have reserved against the same limit (reserve -> call -> settle).
+GUARDRAIL_RESERVED: Final = "spanguard.guardrail.reserved"
+# True on a model span whose usage the provider did not report: the counts are estimates.
+USAGE_ESTIMATED: Final = "spanguard.usage.estimated"
 
 # Loop and window budgets: which limit, the fit of t_k = S + u*k + r*R_k, the projection.
 BUDGET_METRIC: Final = "spanguard.budget.metric"
@@ -197,6 +201,15 @@ VERIFICATION_STATUS: Final = "verification.status"
 ROUTING_REQUESTED: Final = "requested_route"
 ROUTING_SELECTED: Final = "selected_route"
 ROUTING_REASON: Final = "routing_reason"
+# Seed 004's routing-decision fields, under the seed's own names.
+ROUTING_STATUS: Final = "route_status"
+ROUTING_POLICY_VERSION: Final = "policy_version"
+ROUTING_CAPABILITY_DELTA: Final = "capability_delta"
+ROUTING_DISCLOSURE_REQUIRED: Final = "user_disclosure_required"
+ROUTING_QUALITY_FLOOR: Final = "quality_floor"
+# budget_state is an object in the seed; span attributes are flat, so one key each.
+ROUTING_BUDGET_STATE: Final = "budget_state"
+ROUTING_DETAIL: Final = "spanguard.routing.detail"
 ROUTING_ATTEMPTS: Final = "spanguard.routing.attempts"
 ROUTING_RETRY_TOKENS: Final = "spanguard.routing.retry_tokens"
 ATTEMPT_NUMBER: Final = "spanguard.attempt"
@@ -218,6 +231,42 @@ RETRIEVAL_CONTENT_HASHES: Final = "retrieval.content_hashes"
 EMBEDDING_INPUT_COUNT: Final = "spanguard.embedding.inputs"
 
 REDACTION_COUNT: Final = "spanguard.redaction.count"
+REDACTION_OUTCOME: Final = "spanguard.redaction.outcome"
+
+# --- guards from seed 004's error taxonomy (issue 22) -----------------------------
+# Tool arguments and structured output: the schema's identity and what failed (field
+# paths and rules, never values).
+TOOL_SCHEMA_HASH: Final = "spanguard.tool.schema.hash"
+TOOL_SCHEMA_VERSION: Final = "spanguard.tool.schema.version"
+OUTPUT_SCHEMA_HASH: Final = "spanguard.output.schema.hash"
+VALIDATION_ERROR_COUNT: Final = "spanguard.validation.error_count"
+VALIDATION_SUMMARY: Final = "spanguard.validation.summary"
+REPAIR_ATTEMPT: Final = "spanguard.repair.attempt"
+REPAIR_MAX_ATTEMPTS: Final = "spanguard.repair.max_attempts"
+# Citations: the cited ids that were not retrieved, and the run's inventory (hash).
+CITATION_COUNT: Final = "spanguard.citation.count"
+CITATION_INVALID_IDS: Final = "spanguard.citation.invalid_ids"
+CITATION_INVENTORY_HASH: Final = "spanguard.citation.inventory_hash"
+# Tenant scope: what was blocked, as keyed hashes only.
+TENANT_SCOPE_BOUNDARY: Final = "spanguard.tenant_scope.boundary"
+TENANT_SCOPE_BLOCKED: Final = "spanguard.tenant_scope.blocked"
+TENANT_SCOPE_RESOURCE_HASHES: Final = "spanguard.tenant_scope.resource_hashes"
+TENANT_SCOPE_FOREIGN_HASHES: Final = "spanguard.tenant_scope.foreign_tenant_hashes"
+RETRIEVAL_AUTHORIZED_COUNT: Final = "retrieval.authorized_candidate_count"
+# Reviewer attention: hold shown -> decision, and the policy's floor.
+REVIEW_SECONDS: Final = "spanguard.review.seconds"
+REVIEW_FLOOR_SECONDS: Final = "spanguard.review.floor_seconds"
+REVIEW_BELOW_FLOOR: Final = "spanguard.review.below_floor"
+REVIEW_DECISION: Final = "spanguard.review.decision"
+
+# Captured content (docs/governance.md, "The shape of captured content"): a chat span
+# records the input messages new to its call; the leading ones its run recorded
+# earlier are its history, referenced by count and by the span that recorded the last.
+CONTENT_HISTORY_MESSAGES: Final = "spanguard.content.history.messages"
+CONTENT_HISTORY_SPAN_ID: Final = "spanguard.content.history.span_id"
+# Flattened OpenInference keys left out to keep the span within its attribute budget.
+CONTENT_TRUNCATED: Final = "spanguard.content.truncated"
+CONTENT_DROPPED_ATTRIBUTES: Final = "spanguard.content.dropped_attributes"
 
 # --- tail sampling and user outcomes ------------------------------------------
 # A user flag: a trace with any span carrying ``spanguard.keep = true`` is always kept.
@@ -239,8 +288,40 @@ METRIC_COST_USD: Final = "agent.cost.usd"
 METRIC_USER_OUTCOME_COUNT: Final = "agent.user.outcome.count"
 METRIC_GUARDRAIL_DECISIONS: Final = "spanguard.guardrail.decisions"
 METRIC_HOLDS_PENDING: Final = "spanguard.holds.pending"
+METRIC_SPANS_DROPPED: Final = "spanguard.spans.dropped"
+METRIC_GUARDRAIL_FINDINGS: Final = "spanguard.guardrail.findings"
+METRIC_REVIEW_DURATION: Final = "spanguard.review.duration"
+METRIC_ROUTING_DECISIONS: Final = "spanguard.routing.decisions"
+METRIC_REDACTION_EVENTS: Final = "spanguard.redaction.events"
 # Metric-only attribute keys (low cardinality by construction).
 TOOL_CALL_STATUS: Final = "agent.tool.call.status"
+# Where lost spans were going: local, otlp, phoenix, langfuse, console, or an exporter class.
+EXPORT_DESTINATION: Final = "spanguard.export.destination"
 # LangGraph's superstep (the node itself is OpenInference's graph.node.id).
 LANGGRAPH_STEP: Final = "langgraph.step"
 RUN_INTERRUPTED: Final = "spanguard.run.interrupted"
+
+# --- run lifecycle ------------------------------------------------------------------
+# How a run's root ended, one of the four values below: the contract `traces list`,
+# `report` and the tail sampler read. A pause (an interrupt waiting for a person) and a
+# cancellation (a client gone, an early break, a timeout) are not errors: their spans keep
+# status UNSET, and a cancelled step carries ``cancelled`` too.
+RUN_STATUS: Final = "spanguard.run.status"
+RUN_STATUS_OK: Final = "ok"
+RUN_STATUS_ERROR: Final = "error"
+RUN_STATUS_PAUSED: Final = "paused"
+RUN_STATUS_CANCELLED: Final = "cancelled"
+# On the root of a run that continues a paused one (``Command(resume=...)``): it is a child
+# of the paused root when spanguard still knew where that one was, and links to it.
+RUN_RESUMED: Final = "spanguard.run.resumed"
+RUN_PAUSED_SECONDS: Final = "spanguard.run.paused_seconds"
+# The person's answer as it reached the run: the decision types of a LangChain
+# human-in-the-loop response (approve/edit/reject/respond), else a hash of the value.
+RESUME_DECISIONS: Final = "spanguard.resume.decisions"
+RESUME_VALUE_HASH: Final = "spanguard.resume.value_hash"
+# On a span link: why the two spans are related (``resumes``).
+LINK_TYPE: Final = "spanguard.link.type"
+LINK_RESUMES: Final = "resumes"
+# A resumed root is a child of the run it resumes even when another span (a web
+# request's, say) was current; it links to that span instead.
+LINK_CALLED_FROM: Final = "called_from"

@@ -10,18 +10,25 @@ arrives (a cancelled task, a crashed callback) pins its span forever. Here
 everything a finished root left open is ended with it, and abandoned entries
 are reaped by count and by age, so memory stays flat however long the process
 lives.
+
+Every root says how its run ended in ``spanguard.run.status``: ``ok``, ``error``,
+``paused`` (an adapter reported a pause: a step ended by an interrupt that waits
+for a person) or ``cancelled`` (the run was stopped from outside: a client went
+away, a consumer broke out of a stream, a timeout cancelled the task). A pause and
+a cancellation are not failures: their spans keep status UNSET, and what a
+cancelled root left open is ended as cancelled too, not as abandoned.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
 from spanguard import semconv as sc
 from spanguard.attributes import cost_attributes
@@ -43,10 +50,12 @@ class RunEntry:
         "members",
         "output_tokens",
         "parent",
+        "paused",
         "root",
         "run_attrs",
         "span",
         "started",
+        "status",
     )
 
     def __init__(self, key: Hashable, span: Span, parent: RunEntry | None) -> None:
@@ -65,6 +74,8 @@ class RunEntry:
         self.calls = 0
         self.cost = 0.0
         self.cost_unknown = False
+        self.paused = False  # a step of the run ended by a pause (roots only)
+        self.status: str | None = None  # ``spanguard.run.status``, once a root has ended
 
     @property
     def context(self) -> Context:
@@ -92,12 +103,12 @@ class SpanTree:
         self._starts = 0
         self._reap_lock = threading.Lock()
         self.reaped = 0
+        # The entry of a run key, or None: the dict's own lookup, called once or twice
+        # per callback, without a Python frame around it.
+        self.get: Callable[[Hashable], RunEntry | None] = self._entries.get
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def get(self, key: Hashable) -> RunEntry | None:
-        return self._entries.get(key)
 
     def start(
         self,
@@ -109,9 +120,13 @@ class SpanTree:
         kind: SpanKind = SpanKind.INTERNAL,
         start_time: int | None = None,
         run_attributes: Mapping[str, Any] | None = None,
+        context: Context | None = None,
+        links: Sequence[Link] | None = None,
     ) -> RunEntry:
-        """Open a span under ``parent_key``'s span, or under the ambient context if none.
+        """Open a span under ``parent_key``'s span, or else a root.
 
+        A root starts under ``context`` if given (a resumed run under the run it
+        continues), else under the ambient context, with ``links``.
         ``run_attributes`` (roots only) are copied onto every span of the run.
         """
         parent = self._entries.get(parent_key) if parent_key is not None else None
@@ -120,7 +135,8 @@ class SpanTree:
                                     start_time=start_time)
         if run_attributes:
             attributes.update(run_attributes)
-        span = self._tracer.start_span(name, None, kind, attributes, start_time=start_time)
+        span = self._tracer.start_span(name, context, kind, attributes, links=links,
+                                       start_time=start_time)
         entry = RunEntry(key, span, None)
         if run_attributes:
             entry.run_attrs = dict(run_attributes)
@@ -145,12 +161,17 @@ class SpanTree:
         ctx = parent._ctx
         if ctx is None:
             ctx = parent._ctx = trace.set_span_in_context(parent.span)
-        entry = RunEntry(key, self._tracer.start_span(name, ctx, kind, attributes,
-                                                      start_time=start_time), parent)
+        entry = RunEntry(key, self._tracer.start_span(name, ctx, kind, attributes, None,
+                                                      start_time), parent)
         members = root.members
         if members is not None:
             members.add(key)
-        self._add(key, entry)
+        # _add, inline: this runs for every span of every run.
+        entries = self._entries
+        entries[key] = entry
+        self._starts += 1
+        if not self._starts % _REAP_EVERY or len(entries) > self._max_open:
+            self._reap()
         return entry
 
     def _add(self, key: Hashable, entry: RunEntry) -> None:
@@ -187,9 +208,14 @@ class SpanTree:
         error_type: str | None = None,
         attributes: Mapping[str, Any] | None = None,
         end_time: int | None = None,
+        paused: bool = False,
+        cancelled: bool = False,
     ) -> RunEntry | None:
         """End ``key``'s span; a root also ends whatever its run left open.
 
+        ``paused``: the step ended by pausing the run (its root ends ``paused``
+        unless it fails or is cancelled). ``cancelled``: the step was stopped from
+        outside; no error status, ``spanguard.run.status = cancelled``.
         Returns the entry whose span was ended, or None for an unknown key or an
         alias (a folded run has no span of its own).
         """
@@ -197,6 +223,8 @@ class SpanTree:
         if entry is None:
             return None
         root = entry.root
+        if paused:
+            root.paused = True
         if entry.key != key:
             if root.members is not None:
                 root.members.discard(key)
@@ -204,10 +232,15 @@ class SpanTree:
         span = entry.span
         if attributes:
             span.set_attributes(attributes)
-        if error is not None or error_type is not None:
+        failed = error is not None or error_type is not None
+        if cancelled:
+            span.set_attribute(sc.RUN_STATUS, sc.RUN_STATUS_CANCELLED)
+        elif failed:
             mark_error(span, error, error_type)
         if entry is root:
-            self._close_root(entry, end_time)
+            self._close_root(entry, end_time, sc.RUN_STATUS_CANCELLED if cancelled
+                             else sc.RUN_STATUS_ERROR if failed
+                             else sc.RUN_STATUS_PAUSED if entry.paused else sc.RUN_STATUS_OK)
         elif root.members is not None:
             root.members.discard(key)
         span.end(end_time)
@@ -225,17 +258,26 @@ class SpanTree:
         else:
             root.cost += cost_usd
 
-    def _close_root(self, root: RunEntry, end_time: int | None) -> None:
+    def _close_root(self, root: RunEntry, end_time: int | None, status: str) -> None:
+        root.status = status
         leftovers = root.members
         if leftovers:
+            cancelled = status == sc.RUN_STATUS_CANCELLED
             for key in list(leftovers):
                 left = self._entries.pop(key, None)
                 if left is not None and left.key == key:
-                    _abandon(left.span, "run ended while this step was open", end_time)
+                    if cancelled:
+                        left.span.set_attribute(sc.RUN_STATUS, sc.RUN_STATUS_CANCELLED)
+                        left.span.end(end_time)
+                    else:
+                        _abandon(left.span, "run ended while this step was open", end_time)
             leftovers.clear()
-        if root.calls:
+        if not root.calls:
+            root.span.set_attribute(sc.RUN_STATUS, status)
+        else:
             # One call: the SDK validates a mapping per call, not per attribute.
             totals = cost_attributes(None if root.cost_unknown else root.cost)
+            totals[sc.RUN_STATUS] = status
             totals[sc.RUN_TOTAL_INPUT_TOKENS] = root.input_tokens
             totals[sc.RUN_TOTAL_OUTPUT_TOKENS] = root.output_tokens
             totals[sc.RUN_MODEL_CALLS] = root.calls

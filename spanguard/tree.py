@@ -98,6 +98,11 @@ def _describe(span: StoredSpan) -> str:
     parts.append(f"{duration:.1f}ms" if duration is not None else "open")
     if span.status == "ERROR":
         parts.append(f"ERROR({attrs.get(sc.ERROR_TYPE, span.status_message or '')})")
+    if attrs.get(sc.RUN_RESUMED) is True:
+        parts.append("resumed")
+    status = attrs.get(sc.RUN_STATUS)
+    if status in (sc.RUN_STATUS_PAUSED, sc.RUN_STATUS_CANCELLED):
+        parts.append(str(status))
     tokens_in = attrs.get(sc.GEN_AI_USAGE_INPUT_TOKENS, attrs.get(sc.RUN_TOTAL_INPUT_TOKENS))
     tokens_out = attrs.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS, attrs.get(sc.RUN_TOTAL_OUTPUT_TOKENS))
     if tokens_in is not None or tokens_out is not None:

@@ -16,18 +16,25 @@ from spanguard.testing import SpanCapture, capture
 
 
 @pytest.fixture
-def cap() -> SpanCapture:
-    return capture()
+def cap() -> Iterator[SpanCapture]:
+    """A span capture; after the test, every span it saw start must have ended."""
+    captured = capture()
+    yield captured
+    leaked = captured.unended()
+    assert not leaked, f"spans started and never ended: {leaked}"
 
 
 @pytest.fixture(autouse=True)
 def spanguard_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Every test gets its own SPANGUARD_HOME and no configure() left over from another."""
+    """Every test gets its own SPANGUARD_HOME (and reviewer key directory, outside it)
+    and no configure() left over from another."""
     home = tmp_path / "sg-home"
     monkeypatch.setenv("SPANGUARD_HOME", str(home))
+    monkeypatch.setenv("SPANGUARD_REVIEWER_KEYS", str(tmp_path / "reviewer-keys"))
     for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
                 "OTEL_EXPORTER_OTLP_HEADERS", "SPANGUARD_POLICY", "SPANGUARD_PRICES",
-                "SPANGUARD_HASH_KEY", "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"):
+                "SPANGUARD_HASH_KEY", "SPANGUARD_AUDIT_KEY_FILE",
+                "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"):
         monkeypatch.delenv(var, raising=False)
     previous = sg_config._current
     sg_config._current = None

@@ -21,6 +21,7 @@ from spanguard.guardrails.stores.contracts import (
     Charge,
     ChargeResult,
     HoldStore,
+    Reservation,
     Store,
     fits,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "RedisBudgets",
     "RedisHolds",
     "RedisStore",
+    "Reservation",
     "SQLiteAudit",
     "SQLiteBudgetStore",
     "SQLiteBudgets",

@@ -3,14 +3,18 @@
 A backend (memory, SQLite, Redis) owns one connection and one lock; its three
 facets are views that share them:
 
-* ``store.budgets`` (:class:`BudgetStore`): window-budget counters. The one
-  operation that matters, ``try_charge``, checks every counter of a step against
-  its limit and, only if all of them fit, adds the amounts, as ONE atomic
-  operation (a lock in memory, ``BEGIN IMMEDIATE`` in SQLite, a Lua script in
-  Redis). Check-then-charge as two calls would let concurrent processes each see
-  room and together overspend. A counter is a set of time buckets; a charge names
-  the bucket "now" falls in and how many buckets the window spans, so a store
-  needs no notion of time beyond expiring old buckets.
+* ``store.budgets`` (:class:`BudgetStore`): window-budget counters and the
+  reservations of calls in flight. The operation that matters, ``reserve``,
+  checks every counter of a step against its limit (settled spend plus what
+  calls in flight have reserved) and, only if all of them fit, records the
+  reservation, as ONE atomic operation (a lock in memory, ``BEGIN IMMEDIATE`` in
+  SQLite, a Lua script in Redis). Check-then-charge as two calls would let
+  concurrent processes each see room and together overspend. After the call,
+  ``settle`` replaces the reservation with the real usage (one atomic operation),
+  ``release`` drops it; a reservation nobody settles (a crashed process) stops
+  counting at its ``expires`` time. A counter is a set of time buckets; a charge
+  names the bucket "now" falls in and how many buckets the window spans, so a
+  store needs no notion of time beyond expiring old buckets and reservations.
 * ``store.holds`` (:class:`HoldStore`): approval requests. Every state change is
   an atomic compare-and-set (``transition``): of an approve and a reject racing on
   one request exactly one wins, and an approval is consumed by exactly one
@@ -48,15 +52,28 @@ class Charge(NamedTuple):
 
 
 class ChargeResult(NamedTuple):
-    """``spent`` holds each checked counter's window total before the charge."""
+    """``spent`` holds each checked counter's settled window total before the charge,
+    ``reserved`` what calls in flight held on it (both up to the refused counter)."""
 
     admitted: bool
     spent: tuple[float, ...]
     refused: int | None = None
+    reserved: tuple[float, ...] = ()
+
+
+class Reservation(NamedTuple):
+    """A step's charges, held from ``reserve`` until ``settle``/``release``, or until
+    ``expires`` (seconds, the clock of ``now``) when nobody settles them. ``id`` is
+    unique across processes."""
+
+    id: str
+    charges: tuple[Charge, ...]
+    expires: float
 
 
 def fits(spent: float, amount: float, limit: float) -> bool:
-    """The one admission rule every store applies (a full budget admits nothing)."""
+    """The one admission rule every store applies (a full budget admits nothing);
+    ``spent`` includes what calls in flight have reserved."""
     return spent + amount <= limit and spent < limit
 
 
@@ -67,15 +84,35 @@ class BudgetStore(ABC):
 
     @abstractmethod
     def try_charge(self, charges: Sequence[Charge], now: float) -> ChargeResult:
-        """All-or-nothing, atomic: add every amount only if every limit still fits."""
+        """All-or-nothing, atomic: add every amount only if every limit still fits
+        (reservations in flight count against the limits)."""
 
     @abstractmethod
     def add(self, charges: Sequence[Charge], now: float) -> None:
-        """Add unconditionally (settling real usage after a call; amounts may be < 0)."""
+        """Add unconditionally (usage that was spent anyway; amounts may be < 0)."""
 
     @abstractmethod
     def spent(self, key: str, bucket: int, span: int) -> float:
-        """The window total of one counter."""
+        """The settled window total of one counter (reservations not included)."""
+
+    @abstractmethod
+    def reserve(self, reservation: Reservation, now: float) -> ChargeResult:
+        """All-or-nothing, atomic: hold every charge of ``reservation`` only if every
+        limit fits its settled spend plus the unexpired reservations; drops expired
+        reservations first."""
+
+    @abstractmethod
+    def settle(self, reservation: Reservation, amounts: Sequence[float], now: float) -> None:
+        """Atomic: drop the reservation (if still held) and add ``amounts[i]`` (the
+        real usage) to the bucket of ``reservation.charges[i]``."""
+
+    @abstractmethod
+    def release(self, reservation: Reservation, now: float) -> None:
+        """Drop the reservation; nothing is charged."""
+
+    @abstractmethod
+    def in_flight(self, key: str, now: float) -> float:
+        """What unexpired reservations hold on one counter."""
 
     def close(self) -> None:  # noqa: B027 - optional hook: a custom store may hold nothing
         """Close the store this facet belongs to (its holds and audit log too)."""

@@ -8,13 +8,21 @@ process-wide store of that name (the same URL in one process is the same store);
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from spanguard.guardrails.stores.contracts import BudgetStore, Charge, ChargeResult, Store, fits
+from spanguard.guardrails.stores.contracts import (
+    BudgetStore,
+    Charge,
+    ChargeResult,
+    Reservation,
+    Store,
+    fits,
+)
 from spanguard.guardrails.stores.records import (
     GENESIS,
     AuditRecord,
@@ -39,6 +47,13 @@ class MemoryStore(Store):
         self.counters: dict[str, dict[int, float]] = {}
         self.totals: dict[str, tuple[int, int, float]] = {}
         self.expires: dict[str, float] = {}
+        # Reservations in flight: id -> reservation; per counter key, the sum held and
+        # how many charges hold it (the last one out resets the sum: no float residue);
+        # a heap of (expires, id) to drop the ones nobody settled.
+        self.reservations: dict[str, Reservation] = {}
+        self.held_totals: dict[str, float] = {}
+        self.held_counts: dict[str, int] = {}
+        self.expiry_heap: list[tuple[float, str]] = []
         self.hold_records: dict[str, HoldRecord] = {}
         self.suspended: dict[str, str] = {}
         self.audit_rows: list[AuditRecord] = []
@@ -60,18 +75,18 @@ class MemoryBudgets(BudgetStore):
         self._counters = self.store.counters
         self._totals = self.store.totals
         self._expires = self.store.expires
+        self._reservations = self.store.reservations
+        self._held_totals = self.store.held_totals
+        self._held_counts = self.store.held_counts
+        self._heap = self.store.expiry_heap
         self._ops = itertools.count(1)
 
     def try_charge(self, charges: Sequence[Charge], now: float) -> ChargeResult:
         with self._lock:
-            spent = []
-            for index, charge in enumerate(charges):
-                total = self._window(charge.key, charge.bucket, charge.span)
-                spent.append(total)
-                if charge.limit is not None and not fits(total, charge.amount, charge.limit):
-                    return ChargeResult(False, tuple(spent), index)
-            self._apply(charges, now)
-            return ChargeResult(True, tuple(spent))
+            result = self._check(charges, now)
+            if result.admitted:
+                self._apply(charges, now)
+            return result
 
     def add(self, charges: Sequence[Charge], now: float) -> None:
         with self._lock:
@@ -81,8 +96,78 @@ class MemoryBudgets(BudgetStore):
         with self._lock:
             return self._window(key, bucket, span)
 
+    def reserve(self, reservation: Reservation, now: float) -> ChargeResult:
+        with self._lock:
+            result = self._check(reservation.charges, now)
+            if result.admitted:
+                self._reservations[reservation.id] = reservation
+                totals, counts = self._held_totals, self._held_counts
+                for charge in reservation.charges:
+                    key = charge.key
+                    totals[key] = totals.get(key, 0.0) + charge.amount
+                    counts[key] = counts.get(key, 0) + 1
+                heap = self._heap
+                heapq.heappush(heap, (reservation.expires, reservation.id))
+                if len(heap) > 2 * len(self._reservations) + 64:
+                    # Settled reservations leave their entries behind: drop them.
+                    heap[:] = [(r.expires, r.id) for r in self._reservations.values()]
+                    heapq.heapify(heap)
+            return result
+
+    def settle(self, reservation: Reservation, amounts: Sequence[float], now: float) -> None:
+        with self._lock:
+            self._drop(reservation.id)
+            self._apply(reservation.charges, now, amounts)
+
+    def release(self, reservation: Reservation, now: float) -> None:
+        with self._lock:
+            self._drop(reservation.id)
+
+    def in_flight(self, key: str, now: float) -> float:
+        with self._lock:
+            self._expire(now)
+            return self._held_totals.get(key, 0.0)
+
     def close(self) -> None:
         self.store.close()
+
+    def _check(self, charges: Sequence[Charge], now: float) -> ChargeResult:
+        heap = self._heap
+        if heap and heap[0][0] <= now:
+            self._expire(now)
+        spent = []
+        held = []
+        for index, charge in enumerate(charges):
+            total = self._window(charge.key, charge.bucket, charge.span)
+            reserved = self._held_totals.get(charge.key, 0.0)
+            spent.append(total)
+            held.append(reserved)
+            if charge.limit is not None and not fits(total + reserved, charge.amount,
+                                                     charge.limit):
+                return ChargeResult(False, tuple(spent), index, tuple(held))
+        return ChargeResult(True, tuple(spent), None, tuple(held))
+
+    def _drop(self, reservation: str) -> None:
+        held = self._reservations.pop(reservation, None)
+        if held is None:
+            return
+        totals, counts = self._held_totals, self._held_counts
+        for charge in held.charges:
+            key = charge.key
+            left = counts[key] - 1
+            if left:
+                counts[key] = left
+                totals[key] -= charge.amount
+            else:  # the last one out: no float residue left behind
+                del counts[key], totals[key]
+
+    def _expire(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            expires, reservation = heapq.heappop(heap)
+            held = self._reservations.get(reservation)
+            if held is not None and held.expires == expires:
+                self._drop(reservation)
 
     def _window(self, key: str, bucket: int, span: int) -> float:
         cached = self._totals.get(key)
@@ -96,8 +181,12 @@ class MemoryBudgets(BudgetStore):
         self._totals[key] = (bucket, span, total)
         return total
 
-    def _apply(self, charges: Sequence[Charge], now: float) -> None:
-        for key, bucket, span, amount, _, ttl in charges:
+    def _apply(self, charges: Sequence[Charge], now: float,
+               amounts: Sequence[float] | None = None) -> None:
+        """Add each charge's amount (or ``amounts[i]`` instead) to its bucket."""
+        for index, (key, bucket, span, amount, _, ttl) in enumerate(charges):
+            if amounts is not None:
+                amount = amounts[index]
             buckets = self._counters.get(key)
             if buckets is None:
                 buckets = self._counters[key] = {}

@@ -12,14 +12,23 @@ from typing import Any, Literal
 
 from spanguard.hashing import canonical_json
 
-HoldStatus = Literal["pending", "approved", "rejected", "expired", "executed"]
+# ``void``: an approval the executing side refused (unsigned, forged or altered).
+HoldStatus = Literal["pending", "approved", "rejected", "expired", "executed", "void"]
 ACTIVE: tuple[HoldStatus, ...] = ("pending", "approved")
 GENESIS = "sha256:" + "0" * 64
 
 
 @dataclass(frozen=True)
 class HoldRecord:
-    """One approval request. Times are seconds since the epoch (UTC)."""
+    """One approval request. Times are seconds since the epoch (UTC).
+
+    ``server`` is the MCP server the call goes to (None outside MCP); ``rule``
+    names the hold rule that matched (``tools``, ``action_classes``,
+    ``high_risk``, ``unverified``) and ``action_class`` the call's class, both
+    for the checker and for a reviewer's scope. ``signature`` is the checker's
+    Ed25519 signature of the canonical decision
+    (:mod:`~spanguard.guardrails.approval_proof`), ``signed_by`` its public key.
+    """
 
     id: str
     tool: str
@@ -38,8 +47,14 @@ class HoldRecord:
     decision_reason: str | None = None
     decided_at: float | None = None
     executed_at: float | None = None
+    # Approval latency: the request shown to the checker -> their decision (seconds).
+    review_seconds: float | None = None
     # The MCP server the call goes to (None outside MCP); part of payload_hash too.
     server: str | None = None
+    action_class: str | None = None
+    rule: str | None = None
+    signature: str | None = None
+    signed_by: str | None = None
 
     def expired(self, now: float) -> bool:
         return self.status in ACTIVE and now >= self.expires_at
@@ -62,7 +77,10 @@ def may_move(record: HoldRecord, expected: HoldStatus, new: HoldStatus, now: flo
 
 @dataclass(frozen=True)
 class AuditRecord:
-    """One audit event. ``hash`` covers every other field, ``prev_hash`` included."""
+    """One audit event. ``hash`` covers the body (every field but the signature),
+    ``prev_hash`` included; ``signature`` is ``signer``'s Ed25519 signature of
+    ``hash``, so a signed record cannot be rewritten, nor the chain recomputed
+    behind it, without that key."""
 
     seq: int
     ts: float
@@ -72,6 +90,8 @@ class AuditRecord:
     detail: Mapping[str, Any]
     prev_hash: str
     hash: str = ""
+    signer: str | None = None
+    signature: str | None = None
 
     def body(self) -> dict[str, Any]:
         return {"seq": self.seq, "ts": self.ts, "event": self.event, "actor": self.actor,
@@ -82,11 +102,16 @@ class AuditRecord:
         return "sha256:" + hashlib.sha256(canonical_json(self.body()).encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.body(), "hash": self.hash}
+        data = {**self.body(), "hash": self.hash}
+        if self.signature is not None:
+            data["signer"] = self.signer
+            data["signature"] = self.signature
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AuditRecord:
         return cls(seq=int(data["seq"]), ts=float(data["ts"]), event=str(data["event"]),
                    actor=data.get("actor"), subject=data.get("subject"),
                    detail=dict(data.get("detail") or {}), prev_hash=str(data["prev_hash"]),
-                   hash=str(data.get("hash", "")))
+                   hash=str(data.get("hash", "")), signer=data.get("signer"),
+                   signature=data.get("signature"))

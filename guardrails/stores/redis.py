@@ -17,7 +17,13 @@ from dataclasses import replace
 from typing import Any
 
 from spanguard.errors import ConfigError, StoreError
-from spanguard.guardrails.stores.contracts import BudgetStore, Charge, ChargeResult, Store
+from spanguard.guardrails.stores.contracts import (
+    BudgetStore,
+    Charge,
+    ChargeResult,
+    Reservation,
+    Store,
+)
 from spanguard.guardrails.stores.records import (
     ACTIVE,
     GENESIS,
@@ -62,42 +68,88 @@ class RedisStore(Store):
             raise StoreError(redact_url(self.url), f"{what} failed: {exc}", hint) from exc
 
 
-# KEYS: one hash per counter (field = bucket). ARGV[1]: "1" to check limits.
-# Then 5 values per counter: bucket, span, amount, limit ("" = none), ttl seconds.
-# Checks every counter first (pruning buckets that left the window), then adds
-# to all of them or to none: Redis runs the script atomically.
-_CHARGE = """
-local check = ARGV[1] == '1'
-local spent = {}
-for i = 1, #KEYS do
-  local o = 2 + (i - 1) * 5
-  local bucket = tonumber(ARGV[o])
-  local low = bucket - tonumber(ARGV[o + 1])
-  local amount = tonumber(ARGV[o + 2])
-  local total = 0
-  local fields = redis.call('HGETALL', KEYS[i])
-  for j = 1, #fields, 2 do
-    local b = tonumber(fields[j])
-    if b <= low then
-      redis.call('HDEL', KEYS[i], fields[j])
-    elseif b <= bucket then
-      total = total + tonumber(fields[j + 1])
-    end
+# KEYS: three per counter: its hash of buckets (field = bucket), the hash of its
+# reservations in flight (field = reservation id) and their expiry times (a sorted
+# set). ARGV[1]: "check" (try_charge), "add", "reserve" or "settle"; ARGV[2]: now;
+# ARGV[3]: the reservation id; ARGV[4]: when it expires. Then 5 values per counter:
+# bucket, span, amount, limit ("" = none), ttl seconds. Every counter is checked
+# first (pruning buckets that left the window and reservations that expired), then
+# all of them are charged or reserved, or none: Redis runs the script alone.
+_BUDGET = """
+local function reply(admitted, refused, spent, held)
+  local out = {admitted, refused}
+  for _, v in ipairs(spent) do out[#out + 1] = v end
+  for _, v in ipairs(held) do out[#out + 1] = v end
+  return out
+end
+local mode, now, id, expires = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local check = mode == 'check' or mode == 'reserve'
+local n = #KEYS / 3
+local spent, held = {}, {}
+for i = 1, n do
+  local counter, reserved, expiry = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local o = 5 + (i - 1) * 5
+  if mode == 'settle' then
+    redis.call('HDEL', reserved, id)
+    redis.call('ZREM', expiry, id)
   end
-  spent[i] = tostring(total)
-  if check and ARGV[o + 3] ~= '' then
-    local limit = tonumber(ARGV[o + 3])
-    if total + amount > limit or total >= limit then
-      return {0, i, unpack(spent)}
+  if check then
+    local bucket = tonumber(ARGV[o])
+    local low = bucket - tonumber(ARGV[o + 1])
+    local total = 0
+    local fields = redis.call('HGETALL', counter)
+    for j = 1, #fields, 2 do
+      local b = tonumber(fields[j])
+      if b <= low then
+        redis.call('HDEL', counter, fields[j])
+      elseif b <= bucket then
+        total = total + tonumber(fields[j + 1])
+      end
+    end
+    local gone = redis.call('ZRANGEBYSCORE', expiry, '-inf', now)
+    for _, expired in ipairs(gone) do
+      redis.call('HDEL', reserved, expired)
+    end
+    if #gone > 0 then
+      redis.call('ZREMRANGEBYSCORE', expiry, '-inf', now)
+    end
+    local inflight = 0
+    for _, amount in ipairs(redis.call('HVALS', reserved)) do
+      inflight = inflight + tonumber(amount)
+    end
+    spent[i], held[i] = tostring(total), tostring(inflight)
+    if ARGV[o + 3] ~= '' then
+      local limit = tonumber(ARGV[o + 3])
+      local amount = tonumber(ARGV[o + 2])
+      if total + inflight + amount > limit or total + inflight >= limit then
+        return reply(0, i, spent, held)
+      end
     end
   end
 end
-for i = 1, #KEYS do
-  local o = 2 + (i - 1) * 5
-  redis.call('HINCRBYFLOAT', KEYS[i], ARGV[o], ARGV[o + 2])
-  redis.call('EXPIRE', KEYS[i], ARGV[o + 4])
+for i = 1, n do
+  local counter, reserved, expiry = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local o = 5 + (i - 1) * 5
+  if mode == 'reserve' then
+    redis.call('HINCRBYFLOAT', reserved, id, ARGV[o + 2])
+    redis.call('ZADD', expiry, expires, id)
+    redis.call('EXPIRE', reserved, ARGV[o + 4])
+    redis.call('EXPIRE', expiry, ARGV[o + 4])
+  else
+    redis.call('HINCRBYFLOAT', counter, ARGV[o], ARGV[o + 2])
+    redis.call('EXPIRE', counter, ARGV[o + 4])
+  end
 end
-return {1, 0, unpack(spent)}
+return reply(1, 0, spent, held)
+"""
+
+# KEYS: the reservation hash and expiry set of each counter; ARGV[1]: the id.
+_RELEASE = """
+for i = 1, #KEYS, 2 do
+  redis.call('HDEL', KEYS[i], ARGV[1])
+  redis.call('ZREM', KEYS[i + 1], ARGV[1])
+end
+return 1
 """
 
 
@@ -111,34 +163,79 @@ class RedisBudgets(BudgetStore):
                  timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         self.store = store if isinstance(store, RedisStore) else RedisStore(store, timeout)
         self.url = self.store.url
-        self._script = self.store.client.register_script(_CHARGE)
+        self._script = self.store.client.register_script(_BUDGET)
+        self._release = self.store.client.register_script(_RELEASE)
 
     def try_charge(self, charges: Sequence[Charge], now: float) -> ChargeResult:
-        reply = self._run(charges, check=True)
-        spent = tuple(float(v) for v in reply[2:])
-        if int(reply[0]) == 1:
-            return ChargeResult(True, spent)
-        return ChargeResult(False, spent, int(reply[1]) - 1)
+        return self._result(self._run("check", charges, now))
 
     def add(self, charges: Sequence[Charge], now: float) -> None:
-        self._run(charges, check=False)
+        self._run("add", charges, now)
 
     def spent(self, key: str, bucket: int, span: int) -> float:
         values = self.store.call("budget read", self.store.client.hgetall, key)
         return sum(float(v) for b, v in values.items() if bucket - span < int(b) <= bucket)
 
+    def reserve(self, reservation: Reservation, now: float) -> ChargeResult:
+        # The reservation keys must outlive the reservation itself.
+        ttl = max(0.0, reservation.expires - now)
+        charges = [c._replace(ttl=max(c.ttl, ttl)) for c in reservation.charges]
+        return self._result(self._run("reserve", charges, now, reservation))
+
+    def settle(self, reservation: Reservation, amounts: Sequence[float], now: float) -> None:
+        self._run("settle", [c._replace(amount=a) for c, a
+                             in zip(reservation.charges, amounts, strict=True)],
+                  now, reservation)
+
+    def release(self, reservation: Reservation, now: float) -> None:
+        keys = [k for c in reservation.charges for k in (_held(c.key), _expiry(c.key))]
+        self.store.call("budget release", lambda: self._release(keys=keys,
+                                                                args=[reservation.id]))
+
+    def in_flight(self, key: str, now: float) -> float:
+        client = self.store.client
+        live = self.store.call("budget read", client.zrangebyscore, _expiry(key),
+                               f"({now!r}", "+inf")
+        if not live:
+            return 0.0
+        amounts = self.store.call("budget read", client.hmget, _held(key), live)
+        return sum(float(a) for a in amounts if a is not None)
+
     def close(self) -> None:
         self.store.close()
 
-    def _run(self, charges: Sequence[Charge], check: bool) -> list[Any]:
-        args: list[str | int | float] = ["1" if check else "0"]
+    @staticmethod
+    def _result(reply: list[Any]) -> ChargeResult:
+        """(admitted, refused counter or 0, the spends checked, then what they held)."""
+        values = [float(v) for v in reply[2:]]
+        checked = len(values) // 2
+        spent, held = tuple(values[:checked]), tuple(values[checked:])
+        if int(reply[0]) == 1:
+            return ChargeResult(True, spent, None, held)
+        return ChargeResult(False, spent, int(reply[1]) - 1, held)
+
+    def _run(self, mode: str, charges: Sequence[Charge], now: float,
+             reservation: Reservation | None = None) -> list[Any]:
+        args: list[str | int | float] = [
+            mode, repr(float(now)), reservation.id if reservation is not None else "",
+            repr(float(reservation.expires)) if reservation is not None else ""]
+        keys: list[str] = []
         for c in charges:
+            keys += [c.key, _held(c.key), _expiry(c.key)]
             args += [c.bucket, c.span, repr(float(c.amount)),
                      "" if c.limit is None else repr(float(c.limit)), max(1, math.ceil(c.ttl))]
         reply = self.store.call(
-            "budget update", lambda: self._script(keys=[c.key for c in charges], args=args),
+            "budget update", lambda: self._script(keys=keys, args=args),
             hint="nothing was charged; the step was refused")
         return list(reply)
+
+
+def _held(key: str) -> str:
+    return key + ":reserved"
+
+
+def _expiry(key: str) -> str:
+    return key + ":reserved-until"
 
 
 # KEYS[1] = hold hash key; ARGV = expected, new, now, guard_expiry, record json

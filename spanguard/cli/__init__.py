@@ -25,6 +25,7 @@ from spanguard.errors import (
     StoreError,
     TraceNotFound,
 )
+from spanguard.extras import missing_extra
 
 # name -> (module with register(subparsers) and run(args), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,7 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("spanguard.cli.demo", "run the offline demo and print its span tree"),
     "holds": ("spanguard.guardrails._holds_cli",
               "list, show, approve and reject held tool calls"),
-    "audit": ("spanguard.guardrails._audit_cli", "verify and list the governance audit log"),
+    "audit": ("spanguard.guardrails._audit_cli",
+              "verify, anchor and list the governance audit log"),
+    "reviewer": ("spanguard.guardrails._reviewer_cli",
+                 "create and show a reviewer's approval signing key"),
     "report": ("spanguard.cli.report",
                "runs, errors, latency, tokens, cost and outcomes per model/tenant/agent"),
     "mcp": ("spanguard.mcp_bridge.cli", "wrap an MCP server in a tracing, guarding proxy"),
@@ -60,8 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser(command)
     except ImportError as exc:
-        print(f"spanguard: the '{command}' command needs an optional dependency: {exc}. "
-              "Install spanguard[all].", file=sys.stderr)
+        print(f"spanguard: {missing_extra(f'the {command!r} command', exc)}", file=sys.stderr)
         return EXIT_CONFIG
     args = parser.parse_args(args_list)
     if not args.command:

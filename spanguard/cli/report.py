@@ -50,9 +50,10 @@ def run_report(args: argparse.Namespace) -> int:
     if not groups:
         print("no runs in the local store" + (f" since {args.since}" if args.since else ""))
         return EXIT_OK
-    print(f"{args.by.upper():24}  {'RUNS':>5}  {'ERR%':>5}  {'P50 ms':>8}  {'P95 ms':>8}  "
+    print(f"{args.by.upper():24}  {'RUNS':>5}  {'ERR%':>5}  {'PEND':>4}  {'CANC':>4}  "
+          f"{'P50 ms':>8}  {'P95 ms':>8}  "
           f"{'TOKENS IN':>9}  {'OUT':>7}  {'COST $':>10}  {'$/SUCCESS':>10}  {'LOOP':>4}  "
-          f"{'HOLDS':>5}  ERRORS")
+          f"{'HOLDS':>5}  ERRORS  |  FINDINGS")
     for group in groups:
         print(_row(group))
     return EXIT_OK
@@ -63,11 +64,15 @@ def _row(group: GroupReport) -> str:
     per_success = data["cost_per_successful_outcome"]
     cost = f"{group.cost_usd:.6f}" + ("*" if group.runs_cost_unknown else "")
     errors = ", ".join(f"{kind} {count}" for kind, count in sorted(group.errors_by_type.items()))
+    findings = ", ".join(f"{kind} {count}"
+                         for kind, count in sorted(group.findings_by_type.items()))
     return (f"{group.key[:24]:24}  {group.runs:>5}  {group.error_rate * 100:>5.1f}  "
-            f"{_ms(data['p50_ms']):>8}  {_ms(data['p95_ms']):>8}  {group.input_tokens:>9}  "
+            f"{group.pending:>4}  {group.cancelled:>4}  {_ms(data['p50_ms']):>8}  "
+            f"{_ms(data['p95_ms']):>8}  {group.input_tokens:>9}  "
             f"{group.output_tokens:>7}  {cost:>10}  "
             f"{(f'{per_success:.6f}' if per_success is not None else '-'):>10}  "
-            f"{group.loop_refusals:>4}  {group.holds_pending:>5}  {errors or '-'}")
+            f"{group.loop_refusals:>4}  {group.holds_pending:>5}  {errors or '-'}  |  "
+            f"{findings or '-'}")
 
 
 def _ms(value: float | None) -> str:

@@ -30,12 +30,12 @@ def run_list(args: argparse.Namespace) -> int:
     if not summaries:
         print("no traces yet: run an agent with spanguard configured, or `spanguard demo`")
         return EXIT_OK
-    print(f"{'TRACE ID':32}  {'STARTED (UTC)':19}  {'SPANS':>5}  {'ERR':>3}  "
+    print(f"{'TRACE ID':32}  {'STARTED (UTC)':19}  {'STATUS':9}  {'SPANS':>5}  {'ERR':>3}  "
           f"{'TOKENS':>8}  {'COST $':>9}  ROOT")
     for s in summaries:
         started = dt.datetime.fromtimestamp(s.start_time / 1e9, dt.timezone.utc)
         cost = f"{s.cost_usd:.6f}" if s.cost_usd is not None else "-"
-        print(f"{s.trace_id:32}  {started:%Y-%m-%d %H:%M:%S}  {s.span_count:>5}  "
+        print(f"{s.trace_id:32}  {started:%Y-%m-%d %H:%M:%S}  {s.status:9}  {s.span_count:>5}  "
               f"{s.error_count:>3}  {s.input_tokens + s.output_tokens:>8}  {cost:>9}  "
               f"{s.root_name}")
     return EXIT_OK

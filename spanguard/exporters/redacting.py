@@ -9,6 +9,10 @@ span without content attributes is passed through as the same object.
 
 It fails closed for content: if redaction of a value raises, that value is
 replaced by ``[REDACTED:error]`` rather than exported raw.
+
+Each redaction and each failure is counted in ``spanguard.redaction.events``
+(by ``spanguard.redaction.outcome``: ``redacted`` or ``failed``), the privacy
+SLO's signal; on ``meter_provider``, else the global meter provider.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry import metrics
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Status, StatusCode
@@ -25,14 +30,21 @@ from spanguard import semconv as sc
 from spanguard.redaction import Redactor, is_content_key, placeholder
 
 logger = logging.getLogger("spanguard.redaction")
+_REDACTED = {sc.REDACTION_OUTCOME: "redacted"}
+_FAILED = {sc.REDACTION_OUTCOME: "failed"}
 
 
 class RedactingExporter(SpanExporter):
     """Exports ``inner``'s spans with content attributes passed through ``redactor``."""
 
-    def __init__(self, inner: SpanExporter, redactor: Redactor) -> None:
+    def __init__(self, inner: SpanExporter, redactor: Redactor,
+                 meter_provider: metrics.MeterProvider | None = None) -> None:
         self.inner = inner
         self.redactor = redactor
+        meter = metrics.get_meter("spanguard.redaction", meter_provider=meter_provider)
+        self._events = meter.create_counter(
+            sc.METRIC_REDACTION_EVENTS, unit="{value}",
+            description="Sensitive values redacted before export, and redaction failures")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return self.inner.export([self.redact_span(span) for span in spans])
@@ -67,6 +79,8 @@ class RedactingExporter(SpanExporter):
         if not has_content and status is span.status:
             return span
         out = dict(new_attributes or {})
+        if count:
+            self._events.add(count, _REDACTED)
         if has_content:
             previous = out.get(sc.REDACTION_COUNT)
             out[sc.REDACTION_COUNT] = count + (previous if isinstance(previous, int) else 0)
@@ -82,6 +96,7 @@ class RedactingExporter(SpanExporter):
             return self.redactor.redact_attributes(attributes)
         except Exception as exc:  # fail closed: never export content we could not check
             logger.warning("spanguard: redaction failed (%s); content attributes replaced", exc)
+            self._events.add(1, _FAILED)
             return ({k: placeholder("error") if is_content_key(k) else v
                      for k, v in (attributes or {}).items()}, 0)
 
@@ -90,6 +105,7 @@ class RedactingExporter(SpanExporter):
             return self.redactor.redact(text)
         except Exception as exc:
             logger.warning("spanguard: redaction failed (%s); status message replaced", exc)
+            self._events.add(1, _FAILED)
             return placeholder("error"), 1
 
     def shutdown(self) -> None:

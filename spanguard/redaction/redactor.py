@@ -16,10 +16,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from spanguard import semconv as sc
 from spanguard.redaction.addresses import EMAIL, IP_DETECTORS
 from spanguard.redaction.content import is_content_key
 from spanguard.redaction.credentials import SECRET_DETECTORS
 from spanguard.redaction.detector import Detector, compile_patterns, placeholder
+from spanguard.redaction.memo import RedactionMemo
+from spanguard.redaction.messages import redact_messages_json
 from spanguard.redaction.numbers import NUMBER_DETECTORS
 from spanguard.redaction.phones import phone_detector
 
@@ -42,15 +45,20 @@ def default_detectors(phone_regions: Sequence[str] | None = None) -> tuple[Detec
 
 DEFAULT_DETECTORS: tuple[Detector, ...] = default_detectors()
 _DIGIT = re.compile(r"\d")
+# Attributes holding GenAI JSON message lists: redacted piece by piece (.messages).
+_MESSAGE_LISTS = frozenset({sc.GEN_AI_INPUT_MESSAGES, sc.GEN_AI_OUTPUT_MESSAGES,
+                            sc.GEN_AI_SYSTEM_INSTRUCTIONS})
 
 
 class Redactor:
     """Replaces sensitive text with typed placeholders and counts what it replaced.
 
-    Thread-safe: detectors are immutable; only the running totals take a lock.
-    ``recognizers`` (detect-secrets' rules, a NER model) run after the
+    Thread-safe: detectors are immutable; only the running totals and the memo
+    take a lock. ``recognizers`` (detect-secrets' rules, a NER model) run after the
     built-in detectors, and ``patterns`` (name -> regex) last; ``detectors``
-    replaces the built-in set.
+    replaces the built-in set. :meth:`redact_attributes` (the exporters' path)
+    remembers each text's result in ``memo`` (:mod:`.memo`), so a message met
+    again is not scanned again; :meth:`redact` always scans.
     """
 
     def __init__(self, patterns: Mapping[str, str] | None = None,
@@ -64,6 +72,7 @@ class Redactor:
         self.recognizers: tuple[EntityRecognizer, ...] = tuple(recognizers)
         self.totals: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self.memo = RedactionMemo()
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
         """Sorted, non-overlapping (start, end, kind) of everything to redact."""
@@ -99,16 +108,24 @@ class Redactor:
             self.totals.update(counts)
         return "".join(pieces), len(spans)
 
+    def redact_cached(self, text: str) -> tuple[str, int]:
+        """:meth:`redact` through the memo: a text seen before is not scanned again."""
+        found = self.memo.get(text)
+        if found is None:
+            found = self.redact(text)
+            self.memo.put(text, found)
+        return found
+
     def redact_value(self, value: Any) -> tuple[Any, int]:
         """A str, or a sequence of str (OTel array attribute), redacted; other types as is."""
         if isinstance(value, str):
-            return self.redact(value)
+            return self.redact_cached(value)
         if isinstance(value, (list, tuple)) and any(isinstance(v, str) for v in value):
             total = 0
             out = []
             for item in value:
                 if isinstance(item, str):
-                    item, count = self.redact(item)
+                    item, count = self.redact_cached(item)
                     total += count
                 out.append(item)
             return tuple(out), total
@@ -117,7 +134,11 @@ class Redactor:
     def redact_attributes(self, attributes: Mapping[str, Any] | None,
                           keys: Callable[[str], bool] = is_content_key
                           ) -> tuple[dict[str, Any], int] | None:
-        """Content attributes redacted, or None when there is no content attribute."""
+        """Content attributes redacted, or None when there is no content attribute.
+
+        GenAI message lists are redacted piece by piece (:mod:`.messages`), so their
+        texts share the memo with the flattened OpenInference keys holding the same.
+        """
         if not attributes:
             return None
         content = [key for key in attributes if keys(key)]
@@ -126,7 +147,10 @@ class Redactor:
         out = dict(attributes)
         total = 0
         for key in content:
-            out[key], count = self.redact_value(attributes[key])
+            value = attributes[key]
+            pieces = (redact_messages_json(value, self.redact_cached)
+                      if key in _MESSAGE_LISTS and isinstance(value, str) else None)
+            out[key], count = pieces if pieces is not None else self.redact_value(value)
             total += count
         return out, total
 

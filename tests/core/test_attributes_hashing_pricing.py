@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from openinference.semconv.trace import SpanAttributes
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
@@ -87,6 +91,16 @@ def test_payload_hash_is_canonical() -> None:
     assert payload_hash({"b": 1, "a": [1, 2]}) == payload_hash({"a": [1, 2], "b": 1})
     assert payload_hash({"a": 1}) != payload_hash({"a": 2})
     assert payload_hash({}).startswith("sha256:")
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
+                    lambda children: st.lists(children, max_size=3)
+                    | st.dictionaries(st.text(max_size=5), children, max_size=3), max_leaves=10))
+def test_payload_hash_is_the_sha256_any_other_party_computes(value: object) -> None:
+    """Holds bind approvals to this digest: it is plain SHA-256 of canonical JSON,
+    whichever SHA-256 implementation computed it."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert payload_hash(value) == "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def test_price_lookups_and_cost() -> None:

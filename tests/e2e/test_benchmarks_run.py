@@ -22,10 +22,17 @@ SMOKE = {
     "mcp_proxy_latency.py": (["--calls", "40", "--block", "10"], "ratio p50"),
     "governance_overhead.py": (["--spans", "300", "--rounds", "1"], "tail sampler"),
     "bench_llama_index.py": (["--queries", "3", "--rounds", "1"], "of bare"),
-    "langgraph_overhead.py": (["--only", "abc", "--rounds", "1", "--runs", "1"],
+    "langgraph_overhead.py": (["--only", "abc", "--rounds", "1", "--runs", "1",
+                              "--repetitions", "2"],
                               "spanguard added / floor added"),
     "import_time.py": (["--runs", "2"], "x python -c pass"),
     "redaction_quality.py": (["--rounds", "1", "--messages", "2"], "false-positive rate"),
+    "approval_signing.py": (["--calls", "50", "--rounds", "1"], "verify one approval"),
+    "span_loss.py": (["--spans", "2000", "--rate", "2000", "--seconds", "0.5", "--batches", "2"],
+                     "every lost span counted (now): yes"),
+    "taxonomy_guards_overhead.py": (["--calls", "20", "--rounds", "1"], "added"),
+    "capture_scaling.py": (["--steps", "2,4", "--rounds", "1"], "identity attribute"),
+    "sqlite_store.py": (["--ops", "5", "--rounds", "1"], "FULL / NORMAL"),
 }
 
 

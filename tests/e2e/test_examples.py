@@ -38,6 +38,8 @@ def test_policy_file_with_every_option_loads(tmp_path: Path) -> None:
     assert policy.name == "support-prod"
     assert policy.loop_budget is not None and policy.loop_budget.max_input_tokens == 200000
     assert policy.holds is not None and policy.verify is not None
+    assert [r.name for r in policy.holds.reviewers.all] == ["maria", "ops-lead"]
+    assert policy.holds.read_only == ("calculate", "list_*") and policy.audit is not None
     assert policy.retry is not None and policy.retry.max_attempts == 3
     assert len(policy.window_budgets) == 1 and policy.tool_loop is not None
     assert policy.redaction_patterns == {"order_id": "ORD-[0-9]{6}"}
@@ -105,7 +107,8 @@ def test_the_demo_tells_the_whole_story(spanguard_home: Path) -> None:
     assert re.search(r"reviewer 'maria' runs: \S*spanguard .*holds approve hold_", out)
     assert "docs: answer the annual-plan refund question in the FAQ" in out  # git log -1
     assert "LoopBudgetExceeded: loop budget exceeded" in out
-    assert "status=executed" in out and "Audit chain: True" in out
+    assert "checker=maria (signed)  status=executed" in out
+    assert "Audit log proven against the reviewer's key: True" in out
     store = TraceStore.in_home(spanguard_home)
     runs = [t for t in store.traces() if t.root_name == "invoke_agent support_agent"]
     assert len(runs) == 2

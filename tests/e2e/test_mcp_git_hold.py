@@ -1,11 +1,13 @@
 """Issue 7's end-to-end story through ``spanguard mcp wrap`` around the real mcp-server-git.
 
 An agent (the SDK ``ClientSession``, as alice) stages a change and asks to commit
-it; the proxy holds ``git_commit``; alice cannot approve her own call; reviewer
-approves it through the CLI; the identical call made again commits exactly once;
-the proxy reads the commit back through ``git_log`` and marks it verified. The
-caller's span, the proxy's spans and the audit log tell the same story, in one
-trace. Nothing here sleeps on a timestamp: checks are on states and shapes.
+it; the proxy holds ``git_commit``; alice cannot approve her own call; the
+reviewer, whose key (``spanguard reviewer init``) the policy lists, approves it
+through the CLI with a signature; the identical call made again commits exactly
+once; the proxy reads the commit back through ``git_log`` and marks it verified.
+The caller's span, the proxy's spans and the audit log tell the same story, in
+one trace, and ``spanguard audit verify --policy`` proves it against the keys.
+Nothing here sleeps on a timestamp: checks are on states and shapes.
 """
 
 from __future__ import annotations
@@ -69,10 +71,19 @@ def commits(repo: Path) -> list[str]:
     return git(repo, "log", "--format=%s").splitlines()
 
 
+def reviewer_key(name: str) -> str:
+    """``spanguard reviewer init --as NAME``: the public key it prints."""
+    created = spanguard("reviewer", "init", "--as", name)
+    assert created.returncode == 0, created.stderr
+    return next(line.split(": ", 1)[1] for line in created.stdout.splitlines()
+                if line.startswith("public key: "))
+
+
 async def test_held_git_commit_is_approved_by_a_second_identity_and_verified(
         repo: Path, tmp_path: Path, spanguard_home: Path, cap: SpanCapture) -> None:
     policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY)
+    public = reviewer_key("reviewer")
+    policy.write_text(POLICY + f'\n[holds.reviewers.reviewer]\nkey = "{public}"\n')
     server = StdioServerParameters(
         command=sys.executable,
         args=["-m", "spanguard", "mcp", "wrap", "--policy", str(policy), "--identity", "alice",
@@ -97,11 +108,16 @@ async def test_held_git_commit_is_approved_by_a_second_identity_and_verified(
 
             hold = (held.structured_content or {})["spanguard_hold"]
             hold_id = hold["hold_id"]
-            own = spanguard("holds", "approve", hold_id, "--as", "alice")
+            own = spanguard("holds", "approve", hold_id, "--as", "alice",
+                            "--policy", str(policy))
             results["self_approval"] = own
+            unsigned = spanguard("holds", "approve", hold_id, "--as", "carol",
+                                 "--policy", str(policy))
+            results["unsigned"] = unsigned
             approved = spanguard("holds", "approve", hold_id, "--as", "reviewer",
-                                 "--reason", "looks right")
+                                 "--policy", str(policy), "--reason", "looks right")
             assert approved.returncode == 0, approved.stderr
+            assert f"signed with {public}" in approved.stdout
 
             results["committed"] = await client.call_tool("git_commit", commit_args)
             results["again"] = await client.call_tool("git_commit", commit_args)
@@ -116,6 +132,8 @@ async def test_held_git_commit_is_approved_by_a_second_identity_and_verified(
     assert results["self_approval"].returncode == 1
     refusal = results["self_approval"]
     assert "cannot also decide it" in refusal.stdout + refusal.stderr
+    assert results["unsigned"].returncode == 1
+    assert "must be signed with a reviewer key" in results["unsigned"].stdout
     committed = results["committed"]
     assert not committed.is_error, committed
     assert committed.content[0].text.startswith("Changes committed successfully")
@@ -173,8 +191,14 @@ async def test_held_git_commit_is_approved_by_a_second_identity_and_verified(
         ("verification.verified", "alice", "git_commit"),
     ]
     assert story_events[4][0] == "hold.created"
-    verify = spanguard("audit", "verify")
+    approval = records[1]
+    assert approval["detail"]["signed_by"] == public and approval["signer"] == public
+    anchor = spanguard("audit", "anchor")
+    assert anchor.returncode == 0, anchor.stderr
+    verify = spanguard("audit", "verify", "--policy", str(policy), "--expect-head",
+                       anchor.stdout.strip())
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "intact" in verify.stdout
 
 
 def _root_parent(span: StoredSpan, by_id: dict[str, StoredSpan]) -> str | None:

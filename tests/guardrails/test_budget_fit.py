@@ -5,9 +5,19 @@ from __future__ import annotations
 import random
 import statistics
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from spanguard.guardrails import LoopBudget, Policy, RunState
+from spanguard.guardrails import (
+    LoopBudget,
+    LoopBudgetExceeded,
+    ModelCall,
+    ModelUsage,
+    Policy,
+    RunState,
+)
 from spanguard.guardrails.budget import LoopFit, loop_fit
 from spanguard.guardrails.enforcer import Enforcer
 from spanguard.testing import SpanCapture
@@ -109,3 +119,50 @@ def test_after_six_calls_T_at_step_20_is_always_within_5_percent(cap: SpanCaptur
                                                                 shape: Shape) -> None:
     errors = errors_after(cap, shape, observed=6, total_calls=20, seeds=100)
     assert max(errors) <= 5.0
+
+
+def test_a_reply_longer_than_its_prompt_never_gives_a_negative_intercept() -> None:
+    # Issue 23: one call of 100 tokens with a 200-token reply used to fit S = -100.
+    fit = observe([100], output=200)
+    assert (fit.s, fit.u, fit.r) == (0.0, 200.0, 0.0)
+    assert fit.next_input(False, 3.0, 0.0) >= 100 + 200  # still re-sends call 1 and its reply
+
+
+def test_steep_growth_is_fit_with_a_non_negative_intercept() -> None:
+    fit = observe([100, 1000, 1900])  # the straight line has S = -800
+    assert fit.s == 0.0 and fit.u > 0 and fit.r == 0.0
+    assert fit.sd is not None
+
+
+def test_the_refusal_message_never_shows_a_negative_fit(cap: SpanCapture) -> None:
+    enforcer = Enforcer(Policy(loop_budget=LoopBudget(max_input_tokens=2500)),
+                        tracer_provider=cap.tracer_provider)
+    run = enforcer.start_run("r")
+    for tokens in (100, 1000):
+        call = ModelCall("m")
+        enforcer.before_model_call(run, call, None)
+        enforcer.after_model_call(run, call, ModelUsage(tokens, 50), None)
+    with pytest.raises(LoopBudgetExceeded) as refused:
+        enforcer.before_model_call(run, ModelCall("m"), None)
+    assert "S=0, u=" in str(refused.value) and "=-" not in str(refused.value)
+    assert min(refused.value.s, refused.value.u, refused.value.r) >= 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 200_000), st.booleans()), min_size=2, max_size=25))
+def test_the_fit_is_the_best_non_negative_least_squares_fit(
+        calls: list[tuple[int, bool]]) -> None:
+    tokens = [t for t, _ in calls]
+    retries = [r for _, r in calls]
+    fit = observe(tokens, retries)
+    theta = np.array([fit.s, fit.u, fit.r])
+    assert (theta >= 0).all()
+    # Karush-Kuhn-Tucker: no descent direction that keeps every parameter >= 0.
+    repairs = np.cumsum(retries)
+    design = np.column_stack([np.ones(len(tokens)), np.arange(1, len(tokens) + 1), repairs])
+    gradient = design.T @ (design @ theta - np.array(tokens, dtype=float))
+    scale = 1e-6 * (1 + np.abs(design.T @ np.array(tokens, dtype=float)).max())
+    for value, slope in zip(theta, gradient, strict=True):
+        assert slope >= -scale
+        if value > 0:
+            assert abs(slope) <= scale

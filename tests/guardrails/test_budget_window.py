@@ -106,9 +106,11 @@ def test_reservation_is_settled_with_real_usage(cap: SpanCapture) -> None:
     key = "spanguard:budget:d:session:s1:total_tokens"
     bucket = WindowBudget("d", "session", "day", "calendar",
                           max_total_tokens=1).slot(clock())[0]
-    assert store.spent(key, bucket, 1) == 4000  # reserved before the call
+    # Reserved before the call: in flight, not spent.
+    assert (store.spent(key, bucket, 1), store.in_flight(key, clock())) == (0, 4000)
     enforcer.after_model_call(run, model_call, ModelUsage(1500, 250), None)
-    assert store.spent(key, bucket, 1) == 1750  # settled with what was really used
+    # Settled with what was really used; nothing is left in flight.
+    assert (store.spent(key, bucket, 1), store.in_flight(key, clock())) == (1750, 0)
 
 
 def test_scopes_are_separate_and_unidentified_runs_share_one_budget(cap: SpanCapture) -> None:

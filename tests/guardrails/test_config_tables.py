@@ -23,6 +23,10 @@ from spanguard.guardrails import (
     WindowBudget,
 )
 from spanguard.guardrails.policy import TABLES
+from spanguard.guardrails.signing import Signer
+from spanguard.guardrails.usage import UsageAccounting
+
+PUBLIC = Signer.generate().public
 
 # (table, its body, the key the error must name)
 BAD_TABLES: list[tuple[str, dict[str, Any], str]] = [
@@ -49,6 +53,18 @@ BAD_TABLES: list[tuple[str, dict[str, Any], str]] = [
     ("holds", {"risk_tier": ""}, "risk_tier"),
     ("holds", {"show_arguments": 1}, "show_arguments"),
     ("holds", {"typo": 1}, "typo"),
+    ("holds", {"read_only": "calculate"}, "read_only"),
+    ("holds", {"read_only_servers": [3]}, "read_only_servers"),
+    ("holds", {"reviewers": {"maria": {"key": "rsa:AAAA"}}}, "key"),
+    ("holds", {"reviewers": {"maria": {}}}, "key"),
+    ("holds", {"reviewers": {"maria": {"key": PUBLIC, "tools": "git_*"}}}, "tools"),
+    ("holds", {"reviewers": {"maria": {"key": PUBLIC, "action_classes": ["scary"]}}},
+     "action_classes"),
+    ("holds", {"reviewers": {"maria": {"key": PUBLIC, "may": ["all"]}}}, "may"),
+    ("holds", {"reviewers": {"cf\u200bo": {"key": PUBLIC}}}, "invisible"),
+    ("audit", {"writer_key": "ed25519:short"}, "writer_key"),
+    ("audit", {"writer_key_file": "/etc/spanguard/audit.key"}, "writer_key_file"),
+    ("audit", {"signed": True}, "signed"),
     ("verify", {"hold_on_failure": "true"}, "hold_on_failure"),
     ("verify", {"git_commit": {"arguments": {}}}, "call"),
     ("verify", {"git_commit": {"call": "git_log", "arguments": "repo"}}, "arguments"),
@@ -66,6 +82,26 @@ BAD_TABLES: list[tuple[str, dict[str, Any], str]] = [
     ("redaction", {"patterns": {"bad name!": "x"}}, "bad name!"),
     ("redaction", {"patterns": {"token": "("}}, "token"),
     ("redaction", {"regexes": {}}, "regexes"),
+    ("tool_arguments", {"tools": "send_*"}, "tools"),
+    ("tool_arguments", {"max_errors": 0}, "max_errors"),
+    ("tool_arguments", {"strict": True}, "strict"),
+    ("review", {"min_review_seconds": 0}, "min_review_seconds"),
+    ("review", {"min_review_seconds": "2s"}, "min_review_seconds"),
+    ("review", {"action": "warn"}, "action"),
+    ("tenant_scope", {"metadata_key": ""}, "metadata_key"),
+    ("tenant_scope", {"unlabelled": "drop"}, "unlabelled"),
+    ("tenant_scope", {"tenant": "acme"}, "tenant"),
+    ("citations", {"pattern": "["}, "pattern"),
+    ("citations", {"pattern": "source:\\w+"}, "pattern"),
+    ("citations", {"action": "drop"}, "action"),
+    ("structured_output", {"on_failure": "retry"}, "on_failure"),
+    ("structured_output", {"max_repairs": -1}, "max_repairs"),
+    ("structured_output", {"repairs": 2}, "repairs"),
+    ("usage", {"on_missing_usage": "ignore"}, "on_missing_usage"),
+    ("usage", {"on_missing_usage": True}, "on_missing_usage"),
+    ("usage", {"reservation_expiry": "later"}, "reservation_expiry"),
+    ("usage", {"reservation_expiry": 0}, "reservation_expiry"),
+    ("usage", {"estimate": "bytes"}, "estimate"),
 ]
 
 
@@ -97,6 +133,9 @@ BAD_PARTS: list[tuple[Any, str]] = [
     (lambda: Verification(hold_on_failure=1), "Verification: hold_on_failure"),
     (lambda: RetryPolicy(max_wait=-1), "RetryPolicy: max_wait"),
     (lambda: StoreConfig("mysql://db"), "store: unknown store scheme"),
+    (lambda: UsageAccounting(on_missing_usage="skip"),  # type: ignore[arg-type]
+     "UsageAccounting: on_missing_usage"),
+    (lambda: UsageAccounting(reservation_expiry=-1), "UsageAccounting: reservation_expiry"),
 ]
 
 

@@ -253,3 +253,41 @@ def test_cli_audit_verify_and_list(capsys: pytest.CaptureFixture[str],
     assert main(["audit", "verify"]) == 1
     assert "BROKEN at record 2" in capsys.readouterr().out
     assert open_audit_log().verify().broken_seq == 2
+
+
+def test_tools_or_servers_marked_read_only_are_not_held_by_high_risk() -> None:
+    rules = HoldRules(high_risk=True, read_only=("calculate", "list_*"),
+                      read_only_servers=("docs-*",), tools=("list_secrets",))
+    no_hints: dict[str, object] = {}
+    assert rules.matched(call("calculate", no_hints)) is None
+    assert rules.matched(call("list_tables", no_hints)) is None
+    assert rules.matched(ToolCall("search", {}, annotations={}, server="docs-prod")) is None
+    assert rules.action_class(call("list_tables", no_hints)) == "read_only"
+    held = rules.matched(ToolCall("search", {}, annotations={}, server="crm"))
+    assert held is not None and held.rule == "high_risk"
+    assert held.action_class == "non_idempotent_mutation"
+    assert "neither readOnlyHint nor idempotentHint" in held.reason
+    assert "[holds] read_only" in held.reason  # says how to mark it, if it only reads
+    explicit = rules.matched(call("list_secrets", no_hints))  # an explicit hold wins
+    assert explicit is not None and explicit.rule == "tools" and "'list_secrets'" in \
+        explicit.reason
+    destructive = rules.matched(call("drop", {"destructiveHint": True}))
+    assert destructive is not None and "declares destructiveHint" in destructive.reason
+    assert HoldRules(high_risk=True).matched(call("calculate", no_hints)) is not None
+
+
+def test_the_held_result_says_which_rule_matched() -> None:
+    approvals = memory_approvals()
+    guard = HoldGuard(HoldRules(high_risk=True, read_only=("calculate",)),
+                      approvals=approvals)
+    decision = guard.check(call("list_tables", {}), maker="agent")
+    assert decision is not None and isinstance(decision.error, HoldPending)
+    stored = approvals.get(decision.error.hold_id)
+    assert (stored.rule, stored.action_class) == ("high_risk", "non_idempotent_mutation")
+    structured = hold_result_payload(decision.error)["structuredContent"]["spanguard_hold"]
+    assert structured["rule"] == "high_risk"
+    assert structured["action_class"] == "non_idempotent_mutation"
+    assert "neither readOnlyHint nor idempotentHint" in structured["reason"]
+    assert structured["reason"] in hold_result_payload(decision.error)["content"][0]["text"]
+    created = approvals.audit.records()[0]
+    assert created.detail["rule"] == "high_risk"

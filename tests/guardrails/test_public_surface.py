@@ -17,12 +17,15 @@ from tests.conftest import repo_root
 PUBLIC = {
     # the policy and its parts
     "Policy", "load_policy", "LoopBudget", "WindowBudget", "ToolLoop", "HoldRules",
-    "Verification", "ReadBackCheck", "RetryPolicy", "StoreConfig",
+    "Verification", "ReadBackCheck", "RetryPolicy", "StoreConfig", "Reviewer", "Reviewers",
+    "AuditKeys",
     # refusals users catch
     "GuardrailViolation", "LoopBudgetExceeded", "WindowBudgetExceeded",
     "BudgetStoreUnavailable", "ToolLoopDetected", "HoldPending", "HoldRejected",
     "HoldAlreadyUsed", "HoldError", "VerificationFailed", "AllRoutesFailed",
     "ApprovalError", "HoldConflict", "HoldExpired", "HoldNotFound", "MakerCheckerViolation",
+    "ApprovalRefused", "InvalidMaker", "InvalidIdentity", "UnsignedApproval",
+    "ReviewerNotAllowed",
     # the checker's API and the store
     "approve", "reject", "list_holds", "get_hold", "wait_for_decision", "HoldRecord",
     "open_store",

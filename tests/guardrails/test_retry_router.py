@@ -45,7 +45,8 @@ def test_429_twice_then_success_on_the_primary() -> None:
     assert outcome.attributes() == {
         sc.ROUTING_REQUESTED: "primary", sc.ROUTING_SELECTED: "primary",
         sc.ROUTING_REASON: "normal", sc.ROUTING_ATTEMPTS: 3, sc.ROUTING_RETRY_TOKENS: 0,
-        sc.ATTEMPT_NUMBER: 3}
+        sc.ATTEMPT_NUMBER: 3, sc.ROUTING_STATUS: "selected",
+        sc.ROUTING_DISCLOSURE_REQUIRED: False, "budget_state.attempts_remaining": 0.0}
     # exponential backoff from initial_wait=0.5 plus up to 0.5 of jitter, never a real sleep
     assert len(clock.waits) == 2
     assert 0.5 <= clock.waits[0] <= 1.0
@@ -110,7 +111,8 @@ def test_non_transient_400_is_not_retried_nor_rerouted() -> None:
     assert error_routing_attributes(bad) == {
         sc.ROUTING_REQUESTED: "primary", sc.ROUTING_SELECTED: "primary",
         sc.ROUTING_REASON: "normal", sc.ROUTING_ATTEMPTS: 1, sc.ROUTING_RETRY_TOKENS: 0,
-        sc.ATTEMPT_NUMBER: 1}
+        sc.ATTEMPT_NUMBER: 1, sc.ROUTING_STATUS: "selected",
+        sc.ROUTING_DISCLOSURE_REQUIRED: False, "budget_state.attempts_remaining": 2.0}
 
 
 def test_primary_down_fallback_answers_with_failover() -> None:
@@ -177,7 +179,9 @@ def test_circuit_opens_skips_the_route_then_half_opens_and_closes() -> None:
 
     skipped = Script(primary=[], fallback=["fb2"])
     value, second = r.run(skipped)
-    assert value == "fb2" and second.reason == "circuit_open"
+    assert value == "fb2" and second.reason == "failover"
+    assert second.attributes()[sc.ROUTING_DETAIL] == "circuit_open"
+    assert second.status == "degraded" and second.disclosure_required
     assert [a.route for a in skipped.calls] == ["fallback"]
 
     clock.now += 30.0  # cool-down over: one trial call reaches the primary
@@ -209,24 +213,31 @@ def test_every_circuit_open_fails_fast_with_the_wait_in_the_message() -> None:
     assert str(info.value).startswith("the only route failed")
     assert "only: skipped, circuit open after 1 consecutive failures, retry in 45.0s" \
         in str(info.value)
-    assert info.value.attributes[sc.ROUTING_REASON] == "circuit_open"
+    assert info.value.attributes[sc.ROUTING_REASON] == "failover"
+    assert info.value.attributes[sc.ROUTING_DETAIL] == "circuit_open"
+    assert info.value.attributes[sc.ROUTING_STATUS] == "failed_closed"
 
 
-def test_guardrail_refusal_reroutes_with_budget_policy_and_fails_closed() -> None:
+def test_guardrail_refusal_reroutes_with_cost_policy_and_is_blocked() -> None:
     class OverBudget(GuardrailViolation):
         error_type = "loop_budget_exceeded"
 
     clock = FakeClock()
     script = Script(expensive=[OverBudget("projected 210k > 200k")], cheap=["ok"])
     value, outcome = router("expensive", "cheap", clock=clock).run(script)
-    assert value == "ok" and outcome.reason == "budget_policy"
+    assert value == "ok" and outcome.reason == "cost_policy"
+    assert outcome.status == "degraded"
 
     refused = OverBudget("still over")
     script = Script(expensive=[OverBudget("over")], cheap=[refused])
     with pytest.raises(OverBudget) as info:
         router("expensive", "cheap", clock=clock).run(script)
     assert info.value is refused
-    assert error_routing_attributes(refused)[sc.ROUTING_REASON] == "budget_policy"
+    attributes = error_routing_attributes(refused)
+    assert attributes is not None
+    assert attributes[sc.ROUTING_REASON] == "cost_policy"
+    assert attributes[sc.ROUTING_STATUS] == "blocked"
+    assert attributes[sc.ROUTING_DISCLOSURE_REQUIRED] is True
 
 
 def test_cancellation_is_not_a_route_failure() -> None:
@@ -262,3 +273,40 @@ def test_router_rejects_bad_route_lists() -> None:
     with pytest.raises(ValueError, match="repeated: \\['a'\\]"):
         Router(["a", "b", "a"])
 
+
+
+def test_routing_decision_carries_the_seeds_fields() -> None:
+    clock = FakeClock()
+    r = Router(["big", "small"], RetryPolicy(max_attempts=2, deadline=60.0),
+               sleep=lambda _: None, clock=clock,
+               capabilities={"big": ["vision", "tools"], "small": ["tools"]},
+               policy_version="2026-11-27")
+    value, outcome = r.run(Script(big=[APIConnectionError("x")] * 2, small=["ok"]))
+    attributes = outcome.attributes()
+    assert value == "ok"
+    assert attributes[sc.ROUTING_STATUS] == "degraded"
+    assert attributes[sc.ROUTING_REASON] == "failover"
+    assert attributes[sc.ROUTING_CAPABILITY_DELTA] == ["lost:vision"]
+    assert attributes[sc.ROUTING_DISCLOSURE_REQUIRED] is True
+    assert attributes[sc.ROUTING_POLICY_VERSION] == "2026-11-27"
+    assert attributes["budget_state.attempts_remaining"] == 1.0
+    assert attributes["budget_state.deadline_remaining_s"] == 60.0
+
+    _, normal = r.run(Script(big=["fine"], small=[]))
+    assert normal.status == "selected" and not normal.disclosure_required
+    assert normal.attributes()[sc.ROUTING_CAPABILITY_DELTA] == []
+
+
+def test_a_deadline_that_passes_before_a_route_is_tried_is_latency_slo() -> None:
+    clock = FakeClock()
+
+    def slow(attempt: Attempt) -> str:
+        clock.now += 100
+        raise APIConnectionError("timeout")
+
+    r = Router(["primary", "fallback"], RetryPolicy(max_attempts=1, deadline=10.0),
+               sleep=lambda _: None, clock=clock)
+    with pytest.raises(AllRoutesFailed) as info:
+        r.run(slow)
+    assert info.value.attributes[sc.ROUTING_STATUS] == "failed_closed"
+    assert "fallback: skipped, the 10s deadline passed" in str(info.value)

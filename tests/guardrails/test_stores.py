@@ -15,6 +15,7 @@ from spanguard.guardrails.stores import (
     Charge,
     MemoryBudgetStore,
     RedisBudgetStore,
+    Reservation,
     SQLiteBudgetStore,
     open_budget_store,
     redact_url,
@@ -24,8 +25,8 @@ from tests.guardrails import _workers
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BudgetStore]:
-    if request.param == "memory":
-        opened: BudgetStore = open_budget_store("memory://")
+    if request.param == "memory":  # a name of its own: memory:// is one store per process
+        opened: BudgetStore = open_budget_store(f"memory://{request.node.name}")
     elif request.param == "sqlite":
         opened = open_budget_store(f"sqlite://{tmp_path / 'b.db'}")
     else:
@@ -73,6 +74,60 @@ def test_add_settles_with_negative_amounts(store: BudgetStore) -> None:
     store.try_charge([c("s", 500, 1000)], now=0)
     store.add([c("s", -380, None)], now=0)
     assert store.spent("s", 100, 1) == pytest.approx(120)
+
+
+def held(name: str, *charges: Charge, expires: float = 1000.0) -> Reservation:
+    return Reservation(name, charges, expires)
+
+
+def test_a_reservation_counts_against_the_limit_until_it_is_settled(store: BudgetStore) -> None:
+    first = store.reserve(held("r1", c("k", 600, 1000)), now=0)
+    assert first.admitted and (first.spent, first.reserved) == ((0.0,), (0.0,))
+    # Nothing is spent yet, but 600 are in flight: another 600 do not fit.
+    refused = store.reserve(held("r2", c("k", 600, 1000)), now=0)
+    assert (refused.admitted, refused.refused, refused.spent, refused.reserved) == \
+        (False, 0, (0.0,), (600.0,))
+    assert (store.spent("k", 100, 1), store.in_flight("k", 0)) == (0, 600)
+    store.settle(held("r1", c("k", 600, 1000)), [450], now=1)  # it used less
+    assert (store.spent("k", 100, 1), store.in_flight("k", 1)) == (450, 0)
+    assert store.reserve(held("r2", c("k", 550, 1000)), now=1).admitted
+
+
+def test_a_released_reservation_charges_nothing(store: BudgetStore) -> None:
+    reservation = held("r1", c("a", 5, 10), c("b", 1, 1))
+    assert store.reserve(reservation, now=0).admitted
+    assert not store.reserve(held("r2", c("b", 1, 1)), now=0).admitted
+    store.release(reservation, now=0)
+    assert (store.in_flight("a", 0), store.in_flight("b", 0)) == (0, 0)
+    assert (store.spent("a", 100, 1), store.spent("b", 100, 1)) == (0, 0)
+    assert store.reserve(held("r2", c("b", 1, 1)), now=0).admitted
+
+
+def test_reservations_are_all_or_nothing(store: BudgetStore) -> None:
+    assert store.reserve(held("r1", c("b", 6, 6)), now=0).admitted
+    refused = store.reserve(held("r2", c("a", 5, 10), c("b", 1, 6)), now=0)
+    assert (refused.admitted, refused.refused) == (False, 1)
+    assert store.in_flight("a", 0) == 0  # the counter that fitted holds nothing either
+
+
+def test_a_reservation_nobody_settles_stops_counting_when_it_expires(
+        store: BudgetStore) -> None:
+    assert store.reserve(held("crashed", c("k", 900, 1000), expires=60.0), now=0).admitted
+    assert not store.reserve(held("r2", c("k", 900, 1000), expires=120.0), now=59).admitted
+    assert store.in_flight("k", 59) == 900
+    assert store.in_flight("k", 60) == 0
+    later = store.reserve(held("r2", c("k", 900, 1000), expires=120.0), now=60)
+    assert later.admitted and later.reserved == (0.0,)
+    # A late settle of the expired reservation still charges what was really used.
+    store.settle(held("crashed", c("k", 900, 1000), expires=60.0), [100], now=61)
+    assert (store.spent("k", 100, 1), store.in_flight("k", 61)) == (100, 900)
+
+
+def test_try_charge_counts_reservations_in_flight(store: BudgetStore) -> None:
+    assert store.reserve(held("r1", c("k", 70, 100)), now=0).admitted
+    refused = store.try_charge([c("k", 40, 100)], now=0)
+    assert (refused.admitted, refused.reserved) == (False, (70.0,))
+    assert store.try_charge([c("k", 30, 100)], now=0).admitted
 
 
 def test_open_budget_store_by_url_env_and_default(tmp_path: Path, spanguard_home: Path,

@@ -1,18 +1,27 @@
-"""The demo's traces, exported over OTLP to a real Phoenix and read back through its API."""
+"""The demo's traces and a capture-on run, exported over OTLP to a real Phoenix and read back
+through its API."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+from opentelemetry.trace import format_trace_id
 
+import spanguard
+from spanguard.plugins.langchain import SpanguardCallbackHandler
 from spanguard.store import TraceStore
 from tests.conftest import repo_root
 from tests.integration.phoenix_server import phoenix_spans, running_phoenix
+from tests.plugins.lc_fakes import ScriptedChatModel, add, react_graph
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +71,59 @@ def test_demo_trace_in_phoenix_has_the_same_tree(phoenix: str, tmp_path: Path) -
                          if span["span_kind"] == "LLM" and span["context"]["trace_id"] == trace_id)
         assert llm_tokens == agent["attributes"]["llm.token_count.prompt"] > 0
         assert agent["attributes"]["llm.cost.total"] > 0
+
+
+def test_a_capture_on_run_renders_its_conversation_in_phoenix(phoenix: str,
+                                                              tmp_path: Path) -> None:
+    """Each LLM span shows the messages new to its call; following the history links
+    through Phoenix's spans gives back everything the model was sent, redacted."""
+    handle = spanguard.configure(otlp_endpoint=f"{phoenix}/v1/traces", local_store=False,
+                                 home=tmp_path / "home", service_name="capture-run")
+    handler = SpanguardCallbackHandler(handle.tracer_provider, capture_content=True)
+    with handle.tracer_provider.get_tracer("test").start_as_current_span("caller") as caller:
+        state = react_graph(ScriptedChatModel(tool_steps=5), [add]).invoke(
+            {"messages": [SystemMessage("be brief"),
+                          HumanMessage("add the numbers and mail jane.roe@example.com")]},
+            {"callbacks": [handler]})
+    handle.shutdown()
+    trace_id = format_trace_id(caller.get_span_context().trace_id)
+    deadline = time.monotonic() + 30
+    while True:  # the default project also holds the demo's spans: keep this run's
+        run = [span for span in phoenix_spans(phoenix) if span["span_kind"] == "LLM"
+               and span["context"]["trace_id"] == trace_id]
+        if len(run) >= 6 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(run) == 6
+    last = max(run, key=lambda span: span["start_time"])
+    by_id = {span["context"]["span_id"]: span for span in run}
+
+    def messages(span: dict[str, Any], side: str) -> list[tuple[str, str]]:
+        attributes = span["attributes"]
+        out = []
+        for index in itertools.count():
+            role = attributes.get(f"llm.{side}_messages.{index}.message.role")
+            if role is None:
+                return out
+            out.append((role, attributes.get(f"llm.{side}_messages.{index}.message.content",
+                                             "")))
+        return out
+
+    def conversation(span: dict[str, Any]) -> list[tuple[str, str]]:
+        history = span["attributes"].get("spanguard.content.history.messages", 0)
+        earlier: list[tuple[str, str]] = []
+        if history:
+            before = by_id[span["attributes"]["spanguard.content.history.span_id"]]
+            earlier = (conversation(before) + messages(before, "output"))[:history]
+        return earlier + messages(span, "input")
+
+    for span in run:
+        assert messages(span, "output"), "every LLM span shows its answer"
+        assert messages(span, "input") or span["attributes"].get(
+            "spanguard.content.history.messages")
+    sent = state["messages"][:-1]  # what the last call was sent
+    roles = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
+    assert conversation(last) == [
+        (roles[m.type], str(m.content).replace("jane.roe@example.com", "[REDACTED:email]"))
+        for m in sent]
+    assert messages(last, "output") == [("assistant", "the answer is 42")]

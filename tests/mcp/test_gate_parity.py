@@ -59,6 +59,13 @@ CASES = {
     "budget_refusal": Case("[loop_budget]\nmax_input_tokens = 1000\n",
                            [("echo", {"text": "a"}, usage(600)),
                             ("echo", {"text": "b"}, usage(600))], "loop_budget_exceeded"),
+    "invalid_usage": Case("[loop_budget]\nmax_input_tokens = 1000\n",
+                          [("echo", {"text": "a"},
+                            {"spanguard/usage": {"input_tokens": "lots"}})], "invalid_usage"),
+    "negative_usage": Case("[loop_budget]\nmax_input_tokens = 1000\n",
+                           [("echo", {"text": "a"},
+                             {"spanguard/usage": {"input_tokens": -1, "output_tokens": 0}})],
+                           "invalid_usage"),
     "crashed_guard": Case('[test_tools]\ncrash_before = ["echo"]\n',
                           [("echo", {"text": "a"}, None)], "guardrail_error", GUARDED),
     "crashed_post_call_guard": Case('[test_tools]\ncrash_after = ["echo"]\n',
@@ -68,6 +75,11 @@ CASES = {
         '[verify.lost_write]\ncall = "read"\narguments = { key = "{key}" }\n'
         'expect_contains = "{value}"\n',
         [("lost_write", {"key": "k", "value": "v"}, None)], "unverified_action"),
+    "arguments_off_schema": Case("[tool_arguments]\n",
+                                 [("transfer", {"amount": "ten", "to": "bob"}, None)],
+                                 "tool_argument_error"),
+    "another_tenants_result": Case("[tenant_scope]\n", [("lookup", {"key": "k"}, None)],
+                                   "tenant_scope_violation"),
     "read_back_of_a_missing_tool": Case(
         '[verify.note]\ncall = "no_such_tool"\n',
         [("note", {"key": "k", "value": "v"}, None)], "unverified_action"),
@@ -155,6 +167,26 @@ async def test_a_held_call_is_one_hold_with_one_text_on_both_paths(
         local.result["content"][0]["text"]
 
 
+async def test_read_only_tools_run_and_a_held_call_says_which_rule_on_both_paths(
+        tmp_path: Path, spanguard_home: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[holds]\nhigh_risk = true\nread_only = ["lost_*"]\n')
+    calls: list[Call] = [("lost_write", {"key": "k", "value": "v"}, None),
+                         ("note", {"key": "k", "value": "v"}, None)]
+
+    local, executed = await in_process(policy, calls)
+    proxied = await through_proxy(policy, calls, SPANGUARD, spanguard_home)
+
+    assert executed == ["lost_write"]  # declared read-only: runs; note: no hints, held
+    hold = local.result["structuredContent"]["spanguard_hold"]
+    assert hold["rule"] == "high_risk" and hold["action_class"] == "non_idempotent_mutation"
+    assert "neither readOnlyHint nor idempotentHint" in hold["reason"]
+    assert "[holds] read_only" in hold["reason"]
+    other = proxied.result["structuredContent"]["spanguard_hold"]
+    assert (other["rule"], other["reason"]) == (hold["rule"], hold["reason"])
+    assert hold["reason"] in proxied.result["content"][0]["text"]
+
+
 async def test_a_failed_read_back_keeps_the_tools_content_and_says_why_on_both_paths(
         tmp_path: Path, spanguard_home: Path) -> None:
     case = CASES["failed_read_back"]
@@ -170,6 +202,40 @@ async def test_a_failed_read_back_keeps_the_tools_content_and_says_why_on_both_p
                                  "change)"]
     assert local.result["_meta"][GUARDRAIL_META_KEY] == {
         "verification": {"status": "failed", "detail": "read does not show the change"}}
+    assert proxied.result == local.result
+
+
+async def test_arguments_off_the_declared_schema_never_reach_the_tool_on_both_paths(
+        tmp_path: Path, spanguard_home: Path) -> None:
+    case = CASES["arguments_off_schema"]
+    policy = tmp_path / "policy.toml"
+    policy.write_text(case.policy)
+
+    local, executed = await in_process(policy, case.calls)
+    proxied = await through_proxy(policy, case.calls, case.runner, spanguard_home)
+
+    assert executed == []
+    refusal = local.result["structuredContent"]["spanguard"]
+    assert refusal["error_type"] == "tool_argument_error"
+    assert "$.amount: type 'number'" in refusal["reason"]
+    assert "ten" not in local.result["content"][0]["text"]  # names the rule, not the value
+    assert proxied.result == local.result
+
+
+async def test_another_tenants_result_is_withheld_whole_on_both_paths(
+        tmp_path: Path, spanguard_home: Path) -> None:
+    case = CASES["another_tenants_result"]
+    policy = tmp_path / "policy.toml"
+    policy.write_text(case.policy)
+
+    local, executed = await in_process(policy, case.calls)
+    proxied = await through_proxy(policy, case.calls, case.runner, spanguard_home)
+
+    assert executed == ["lookup"]
+    text = repr(local.result)
+    assert "1200 EUR" not in text and "globex" not in text  # nothing of it passes
+    assert local.result["structuredContent"]["spanguard"]["error_type"] == \
+        "tenant_scope_violation"
     assert proxied.result == local.result
 
 

@@ -170,37 +170,88 @@ async def test_concurrent_calls_on_one_session_never_exceed_the_tool_call_budget
         {"loop_budget_exceeded"}
 
 
-JUNK_USAGE: dict[str, tuple[object, bool]] = {
-    # name: (the caller's "spanguard/usage" value, whether the budget refuses the call)
-    "negative": ({"input_tokens": -5000, "output_tokens": -1}, False),
-    "text": ({"input_tokens": "lots", "cost_usd": "free"}, False),
-    "booleans": ({"input_tokens": True, "output_tokens": False, "cost_usd": True}, False),
-    "floats": ({"input_tokens": 1e308, "cost_usd": float("inf")}, False),
-    "nulls": ({"input_tokens": None, "model": 42}, False),
-    "not_a_table": ("900 tokens", False),
-    "a_list": ([900, 20], False),
-    "huge": ({"input_tokens": 2**70}, True),
+JUNK_USAGE: dict[str, tuple[object, str]] = {
+    # name: (the caller's "spanguard/usage" value, what the refusal must say)
+    "negative": ({"input_tokens": -5000, "output_tokens": -1}, "input_tokens must be a whole"),
+    "text": ({"input_tokens": "lots", "cost_usd": "free"}, "got 'lots'"),
+    "booleans": ({"input_tokens": True, "output_tokens": False, "cost_usd": True}, "got True"),
+    "fractions": ({"input_tokens": 12.5}, "got 12.5"),
+    "floats": ({"input_tokens": 1e308, "cost_usd": float("inf")}, "got 1e+308"),
+    "nulls": ({"input_tokens": None, "model": 42}, "got None"),
+    "model_not_text": ({"input_tokens": 10, "model": 42}, "model must be a string"),
+    "negative_cost": ({"input_tokens": 10, "cost_usd": -0.5}, "cost_usd must be a number"),
+    "not_a_table": ("900 tokens", "got str"),
+    "a_list": ([900, 20], "got list"),
+    "huge": ({"input_tokens": 2**70}, "got 1180591620717411303424"),
+    "no_counts": ({"model": "gpt-test"}, "no input_tokens or output_tokens"),
+    "typo": ({"input_token": 900}, "unknown key(s) 'input_token'"),
 }
 
 
 @pytest.mark.parametrize("junk", JUNK_USAGE.values(), ids=JUNK_USAGE.keys())
-async def test_junk_usage_in_meta_is_never_a_guard_crash(junk: tuple[object, bool]) -> None:
+async def test_junk_usage_in_meta_is_refused_with_a_clear_error_not_charged_as_zero(
+        junk: tuple[object, str]) -> None:
     cap = global_capture()
     executed: list[str] = []
     server = high_level_server(executed)
     policy = Policy.from_mapping({"loop_budget": {"max_input_tokens": 1000}})
     instrument_server(server, policy=policy, tracer_provider=cap.tracer_provider)
-    value, refused = junk
+    value, reason = junk
 
     async with connect(server) as session:
         result = await session.call_tool("echo", {"text": "x"},
                                          meta={USAGE_META_KEY: value})
+        # The refusal charged nothing: a whole budget's worth still fits afterwards.
+        after = await session.call_tool("echo", {"text": "y"}, meta=usage(1000, 0))
 
-    if refused:
-        assert (result.structured_content or {})["spanguard"]["error_type"] == \
-            "loop_budget_exceeded"
-        assert executed == []
-    else:
-        assert not result.is_error and executed == ["echo"]
-    (span,) = finished(cap, "tools/call echo")
-    assert (span.attributes or {}).get(sc.ERROR_TYPE) != "guardrail_error"
+    refusal = (result.structured_content or {})["spanguard"]
+    assert refusal["error_type"] == "invalid_usage"
+    assert 'invalid _meta["spanguard/usage"]' in refusal["reason"]
+    assert reason in refusal["reason"]
+    assert "nothing was charged" in refusal["reason"]
+    assert not after.is_error and executed == ["echo"]
+    spans = finished(cap, "tools/call echo")
+    assert (spans[0].attributes or {})[sc.ERROR_TYPE] == "invalid_usage"
+
+
+VALID_USAGE = {
+    "whole_floats": {"input_tokens": 600.0, "output_tokens": 0},
+    "langchain_usage_metadata": {"input_tokens": 600, "output_tokens": 5, "total_tokens": 605,
+                                 "input_token_details": {"cache_read": 0}},
+    "input_only": {"input_tokens": 600},
+}
+
+
+@pytest.mark.parametrize("report", VALID_USAGE.values(), ids=VALID_USAGE.keys())
+async def test_valid_usage_reports_are_charged(report: dict[str, Any]) -> None:
+    cap = global_capture()
+    executed: list[str] = []
+    server = high_level_server(executed)
+    policy = Policy.from_mapping({"loop_budget": {"max_input_tokens": 1000}})
+    instrument_server(server, policy=policy, tracer_provider=cap.tracer_provider)
+
+    async with connect(server) as session:
+        first = await session.call_tool("echo", {"text": "a"}, meta={USAGE_META_KEY: report})
+        second = await session.call_tool("echo", {"text": "b"}, meta={USAGE_META_KEY: report})
+
+    assert not first.is_error
+    assert (second.structured_content or {})["spanguard"]["error_type"] == \
+        "loop_budget_exceeded"  # 600 were charged: another 600 do not fit 1,000
+    assert executed == ["echo"]
+
+
+async def test_a_batch_of_identical_calls_on_one_session_is_caught_by_the_loop_detector(
+        ) -> None:
+    cap = global_capture()
+    executed: list[str] = []
+    server = high_level_server(executed)
+    policy = Policy.from_mapping({"tool_loop": {"identical_calls": 3}})
+    instrument_server(server, policy=policy, tracer_provider=cap.tracer_provider)
+
+    async with connect(server) as session:
+        results = await asyncio.gather(*(session.call_tool("echo", {"text": "same"})
+                                         for _ in range(10)))
+
+    assert len(executed) == 2
+    assert {(r.structured_content or {})["spanguard"]["error_type"]
+            for r in results if r.is_error} == {"tool_loop_detected"}

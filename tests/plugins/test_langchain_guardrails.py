@@ -201,3 +201,4 @@ def test_unhashable_tool_arguments_are_still_enforced(cap: SpanCapture) -> None:
                               inputs=cyclic)
     assert len(refused) == 1 and refused[0].arguments_hash is None
     assert handler.telemetry_errors == 1
+    handler.on_chain_error(GuardrailViolation("no"), run_id=root)  # the run ends too

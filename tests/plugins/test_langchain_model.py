@@ -179,8 +179,9 @@ def test_request_attributes_are_per_call_on_one_handler(cap: SpanCapture) -> Non
     ScriptedChatModel(tool_steps=0, model="gpt-4o", temperature=0.3,
                       max_tokens=100).invoke("hi", config)
     ScriptedChatModel(tool_steps=0, temperature=0.3, max_tokens=100).invoke("hi", config)
+    last = uuid4()
     handler.on_chat_model_start(
-        {}, [[HumanMessage("hi")]], run_id=uuid4(),
+        {}, [[HumanMessage("hi")]], run_id=last,
         invocation_params={"model": "gpt-4o-mini", "temperature": [0.1]},
         metadata={"ls_provider": "openai", "ls_temperature": 0.5})
     spans = sorted(cap.spans(), key=lambda s: s.start_time or 0)
@@ -195,3 +196,4 @@ def test_request_attributes_are_per_call_on_one_handler(cap: SpanCapture) -> Non
     open_entry = next(e for e in handler._tree._entries.values())
     assert open_entry.span.attributes[sc.GEN_AI_REQUEST_TEMPERATURE] == 0.5
     assert open_entry.span.attributes[sc.GEN_AI_PROVIDER_NAME] == "openai"
+    handler.on_llm_error(RuntimeError("test over"), run_id=last)

@@ -149,14 +149,22 @@ def test_state_graph_held_approved_resumed_executed_once_and_verified(
     app.invoke(Command(resume=True), config)  # nothing left to resume: no second payment
     assert ledger.sent == [("bob", 5)] and reads == [1]
 
-    # every decision is in the run's own trace: one trace per invoke, nothing beside them
-    held, waiting, resumed, idle = cap.trees()
+    # Pause, wait, approval and execution are one trace: each resumed run is a child of the
+    # run it resumes. The last resume found nothing paused on the thread: a trace of its own.
+    story, idle = cap.trees()
+    held = story
+    [waiting] = [n for n in held.children if n.name.startswith("invoke_agent")]
+    [resumed] = [n for n in waiting.children if n.name.startswith("invoke_agent")]
+    assert [held.attributes[sc.RUN_STATUS], waiting.attributes[sc.RUN_STATUS],
+            resumed.attributes[sc.RUN_STATUS]] == ["paused", "paused", "ok"]
+    assert waiting.attributes[sc.RUN_RESUMED] is True and resumed.attributes[sc.RUN_RESUMED]
     for paused_run in (held, waiting):
-        assert paused_run.find("tools").attributes[sc.RUN_INTERRUPTED] is True
-        decision = paused_run.find("tools").find("guardrail holds")
+        tools = next(n for n in paused_run.children if n.name == "tools")
+        assert tools.attributes[sc.RUN_INTERRUPTED] is True
+        decision = tools.find("guardrail holds")
         assert decision.attributes[sc.HOLD_ID] == hold_id
         assert decision.attributes[sc.GUARDRAIL_DECISION] == "hold"
-        assert not paused_run.find_all("execute_tool payments_send")
+        assert not tools.find_all("execute_tool payments_send")
     [executed] = resumed.find_all("execute_tool payments_send")
     assert executed.attributes[sc.VERIFICATION_STATUS] == "verified"
     assert executed.span.status != "ERROR"
@@ -164,6 +172,7 @@ def test_state_graph_held_approved_resumed_executed_once_and_verified(
     tools_node = resumed.find("tools")
     assert [e["name"] for e in tools_node.span.events] == ["guardrail holds"]  # the approval
     assert not [s for s in cap.spans() if s.name == "guardrail verify"]
+    assert idle.attributes[sc.RUN_RESUMED] is True and idle.attributes[sc.RUN_STATUS] == "ok"
     assert not idle.find_all("execute_tool payments_send")
     # the verifier's read-back is traced but, being the gate's own read, never held
     [read] = resumed.find_all("execute_tool payments_list")
@@ -241,8 +250,11 @@ async def test_async_graph_holds_and_resumes(cap: SpanCapture) -> None:
     approve(paused["__interrupt__"][0].value["hold_id"], "carol")
     await agent.ainvoke(Command(resume=True), config)
     assert ledger.sent == [("bob", 5)]
-    held, resumed = cap.trees()
+    held = cap.tree()  # the resumed run continues the held run's trace, as its child
+    [resumed] = [n for n in held.children if n.name.startswith("invoke_agent")]
     assert held.find("guardrail holds").attributes[sc.GUARDRAIL_DECISION] == "hold"
+    assert (held.attributes[sc.RUN_STATUS], resumed.attributes[sc.RUN_STATUS]) == (
+        "paused", "ok")
     executed = resumed.find("execute_tool payments_send")
     assert executed.attributes[sc.VERIFICATION_STATUS] == "verified"
 
@@ -268,7 +280,8 @@ def test_create_agent_middleware_with_the_handler_one_trace_per_run(cap: SpanCap
     agent.invoke(Command(resume=True), config)
     assert ledger.sent == [("eve", 7)] and checks == [("eve", 7)]
 
-    held, resumed = cap.trees()  # no stray root: the hold decision is in the run's trace
+    held = cap.tree()  # no stray root: the hold decision and the resumed run in one trace
+    [resumed] = [n for n in held.children if n.name.startswith("invoke_agent")]
     assert held.find("guardrail holds").attributes[sc.HOLD_ID] == hold_id
     [executed] = resumed.find_all("execute_tool payments_send")
     assert executed.attributes[sc.VERIFICATION_STATUS] == "verified"

@@ -163,16 +163,17 @@ async def test_async_streaming_query_engine(cap: SpanCapture) -> None:
     assert root.attributes["spanguard.run.output_tokens"] == OUTPUT_TOKENS
 
 
-def test_abandoned_stream_ends_without_usage(cap: SpanCapture) -> None:
+def test_stream_closed_early_ends_cancelled_without_usage(cap: SpanCapture) -> None:
     llm = StreamingLLM()
     with instrumented(cap):
         stream = llm.stream_chat(MESSAGES)
         next(stream)
         stream.close()  # the consumer stops early
         chat = cap.tree()
-    assert chat.attributes["spanguard.abandoned"] == "stream closed before its end"
+    assert chat.attributes["spanguard.run.status"] == "cancelled"
+    assert chat.span.status == "UNSET"
     assert "gen_ai.usage.input_tokens" not in chat.attributes
-    assert "error.type" not in chat.attributes
+    assert "error.type" not in chat.attributes and "spanguard.abandoned" not in chat.attributes
 
 
 def test_unconsumed_stream_is_ended_by_uninstrument(cap: SpanCapture) -> None:

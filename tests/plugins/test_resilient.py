@@ -160,7 +160,8 @@ def test_circuit_opens_then_closes_through_the_wrapper(cap: SpanCapture) -> None
     config, _ = traced(cap)
     assert model.invoke("two", config).content == "fb 2"
     root = cap.tree()
-    assert root.attributes[sc.ROUTING_REASON] == "circuit_open"
+    assert root.attributes[sc.ROUTING_REASON] == "failover"
+    assert root.attributes[sc.ROUTING_DETAIL] == "circuit_open"
     assert attempts(root) == [("chat claude-y", 1, None)]  # the primary was not called
     assert len(primary.calls) == 2
 
@@ -194,7 +195,7 @@ def test_all_routes_failed_is_one_error(cap: SpanCapture) -> None:
                               ("chat claude-y", 4, "provider_overloaded")]
 
 
-def test_budget_refusal_on_an_attempt_reroutes_with_budget_policy(cap: SpanCapture) -> None:
+def test_budget_refusal_on_an_attempt_reroutes_with_cost_policy(cap: SpanCapture) -> None:
     class OverBudget(GuardrailViolation):
         error_type = "loop_budget_exceeded"
 
@@ -213,7 +214,7 @@ def test_budget_refusal_on_an_attempt_reroutes_with_budget_policy(cap: SpanCaptu
     assert model.invoke("hi", {"callbacks": [handler]}).content == "cheap answer"
     assert primary.calls == []  # refused before the provider was invoked
     root = cap.tree()
-    assert root.attributes[sc.ROUTING_REASON] == "budget_policy"
+    assert root.attributes[sc.ROUTING_REASON] == "cost_policy"
     refused = root.children[0]
     assert refused.attributes[sc.ERROR_TYPE] == "loop_budget_exceeded"
     assert refused.find("guardrail cost_budget").attributes[sc.GUARDRAIL_DECISION] == "deny"
@@ -323,7 +324,7 @@ def test_a_loop_budget_sees_retries_through_the_wrapper(cap: SpanCapture) -> Non
     first, second = [s for s in root.find_all("chat gpt-x")
                      if sc.ROUTING_REQUESTED in s.attributes]
     assert first.attributes[sc.ROUTING_REASON] == "normal"
-    assert second.attributes[sc.ROUTING_REASON] == "budget_policy"
+    assert second.attributes[sc.ROUTING_REASON] == "cost_policy"
     assert second.attributes[sc.ERROR_TYPE] == "loop_budget_exceeded"
     refused = second.children[-1]
     assert (refused.attributes[sc.ATTEMPT_NUMBER], refused.attributes[sc.ATTEMPT_IS_RETRY]) \

@@ -97,6 +97,7 @@ def test_drops_into_create_agent_unchanged(cap: SpanCapture) -> None:
     assert messages[-1].content == "Sunny in Oslo."
     # first turn fails over; the second skips the primary, whose circuit is now open
     assert len(primary.calls) == 1
-    reasons = [s.attributes[sc.ROUTING_REASON] for s in cap.tree().walk()
+    reasons = [(s.attributes[sc.ROUTING_REASON], s.attributes.get(sc.ROUTING_DETAIL),
+                s.attributes[sc.ROUTING_STATUS]) for s in cap.tree().walk()
                if sc.ROUTING_REASON in s.attributes]
-    assert reasons == ["failover", "circuit_open"]
+    assert reasons == [("failover", None, "degraded"), ("failover", "circuit_open", "degraded")]

@@ -7,7 +7,11 @@ serves the same tools on stdio for ``spanguard mcp wrap``. The tools:
 - ``delete_all(text)``: ``destructiveHint``;
 - ``note(key, value)``: stores the value, ``read(key)`` returns it (a verified write);
 - ``lost_write(key, value)``: says it stored the value but does not (a write a
-  read-back cannot confirm).
+  read-back cannot confirm);
+- ``transfer(amount: float, to: str)``: a declared ``inputSchema`` (number, string,
+  both required) for the tool-arguments guard;
+- ``lookup(key)``: returns a record labelled ``tenant_id = "globex"`` in its
+  ``structuredContent``, for the tenant-scope guard.
 
 State is per process, so both paths start from the same empty store.
 """
@@ -43,6 +47,16 @@ def build(executed: list[str] | None = None) -> MCPServer:
     def lost_write(key: str, value: str) -> str:
         ran.append("lost_write")
         return f"stored {key}"
+
+    @server.tool()
+    def transfer(amount: float, to: str) -> str:
+        ran.append("transfer")
+        return f"sent {amount} to {to}"
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True))
+    def lookup(key: str) -> dict[str, str]:
+        ran.append("lookup")
+        return {"tenant_id": "globex", "key": key, "balance": "1200 EUR"}
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True))
     def read(key: str) -> str:
