@@ -104,7 +104,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def _print_hold(hold: HoldRecord) -> None:
     rows = [("id", hold.id), ("status", hold.status), ("tool", hold.tool),
-            ("summary", hold.summary), ("reason", hold.reason),
+            ("server", hold.server or "-"), ("summary", hold.summary), ("reason", hold.reason),
             ("payload hash", hold.payload_hash), ("maker", hold.maker),
             ("risk tier", hold.risk_tier), ("created", _when(hold.created_at)),
             ("expires", _when(hold.expires_at)), ("checker", hold.checker or "-"),

@@ -11,7 +11,10 @@ same maker makes the same call again (same tool, same canonical payload hash)
 after approval, the guard checks the approval (signed by a listed reviewer when
 the policy lists any: :func:`~spanguard.guardrails.approval_proof.approval_problem`),
 consumes it and allows the call once; an approval that does not hold up is
-voided and the call refused.
+voided and the call refused. A call to an MCP server (``ToolCall.server`` set)
+is bound to that server: the server is part of the payload hash, the record and
+the summary the checker reads, so an approval given for one server never
+releases the same call on another.
 
 ``ToolCall.annotations``: ``None`` means "no hints known" (the call is not
 classified); an MCP adapter passes the tool's annotations, or ``{}`` when the
@@ -390,7 +393,7 @@ class HoldGuard(Guard):
                 tier = "unverified"
         if found is None:
             return None
-        digest = payload_hash(dict(call.arguments))
+        digest = hold_payload_hash(call)
         maker = maker or default_identity()
         problem = identity_problem(maker)
         if problem is not None:
@@ -456,7 +459,7 @@ class HoldGuard(Guard):
         """
         now = self.approvals.clock()
         mine = [h for h in self.approvals.store.matching(call.tool, digest)
-                if same_identity(h.maker, maker)]
+                if same_identity(h.maker, maker) and h.server == call.server]
         if call.call_id is not None:
             own = next((h for h in mine if h.call_id == call.call_id), None)
             if own is not None and own.expired(now):
@@ -484,6 +487,18 @@ class HoldGuard(Guard):
                 args = args[:_ARGUMENT_PREVIEW] + "…"
             text += f" with {args}"
         return f"{text} ({reason})"
+
+
+def hold_payload_hash(call: ToolCall) -> str:
+    """What an approval is bound to: the arguments, and the server when there is one.
+
+    Without a server (LangGraph, LlamaIndex) it is the arguments' own hash, as
+    before servers were bound, so holds made then still match.
+    """
+    arguments = dict(call.arguments)
+    if call.server is None:
+        return payload_hash(arguments)
+    return payload_hash({"arguments": arguments, "server": call.server})
 
 
 def _attributes(hold: HoldRecord, decision: str | None = None) -> dict[str, Any]:

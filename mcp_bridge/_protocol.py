@@ -11,18 +11,25 @@ from __future__ import annotations
 __all__ = [
     "CONNECTION_CLOSED",
     "INTERNAL_ERROR",
+    "INVALID_PARAMS",
     "INVALID_REQUEST",
+    "METHOD_NOT_FOUND",
     "PARSE_ERROR",
     "PROTOCOL_VERSION_META_KEY",
+    "REQUEST_TIMEOUT",
     "ProtocolError",
     "error_code",
 ]
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 CONNECTION_CLOSED = -32000
 """MCP's code for "the connection closed" (what SDK clients see when a server dies)."""
+REQUEST_TIMEOUT = -32001
+"""MCP's code for a request that was not answered in time."""
 
 PROTOCOL_VERSION_META_KEY = "io.modelcontextprotocol/protocolVersion"
 """``params._meta`` key of the protocol version a request is made under (2026-07-28

@@ -4,39 +4,36 @@ The MCP stdio transport frames each message as one line of UTF-8 JSON. A peer
 that sends a line longer than the cap must not make the proxy buffer it: the
 reader discards the rest of such a line chunk by chunk as it arrives (memory
 stays bounded by the cap plus one chunk) and reports it as :class:`Oversized`,
-keeping the first bytes so the caller can still find the request id and answer.
+keeping its first and last bytes so the caller can still find the request id
+(serializers put it first, or, like the TypeScript SDK, last) and answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass
+
+from spanguard.mcp_bridge._proxy_splice import tail_id, top_level_id
 
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
-# How much of an oversized line is kept to find its id ("id" precedes "params"
-# in every serializer seen in practice; if it does not, the answer has id null).
-_HEAD_BYTES = 4096
-_ID_PATTERN = re.compile(rb'"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.){0,256}")')
+# How much of each end of an oversized line is kept to find its id.
+_END_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
 class Oversized:
-    """A line that exceeded the cap: its size (as far as it was read) and its head."""
+    """A line that exceeded the cap: its size (as far as it was read) and its two ends."""
 
     size: int
     head: bytes
+    tail: bytes = b""
 
     def request_id(self) -> int | str | None:
-        """The JSON-RPC id found in the head, if any (best effort, never raises)."""
-        match = _ID_PATTERN.search(self.head)
-        if match is None:
-            return None
-        raw = match.group(1)
-        if raw.startswith(b'"'):
-            return raw[1:-1].decode("utf-8", "replace")
-        return int(raw)
+        """The top-level JSON-RPC id, from the members before the cut or the last
+        member (best effort, never raises)."""
+        found = top_level_id(self.head)
+        return found if found is not None else tail_id(self.tail)
 
 
 # Bytes asked of the stream per read; also the stream's own limit, so the
@@ -66,7 +63,8 @@ class FrameReader:
             if end >= 0:
                 self._scanned = 0
                 if end > self._limit:
-                    oversized = Oversized(end, bytes(buffer[:_HEAD_BYTES]))
+                    oversized = Oversized(end, bytes(buffer[:_END_BYTES]),
+                                          bytes(buffer[max(0, end - _END_BYTES):end]))
                     del buffer[:end + 1]
                     return oversized
                 line = bytes(buffer[:end])
@@ -84,22 +82,25 @@ class FrameReader:
                 line = bytes(buffer)
                 buffer.clear()
                 if len(line) > self._limit:
-                    return Oversized(len(line), line[:_HEAD_BYTES])
+                    return Oversized(len(line), line[:_END_BYTES], line[-_END_BYTES:])
                 return line
             buffer += chunk
 
     async def _discard(self) -> Oversized:
         buffer = self._buffer
-        head = bytes(buffer[:_HEAD_BYTES])
+        head = bytes(buffer[:_END_BYTES])
+        tail = bytes(buffer[-_END_BYTES:])
         size = len(buffer)
         buffer.clear()
         self._scanned = 0
         while True:
             chunk = await self._reader.read(CHUNK_BYTES)
             if not chunk:
-                return Oversized(size, head)
+                return Oversized(size, head, tail)
             end = chunk.find(b"\n")
             if end >= 0:
                 buffer += chunk[end + 1:]
-                return Oversized(size + end, head)
+                tail = (tail + chunk[:end])[-_END_BYTES:]
+                return Oversized(size + end, head, tail)
+            tail = (tail + chunk)[-_END_BYTES:]
             size += len(chunk)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import shlex
 import signal
@@ -89,6 +91,17 @@ class Upstream:
             except asyncio.TimeoutError:
                 continue
         return process.returncode
+
+
+def command_identity(command: Sequence[str]) -> str:
+    """The server identity approvals are bound to when ``--name`` gives none.
+
+    A hash of the command line, not the command itself: arguments may carry
+    tokens, and the identity is shown to checkers and stored with every hold.
+    The same command line is the same server; any other is another.
+    """
+    digest = hashlib.sha256(json.dumps(list(command)).encode("utf-8")).hexdigest()
+    return f"cmd:{digest[:16]}"
 
 
 def describe_exit(display: str, returncode: int) -> str:

@@ -1,4 +1,4 @@
-"""``spanguard mcp wrap [--policy F] [--preset P] [--identity NAME] ... -- CMD ARGS...``
+"""``spanguard mcp wrap [--policy F] [--name NAME] [--preset P] ... -- CMD ARGS...``
 
 Put it in front of any stdio MCP server in a client's config: the client talks
 to the proxy exactly as it talked to the server. Spans go where ``configure()``
@@ -24,6 +24,7 @@ from spanguard.config import Preset, configure
 from spanguard.guardrails.policy import load_policy
 from spanguard.mcp_bridge.proxy import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_UPSTREAM_TIMEOUT,
     McpProxy,
     RestartPolicy,
     install_signal_handlers,
@@ -40,6 +41,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         description="Start CMD ARGS... as an MCP server and serve it on stdio, adding a "
                     "span per request and the guardrail hook on tools/call.")
     wrap.add_argument("--policy", help="guardrail policy TOML (default: $SPANGUARD_POLICY)")
+    wrap.add_argument("--name", metavar="NAME",
+                      help="the server's identity: holds and approvals are bound to it, "
+                           "and the checker sees it (default: a hash of the command line)")
     wrap.add_argument("--preset", choices=get_args(Preset),
                       help="also export to Phoenix or Langfuse, as configure(preset=...) "
                            "does (LANGFUSE_HOST, LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY; "
@@ -55,6 +59,14 @@ def register(parser: argparse.ArgumentParser) -> None:
                            "are re-sent (per the policy's [retry])")
     wrap.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
                       help="largest JSON-RPC message accepted either way (default 10 MiB)")
+    wrap.add_argument("--upstream-timeout", type=float, default=DEFAULT_UPSTREAM_TIMEOUT,
+                      metavar="SECONDS",
+                      help="deadline of each request the proxy makes itself (listing tools "
+                           "for annotations, a verifier's read-back; default "
+                           f"{DEFAULT_UPSTREAM_TIMEOUT:g})")
+    wrap.add_argument("--call-timeout", type=float, default=None, metavar="SECONDS",
+                      help="deadline of each forwarded request: past it the client gets "
+                           "-32001 and the server a cancellation (default: none)")
     wrap.add_argument("server", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...",
                       help="the MCP server's command line")
     wrap.set_defaults(run=run_wrap)
@@ -79,6 +91,15 @@ def run_wrap(args: argparse.Namespace) -> int:
     if args.hold_wait < 0:
         print("spanguard mcp wrap: --hold-wait must be 0 or more seconds", file=sys.stderr)
         return EXIT_CONFIG
+    for option, value in (("--upstream-timeout", args.upstream_timeout),
+                          ("--call-timeout", args.call_timeout)):
+        if value is not None and not value > 0:
+            print(f"spanguard mcp wrap: {option} must be more than 0 seconds",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+    if args.name is not None and not args.name.strip():
+        print("spanguard mcp wrap: --name must not be empty", file=sys.stderr)
+        return EXIT_CONFIG
     # Read before configure(): a bad policy is reported before anything is set up.
     policy = load_policy(args.policy)
     handle = configure(home=args.home, preset=args.preset,
@@ -87,8 +108,11 @@ def run_wrap(args: argparse.Namespace) -> int:
         proxy = McpProxy(command, tracer_provider=handle.tracer_provider,
                          meter_provider=handle.meter_provider, policy=policy,
                          identity=args.identity, hold_wait=args.hold_wait,
+                         server_name=args.name,
                          restart=RestartPolicy(enabled=args.restart_on_crash),
-                         max_message_bytes=args.max_message_bytes)
+                         max_message_bytes=args.max_message_bytes,
+                         upstream_timeout=args.upstream_timeout,
+                         call_timeout=args.call_timeout)
         return _run_loop(_serve(proxy))
     finally:
         handle.shutdown()

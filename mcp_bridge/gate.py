@@ -57,6 +57,7 @@ from spanguard.errors import ConfigError
 from spanguard.guardrails.approvals import wait_for_decision
 from spanguard.guardrails.enforcer import Enforcer
 from spanguard.guardrails.errors import GuardrailViolation
+from spanguard.guardrails.guard import Guard
 from spanguard.guardrails.holds import HoldError, HoldPending, HoldRejected, default_identity
 from spanguard.guardrails.policy import Policy, load_policy
 from spanguard.guardrails.steps import (
@@ -130,13 +131,18 @@ class ToolGate:
     is false and callers skip the gate). ``identity`` is the maker of held
     calls (default: the OS user). ``hold_wait`` > 0 makes a held call wait up to
     that many seconds for a checker's decision before answering "held".
+    ``server_name`` is the identity of the server the gate stands in front of:
+    every call it judges goes to that server (``ToolCall.server``), so a hold,
+    its approval and its summary name it, and an approval given for one server
+    never runs a call on another.
     """
 
     def __init__(self, policy: Policy | str | os.PathLike[str] | None = None, *,
                  tracer_provider: trace.TracerProvider | None = None,
                  meter_provider: metrics.MeterProvider | None = None,
                  identity: str | None = None,
-                 hold_wait: float = 0.0) -> None:
+                 hold_wait: float = 0.0,
+                 server_name: str | None = None) -> None:
         if not hold_wait >= 0:
             raise ConfigError("hold_wait", f"must be 0 or more seconds, got {hold_wait!r}")
         provider = resolve_tracer_provider(tracer_provider)
@@ -149,9 +155,13 @@ class ToolGate:
         self._store_url = store.url if store is not None else None
         self.identity = identity if identity is not None else default_identity()
         self.hold_wait = hold_wait
+        self.server_name = server_name
         self.tools = ToolAnnotations()
         verification = self.policy.verify if self.policy is not None else None
         self._verification = verification if verification and verification.verifiers else None
+        # Guards with an after_tool_call hook: without any, nothing reads a tool's result.
+        self.reads_results = any(type(guard).after_tool_call is not Guard.after_tool_call
+                                 for guard in self.enforcer.guards)
         self._tracer = provider.get_tracer("spanguard.mcp_bridge")
         self._runs: OrderedDict[Hashable, RunState] = OrderedDict()
         self._waits: set[threading.Event] = set()
@@ -224,6 +234,8 @@ class ToolGate:
 
         ``meta`` is the request's ``_meta``; its usage, if any, is charged first.
         """
+        if call.server is None:
+            call.server = self.server_name
         if call.schema is None:
             call.schema = self.tools.schema(call.tool)
         try:

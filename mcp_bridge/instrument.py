@@ -47,7 +47,9 @@ def instrument_server(
     ``policy`` is a ``Policy``, a TOML path, or None for ``SPANGUARD_POLICY``
     (unset: tracing only); ``identity`` names the maker for hold rules (default:
     the OS user); ``hold_wait`` > 0 lets a held call wait that many seconds for a
-    checker. Calling it twice returns what the first call installed.
+    checker. Holds and approvals are bound to the server's ``name`` (``spanguard mcp
+    wrap --name NAME`` in front of a server of that name shares them). Calling it
+    twice returns what the first call installed.
     """
     major = sdk_major()
     if major is None:
@@ -65,6 +67,8 @@ def instrument_server(
     if already is not None:
         return already
     provider = resolve_tracer_provider(tracer_provider)
+    # Approvals are bound to the server: its own name, as `spanguard mcp wrap --name`.
     gate = ToolGate(policy, tracer_provider=provider, meter_provider=meter_provider,
-                    identity=identity, hold_wait=hold_wait)
+                    identity=identity, hold_wait=hold_wait,
+                    server_name=getattr(server, "name", None))
     return v1.install(server, provider, gate)

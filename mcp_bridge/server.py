@@ -155,7 +155,9 @@ class SpanguardServerMiddleware:
         if not isinstance(tool, str):
             return await call_next(ctx)  # the SDK rejects it as INVALID_PARAMS
         raw_arguments = params.get("arguments")
-        arguments: Mapping[str, Any] = raw_arguments if isinstance(raw_arguments, Mapping) else {}
+        if raw_arguments is not None and not isinstance(raw_arguments, Mapping):
+            return await call_next(ctx)  # the SDK rejects it as INVALID_PARAMS, unrun
+        arguments: Mapping[str, Any] = raw_arguments or {}
         arguments_hash = payload_hash(arguments)
         ids = correlation_from_meta(ctx.meta)
         connection = getattr(ctx.session, "_connection", None)
@@ -257,15 +259,18 @@ def instrument_server(
     ``policy`` is a ``Policy``, a TOML path, or None for ``SPANGUARD_POLICY``
     (unset: tracing only); ``identity`` names the maker for hold rules (default:
     the OS user); ``hold_wait`` > 0 lets a held call wait that many seconds for a
-    checker. Calling it twice returns the middleware already installed.
+    checker. Holds and approvals are bound to the server's ``name`` (a server
+    wrapped with ``spanguard mcp wrap --name NAME`` under the same name shares
+    them). Calling it twice returns the middleware already installed.
     """
     chain: list[ServerMiddleware[Any]] = server.middleware
     for middleware in chain:
         if isinstance(middleware, SpanguardServerMiddleware):
             return middleware
     provider = resolve_tracer_provider(tracer_provider)
+    # Approvals are bound to the server: its own name, as `spanguard mcp wrap --name`.
     gate = ToolGate(policy, tracer_provider=provider, meter_provider=meter_provider,
-                    identity=identity, hold_wait=hold_wait)
+                    identity=identity, hold_wait=hold_wait, server_name=server.name)
     installed = SpanguardServerMiddleware(server, provider, gate)
     position = next((i + 1 for i, m in enumerate(chain)
                      if isinstance(m, OpenTelemetryMiddleware)), 0)

@@ -49,7 +49,7 @@ class HoldRecord:
     executed_at: float | None = None
     # Approval latency: the request shown to the checker -> their decision (seconds).
     review_seconds: float | None = None
-    # The MCP server the call goes to (None outside MCP).
+    # The MCP server the call goes to (None outside MCP); part of payload_hash too.
     server: str | None = None
     action_class: str | None = None
     rule: str | None = None

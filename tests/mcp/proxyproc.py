@@ -17,6 +17,7 @@ from spanguard.store import DB_NAME, StoredSpan, TraceStore
 
 SERVERS = Path(__file__).resolve().parent / "servers"
 RECORDER = [sys.executable, str(SERVERS / "recorder.py")]
+SPEC = [sys.executable, str(SERVERS / "spec_server.py")]
 GUARDED = [sys.executable, str(SERVERS / "guarded_wrap.py")]
 SPANGUARD = [sys.executable, "-m", "spanguard"]
 TIMEOUT = 20.0
@@ -25,7 +26,7 @@ TIMEOUT = 20.0
 class RawProxy:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
-        self.backlog: list[dict[str, Any]] = []
+        self.backlog: list[Any] = []
 
     @classmethod
     async def start(cls, server: list[str], *wrap_args: str, runner: list[str] = SPANGUARD,
@@ -44,22 +45,28 @@ class RawProxy:
     async def send(self, message: dict[str, Any]) -> None:
         await self.send_raw(json.dumps(message).encode() + b"\n")
 
-    async def recv(self) -> dict[str, Any]:
+    async def recv_line(self, timeout: float = TIMEOUT) -> bytes:
+        """The next frame exactly as the proxy wrote it (the backlog must be empty)."""
+        assert not self.backlog
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+        assert line, "the proxy closed stdout"
+        return line
+
+    async def recv(self) -> Any:
+        """The next message: an object, or a list for a batch answer."""
         if self.backlog:
             return self.backlog.pop(0)
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), TIMEOUT)
-        assert line, "the proxy closed stdout"
-        message: dict[str, Any] = json.loads(line)
-        return message
+        return json.loads(await self.recv_line())
 
     async def response(self, request_id: object) -> dict[str, Any]:
         """The response to ``request_id``; other frames are kept for later ``recv``."""
-        others: list[dict[str, Any]] = []
+        others: list[Any] = []
         try:
             while True:
                 message = await self.recv()
-                if message.get("id") == request_id and "method" not in message:
+                if isinstance(message, dict) and "method" not in message and \
+                        message.get("id") == request_id:
                     return message
                 others.append(message)
         finally:
@@ -99,6 +106,11 @@ def recorded(log: Path) -> list[dict[str, Any]]:
     if not log.exists():
         return []
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def executed(log: Path) -> list[dict[str, Any]]:
+    """What the spec server ran (see ``servers/spec_server.py``), in order."""
+    return recorded(log)
 
 
 def stored_spans(home: Path) -> list[StoredSpan]:

@@ -3,7 +3,9 @@
 The same server code (``servers/parity_server.py``) runs in process behind
 ``instrument_server`` and as a subprocess behind the real ``spanguard mcp wrap``,
 each reached by the SDK's own ``ClientSession``, with the same policy file, the
-same maker identity and the same ``SPANGUARD_HOME``. Each case makes the same
+same maker identity, the same server name (``--name parity``, the in-process
+server's own name, so both paths are one server to the hold store) and the same
+``SPANGUARD_HOME``. Each case makes the same
 calls both ways and requires the last answer to be the same wire JSON (text,
 ``structuredContent``, ``_meta["spanguard/guardrail"]``, ``isError``) and the
 call's SERVER span to carry the same ``error.type``.
@@ -91,11 +93,12 @@ class Answer:
 
 
 @asynccontextmanager
-async def wrapped(policy: Path, runner: list[str]) -> AsyncIterator[ClientSession]:
+async def wrapped(policy: Path, runner: list[str],
+                  name: str = "parity") -> AsyncIterator[ClientSession]:
     params = StdioServerParameters(
         command=runner[0],
         args=[*runner[1:], "mcp", "wrap", "--policy", str(policy), "--identity", "alice",
-              "--", *PARITY_SERVER],
+              "--name", name, "--", *PARITY_SERVER],
         env=dict(os.environ))
     async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
         await client.initialize()
@@ -121,8 +124,8 @@ async def in_process(policy: Path, calls: list[Call]) -> tuple[Answer, list[str]
 
 
 async def through_proxy(policy: Path, calls: list[Call], runner: list[str],
-                        home: Path) -> Answer:
-    async with wrapped(policy, runner) as client:
+                        home: Path, name: str = "parity") -> Answer:
+    async with wrapped(policy, runner, name) as client:
         results = [await client.call_tool(name, args, meta=meta) for name, args, meta in calls]
     name = calls[-1][0]
     span = max((s for s in stored_spans(home)
@@ -234,3 +237,20 @@ async def test_another_tenants_result_is_withheld_whole_on_both_paths(
     assert local.result["structuredContent"]["spanguard"]["error_type"] == \
         "tenant_scope_violation"
     assert proxied.result == local.result
+
+
+async def test_the_same_call_to_a_server_of_another_name_is_another_hold(
+        tmp_path: Path, spanguard_home: Path) -> None:
+    case = CASES["held"]
+    policy = tmp_path / "policy.toml"
+    policy.write_text(case.policy)
+
+    local, _ = await in_process(policy, case.calls)
+    staging = await through_proxy(policy, case.calls, case.runner, spanguard_home,
+                                  name="staging")
+
+    here = local.result["structuredContent"]["spanguard_hold"]
+    there = staging.result["structuredContent"]["spanguard_hold"]
+    assert (here["server"], there["server"]) == ("parity", "staging")
+    assert there["hold_id"] != here["hold_id"]
+    assert there["payload_hash"] != here["payload_hash"]

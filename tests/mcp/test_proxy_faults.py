@@ -10,6 +10,7 @@ from tests.mcp.proxyproc import RECORDER, RawProxy, pid_alive, recorded, stored_
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
+INTERNAL_ERROR = -32603
 CONNECTION_CLOSED = -32000
 
 # The CLI runs on uvloop when installed; the stdlib loop is the fallback.
@@ -110,7 +111,7 @@ async def test_oversized_messages_are_refused_with_bounded_memory(tmp_path: Path
     assert not any(m.get("id") == 8 for m in recorded(log))
     # An oversized answer from the server fails that request, and only that one.
     too_big = await proxy.call(9, "big", size=11 * 1024 * 1024)
-    assert too_big["error"]["code"] == INVALID_REQUEST
+    assert too_big["error"]["code"] == INTERNAL_ERROR  # the request was fine
     assert "from the upstream" in too_big["error"]["message"]
     assert (await proxy.call(10, "echo"))["result"]["isError"] is False
     assert await proxy.close() == 0

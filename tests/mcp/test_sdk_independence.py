@@ -44,6 +44,8 @@ def test_protocol_constants_match_the_installed_sdk() -> None:
             protocol.CONNECTION_CLOSED, protocol.PROTOCOL_VERSION_META_KEY) == (
         mcp_types.PARSE_ERROR, mcp_types.INVALID_REQUEST, mcp_types.INTERNAL_ERROR,
         mcp_types.CONNECTION_CLOSED, mcp_types.PROTOCOL_VERSION_META_KEY)
+    assert (protocol.METHOD_NOT_FOUND, protocol.INVALID_PARAMS, protocol.REQUEST_TIMEOUT) == (
+        mcp_types.METHOD_NOT_FOUND, mcp_types.INVALID_PARAMS, mcp_types.REQUEST_TIMEOUT)
 
 
 def test_instrument_server_picks_the_2x_middleware() -> None:

@@ -227,6 +227,8 @@ def test_protocol_constants_match_the_1x_sdk() -> None:
     assert (protocol.PARSE_ERROR, protocol.INVALID_REQUEST, protocol.INTERNAL_ERROR,
             protocol.CONNECTION_CLOSED) == (types.PARSE_ERROR, types.INVALID_REQUEST,
                                            types.INTERNAL_ERROR, types.CONNECTION_CLOSED)
+    assert (protocol.METHOD_NOT_FOUND, protocol.INVALID_PARAMS) == (
+        types.METHOD_NOT_FOUND, types.INVALID_PARAMS)
 
 
 def test_client_session_is_the_one_the_adapters_use() -> None:
