@@ -85,6 +85,12 @@ class ToolLoopDetected(GuardrailViolation):
                          "or raise [tool_loop] limits")
 
 
+# Distinct (tool, arguments) pairs one run remembers: a long MCP session makes calls
+# without end, and its memory must not grow with them. Least recently called pairs go
+# first, so a call that keeps repeating stays counted.
+MAX_DISTINCT_CALLS = 4096
+
+
 class _LoopState:
     __slots__ = ("counts", "last_state", "same_state")
 
@@ -109,7 +115,10 @@ class ToolLoopGuard(Guard):
             if call.arguments_hash is None:
                 call.arguments_hash = payload_hash(call.arguments)
             key = (call.tool, call.arguments_hash)
-            count = state.counts[key] = state.counts.get(key, 0) + 1
+            counts = state.counts
+            count = counts[key] = counts.pop(key, 0) + 1
+            if len(counts) > MAX_DISTINCT_CALLS:
+                del counts[next(iter(counts))]
             if count >= config.identical_calls:
                 return self._deny(ToolLoopDetected(KIND_REPEATED, call.tool, count,
                                                    config.identical_calls,

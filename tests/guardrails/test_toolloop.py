@@ -7,6 +7,7 @@ import pytest
 from spanguard import semconv as sc
 from spanguard.guardrails import Policy, ToolCall, ToolLoop, ToolLoopDetected
 from spanguard.guardrails.enforcer import Enforcer
+from spanguard.guardrails.toolloop import MAX_DISTINCT_CALLS, ToolLoopGuard
 from spanguard.hashing import payload_hash
 from spanguard.testing import SpanCapture
 
@@ -85,3 +86,25 @@ def test_runs_do_not_share_loop_counts(cap: SpanCapture) -> None:
 def test_bad_settings_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="ToolLoop"):
         ToolLoop(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_long_session_remembers_a_bounded_number_of_distinct_calls() -> None:
+    guard = ToolLoopGuard(ToolLoop(identical_calls=3))
+    run = Enforcer(Policy()).start_run("session")
+    for n in range(3 * MAX_DISTINCT_CALLS):
+        assert guard.before_tool_call(run, ToolCall("search", {"q": n})) is None
+    assert len(run.scratch["spanguard.tool_loop"].counts) == MAX_DISTINCT_CALLS
+
+
+def test_a_call_that_keeps_repeating_stays_counted_among_many_others() -> None:
+    guard = ToolLoopGuard(ToolLoop(identical_calls=3))
+    run = Enforcer(Policy()).start_run("session")
+    looping = ToolCall("fetch", {"url": "same"})
+    assert guard.before_tool_call(run, looping) is None
+    for n in range(MAX_DISTINCT_CALLS - 1):  # the repeat is never the least recent
+        assert guard.before_tool_call(run, ToolCall("search", {"q": n})) is None
+    assert guard.before_tool_call(run, ToolCall("fetch", {"url": "same"})) is None
+    for n in range(MAX_DISTINCT_CALLS - 1):
+        assert guard.before_tool_call(run, ToolCall("search", {"q": -n - 1})) is None
+    decision = guard.before_tool_call(run, ToolCall("fetch", {"url": "same"}))
+    assert decision is not None and decision.kind == "deny"
