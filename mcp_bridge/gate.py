@@ -152,7 +152,8 @@ class ToolGate:
         self.tools = ToolAnnotations()
         verification = self.policy.verify if self.policy is not None else None
         self._verification = verification if verification and verification.verifiers else None
-        self._tracer = provider.get_tracer("spanguard.mcp_bridge")
+        self._tracer = provider.get_tracer("spanguard.mcp_bridge",
+                                           schema_url=sc.SEMCONV_SCHEMA_URL)
         self._runs: OrderedDict[Hashable, RunState] = OrderedDict()
         self._waits: set[threading.Event] = set()
 

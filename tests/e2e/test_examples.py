@@ -58,16 +58,16 @@ def test_llamaindex_rag(spanguard_home: Path) -> None:
     assert "retrieval handbook [RETRIEVER]" in result.stderr
     spans = TraceStore.in_home(spanguard_home).spans()
     retrieval = next(s for s in spans if s.name == "retrieval handbook")
-    assert retrieval.attributes["retrieval.candidate_count"] == 2
+    assert retrieval.attributes["spanguard.retrieval.candidate_count"] == 2
 
 
 def test_fallback_retries(spanguard_home: Path) -> None:
     result = run_example("fallback_retries.py", spanguard_home)
     assert "answer from claude-3-5-haiku (quota_throttled)" in result.stdout
     spans = TraceStore.in_home(spanguard_home).spans()
-    wrapper = next(s for s in spans if s.attributes.get("routing_reason"))
-    assert wrapper.attributes["requested_route"] == "gpt-4o"
-    assert wrapper.attributes["selected_route"] == "claude-3-5-haiku"
+    wrapper = next(s for s in spans if s.attributes.get("spanguard.routing.reason"))
+    assert wrapper.attributes["spanguard.routing.requested_route"] == "gpt-4o"
+    assert wrapper.attributes["spanguard.routing.selected_route"] == "claude-3-5-haiku"
     attempts = [s for s in spans if s.parent_span_id == wrapper.span_id]
     assert [s.status for s in attempts] == ["ERROR", "ERROR", "UNSET"]
     assert {s.attributes["error.type"] for s in attempts[:2]} == {"quota_throttled"}
@@ -115,7 +115,7 @@ def test_the_demo_tells_the_whole_story(spanguard_home: Path) -> None:
     story = max(runs, key=lambda t: -t.start_time)  # the first run: the commit story
     spans = {s.name: s for s in store.trace(story.trace_id)}
     commit = spans["tools/call git_commit"]
-    assert commit.attributes["verification.status"] == "verified"
+    assert commit.attributes["spanguard.verification.status"] == "verified"
     assert commit.parent_span_id == spans["execute_tool git_commit"].span_id
     assert spans["retrieval support_kb"].parent_span_id == spans["execute_tool search_kb"].span_id
     assert spans["guardrail holds"].attributes["spanguard.guardrail.decision"] == "hold"

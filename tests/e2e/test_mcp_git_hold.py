@@ -168,7 +168,7 @@ async def test_held_git_commit_is_approved_by_a_second_identity_and_verified(
     calls = [s for s in spans if s.name == "tools/call git_commit" and s.kind == "SERVER"]
     calls.sort(key=lambda s: s.start_time)
     assert [(s.attributes.get("spanguard.hold.status"), s.attributes.get(
-        "verification.status"), s.status) for s in calls] == [
+        "spanguard.verification.status"), s.status) for s in calls] == [
         ("held", None, "ERROR"), (None, "verified", "UNSET"), ("held", None, "ERROR")]
     assert calls[0].attributes["spanguard.hold.id"] == hold_id
     assert calls[0].attributes["error.type"] == "held_for_approval"

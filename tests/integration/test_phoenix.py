@@ -61,7 +61,7 @@ def test_demo_trace_in_phoenix_has_the_same_tree(phoenix: str, tmp_path: Path) -
     parent = by_id[proxied["parent_id"]]
     assert parent["name"] == "execute_tool git_commit"
     assert proxied["context"]["trace_id"] == parent["context"]["trace_id"]
-    assert proxied["attributes"]["verification.status"] == "verified"
+    assert proxied["attributes"]["spanguard.verification.status"] == "verified"
     agents = [span for span in remote if span["parent_id"] is None
               and span["span_kind"] == "AGENT"]
     assert len(agents) == 2

@@ -54,7 +54,7 @@ def test_unknown_model_has_unknown_cost(cap: SpanCapture) -> None:
     chat = root.find("chat house-model-7").attributes
     assert chat["spanguard.cost.unknown"] is True
     assert "spanguard.cost.usd" not in chat
-    assert root.attributes["spanguard.cost.unknown"] is True
+    assert root.attributes["spanguard.run.cost_unknown"] is True
 
 
 def test_mock_llm_reports_no_usage(cap: SpanCapture) -> None:

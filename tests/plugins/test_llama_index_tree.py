@@ -118,7 +118,7 @@ def test_retriever_called_directly_is_a_retriever_root(cap: SpanCapture) -> None
         nodes = retriever.retrieve("shipping")
     root = cap.tree()
     assert root.shape() == ("retrieval VectorIndexRetriever", [("embeddings", [])])
-    assert root.attributes["retrieval.candidate_count"] == len(nodes) == 2
+    assert root.attributes["spanguard.retrieval.candidate_count"] == len(nodes) == 2
 
 
 def test_failed_step_is_marked_as_error(cap: SpanCapture) -> None:
