@@ -77,6 +77,7 @@ from spanguard.mcp_bridge._proxy_messages import (
     error_response,
     loads,
 )
+from spanguard.mcp_bridge._proxy_setup import SessionSetup
 from spanguard.mcp_bridge._proxy_upstream import Upstream, describe_exit
 from spanguard.mcp_bridge.annotations import ToolAnnotations
 from spanguard.mcp_bridge.correlation import Correlation, correlation_from_meta
@@ -150,7 +151,9 @@ class McpProxy:
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self._upstream = Upstream(command, CHUNK_BYTES)
         provider = resolve_tracer_provider(tracer_provider)
-        self._tracer: Tracer = provider.get_tracer("spanguard.mcp_bridge.proxy")
+        self._tracer: Tracer = provider.get_tracer("spanguard.mcp_bridge.proxy",
+                                                   schema_url=sc.SEMCONV_SCHEMA_URL)
+        self._setup = SessionSetup(self._tracer)
         gate = ToolGate(policy, tracer_provider=provider, meter_provider=meter_provider,
                         identity=identity, hold_wait=hold_wait)
         self._gate: ToolGate | None = gate if gate.active else None
@@ -222,6 +225,7 @@ class McpProxy:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._upstream.stop()
             self._close_pending("proxy_stopped", "the proxy stopped")
+            self._setup.close()
             with contextlib.suppress(Exception):
                 client_writer.close()
         return exit_code
@@ -315,7 +319,8 @@ class McpProxy:
             # No call id: the JSON-RPC id changes when a client re-makes a held call,
             # and the re-made call must find its approval by maker and payload.
             call = ToolCall(target, arguments, arguments_hash=args_hash)
-        span = self._tracer.start_span(spans.request_span_name(method, target), parent,
+        span = self._tracer.start_span(spans.request_span_name(method, target),
+                                       self._setup.parent(method, parent),
                                        kind=SpanKind.SERVER, attributes=attributes)
         if call is not None and (self._gate is not None or self._restart.enabled):
             # {} for a tool the server gave no hints for (or that it did not list):

@@ -206,6 +206,9 @@ TOOL_ACTION_CLASS: Final = "spanguard.tool.action_class"
 TOOL_RESULT_STATUS: Final = "spanguard.tool.result_status"
 # Set on a request span the MCP proxy closed without an answer from upstream.
 MCP_PROXY_OUTCOME: Final = "spanguard.mcp.proxy_outcome"
+# On the one span per MCP session under which its setup requests (initialize, tools/list,
+# ...) sent without trace context are folded.
+MCP_SESSION_SETUP: Final = "spanguard.mcp.session_setup"
 
 GUARDRAIL_NAME: Final = "spanguard.guardrail.name"
 GUARDRAIL_DECISION: Final = "spanguard.guardrail.decision"
