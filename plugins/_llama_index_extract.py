@@ -74,11 +74,14 @@ def _message_parts(message: Any) -> tuple[str, list[dict[str, Any]], bool]:
             calls = True
             parts.append(gm.tool_call_part(block.tool_call_id, block.tool_name,
                                            block.tool_kwargs))
-    for call in extra.get("tool_calls") or ():  # OpenAI-style integrations
-        function = _get(call, "function")
+    for call in extra.get("tool_calls") or ():
+        # OpenAI's shape ({"id", "function": {"name", "arguments"}}) or a flat one.
+        function = _get(call, "function") or call
+        arguments = _get(function, "arguments")
         calls = True
         parts.append(gm.tool_call_part(_get(call, "id"), _get(function, "name"),
-                                       _get(function, "arguments")))
+                                       arguments if arguments is not None
+                                       else _get(call, "args")))
     return role, parts, calls
 
 

@@ -87,7 +87,9 @@ from spanguard.attributes import (
     Attributes,
     agent_attributes,
     agent_span_name,
+    as_completion,
     chat_span_name,
+    completion_span_name,
     cost_attributes,
     embedding_attributes,
     embeddings_span_name,
@@ -309,6 +311,8 @@ class Instrumentation:
             model = model_name(instance)
             attrs = model_attributes(model, provider_name(instance),
                                      temperature=_float(getattr(instance, "temperature", None)))
+            if _completes(instance, id_):
+                return completion_span_name(model), as_completion(attrs), model
             return chat_span_name(model), attrs, model
         if role == EMBEDDING:
             model = model_name(instance)
@@ -609,6 +613,25 @@ def _answer_waiting_queries(entry: RunEntry, text: str) -> None:
             if step.adopter is not None:
                 _answer_waiting_queries(step.adopter, text)
         node = node.parent
+
+
+_COMPLETION_METHODS = frozenset({"complete", "acomplete", "stream_complete",
+                                 "astream_complete"})
+_EITHER_METHODS = frozenset({"predict", "apredict", "stream", "astream"})
+
+
+def _completes(llm: Any, id_: str) -> bool:
+    """Whether the LLM method this span is for calls a completion API (prompt in, text
+    out: the conventions' ``text_completion``), not a chat API. ``predict`` and
+    ``stream`` (a query engine's synthesizer calls them) use chat when the model is a
+    chat model, else completion."""
+    method = id_[id_.rfind(".", 0, -37) + 1:-37]
+    if method in _COMPLETION_METHODS:
+        return True
+    if method in _EITHER_METHODS:
+        metadata = getattr(llm, "metadata", None)
+        return getattr(metadata, "is_chat_model", False) is not True
+    return False
 
 
 def _retrieval_source(retriever: Any) -> str:

@@ -70,7 +70,9 @@ from spanguard.attributes import (
     KIND_CHAIN,
     agent_attributes,
     agent_span_name,
+    as_completion,
     chat_span_name,
+    completion_span_name,
     deprecated_run_attributes,
     model_attributes,
     retrieval_attributes,
@@ -348,7 +350,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     ) -> None:
         if self._tree.get(run_id.int) is not None:
             return  # this handler twice in the run's callbacks
-        entry = self._open_model(run_id.int, _key(parent_run_id), metadata, kwargs, [prompts])
+        entry = self._open_model(run_id.int, _key(parent_run_id), metadata, kwargs, [prompts],
+                                 completion=True)
         if entry is not None and self._guard is not None:
             self._guard.before_model(run_id.int, entry)
 
@@ -649,7 +652,10 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
 
     def _open_model(self, run_id: int, parent_run_id: int | None,
                     metadata: dict[str, Any] | None, kwargs: dict[str, Any],
-                    messages: Sequence[Sequence[Any]]) -> RunEntry | None:
+                    messages: Sequence[Sequence[Any]], completion: bool = False
+                    ) -> RunEntry | None:
+        """A model call's span; ``completion``: a text-completion model (``on_llm_start``),
+        not a chat model."""
         model: str | None = None
         content: CallContent | None = None
         try:
@@ -661,6 +667,9 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             self._failed("on_chat_model_start")
             attrs = model_attributes(model)
             name = chat_span_name(model)
+        if completion:
+            as_completion(attrs)
+            name = completion_span_name(model)
         try:
             entry = self._open(run_id, parent_run_id, name, attrs, metadata, _CLIENT)
             step = entry.data

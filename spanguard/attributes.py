@@ -44,6 +44,20 @@ def chat_span_name(model: str | None) -> str:
     return f"chat {model}" if model else "chat"
 
 
+_TEXT_COMPLETION = sc.OperationName.TEXT_COMPLETION.value
+
+
+def completion_span_name(model: str | None) -> str:
+    """A call to a completion (prompt in, text out) API: ``text_completion {model}``."""
+    return f"{_TEXT_COMPLETION} {model}" if model else _TEXT_COMPLETION
+
+
+def as_completion(attrs: Attributes) -> Attributes:
+    """Model attributes (``chat``) turned into a text completion's; returns ``attrs``."""
+    attrs[sc.GEN_AI_OPERATION_NAME] = _TEXT_COMPLETION
+    return attrs
+
+
 def tool_span_name(tool: str) -> str:
     return f"execute_tool {tool}"
 

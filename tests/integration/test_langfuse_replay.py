@@ -28,7 +28,8 @@ QUESTION = "Can I get a refund on my annual plan?"
 
 def expected_type(name: str) -> str:
     """What each span of the demo is, from its name alone (not from its attributes)."""
-    prefixes = (("chat ", "GENERATION"), ("invoke_agent ", "AGENT"), ("execute_tool ", "TOOL"),
+    prefixes = (("chat ", "GENERATION"), ("text_completion ", "GENERATION"),
+                ("invoke_agent ", "AGENT"), ("execute_tool ", "TOOL"),
                 ("tools/call ", "TOOL"), ("retrieval ", "RETRIEVER"),
                 ("embeddings", "EMBEDDING"), ("guardrail ", "GUARDRAIL"),
                 ("user_outcome ", "EVALUATOR"))

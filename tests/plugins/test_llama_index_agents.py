@@ -131,7 +131,7 @@ async def test_retrieval_is_under_the_tool_that_made_it(cap: SpanCapture) -> Non
     root = cap.trees()[-1]  # the index build's embedding spans come first
     call = root.find("execute_tool handbook")
     assert call.find("retrieval handbook").kind == "RETRIEVER"
-    assert [n.name for n in call.walk() if n.kind == "LLM"] == ["chat gpt-4o-mini"]
+    assert [n.name for n in call.walk() if n.kind == "LLM"] == ["text_completion gpt-4o-mini"]
     assert call.find("RetrieverQueryEngine").kind == "CHAIN"
 
 
@@ -220,7 +220,7 @@ def test_a_streaming_query_read_halfway_ends_cancelled(cap: SpanCapture) -> None
         stream.close()  # type: ignore[attr-defined]  # the reader stopped
     root = cap.trees()[-1]
     assert root.attributes[sc.RUN_STATUS] == "cancelled"
-    assert root.find("chat gpt-4o-mini").attributes[sc.RUN_STATUS] == "cancelled"
+    assert root.find("text_completion gpt-4o-mini").attributes[sc.RUN_STATUS] == "cancelled"
     assert_no_errors(root)
     for node in root.walk():
         assert sc.ABANDONED not in node.attributes, node.name

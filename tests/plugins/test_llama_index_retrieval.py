@@ -93,7 +93,7 @@ def test_content_capture_records_prompt_and_answer(cap: SpanCapture) -> None:
     root = cap.tree()
     assert root.attributes["input.value"] == QUESTION
     assert root.attributes["output.value"] == str(response)
-    chat = root.find("chat").attributes
+    chat = root.find("text_completion").attributes
     assert QUESTION in chat["input.value"]
     assert chat["output.value"] == str(response)
 
