@@ -282,3 +282,37 @@ def tool_result(output: Any) -> tuple[str | None, bool]:
     content = getattr(output, "content", None)
     failed = getattr(output, "is_error", False) is True
     return (content if isinstance(content, str) else None), failed
+
+
+def agent_input(bound_args: Any) -> str | None:
+    """The user message a workflow agent's run starts with (its start event's
+    ``user_msg``), as text."""
+    arguments = getattr(bound_args, "arguments", None)
+    if not isinstance(arguments, Mapping):
+        return None
+    start = arguments.get("start_event")
+    message = _get(start, "user_msg") if start is not None else None
+    if message is None:
+        kwargs = arguments.get("kwargs")
+        message = kwargs.get("user_msg") if isinstance(kwargs, Mapping) else None
+    if message is None:
+        return None
+    if isinstance(message, str):
+        return message
+    content = getattr(message, "content", None)
+    return content if isinstance(content, str) else str(message)
+
+
+def agent_output(result: Any) -> str | None:
+    """The answer a workflow agent's run ends with (its ``StopEvent``'s response), as text."""
+    value = getattr(result, "result", None)
+    if isinstance(value, str):
+        return value
+    response = _get(value, "response") if value is not None else None
+    if response is None:
+        return None
+    content = _get(response, "content")
+    if isinstance(content, str):
+        return content
+    text = "".join(str(_get(block, "text") or "") for block in _get(response, "blocks") or ())
+    return text or None

@@ -105,7 +105,9 @@ from spanguard.guardrails.steps import RunState
 from spanguard.hashing import KeyedHasher, canonical_json, payload_hash
 from spanguard.plugins._llama_index_context import root_context
 from spanguard.plugins._llama_index_extract import (
+    agent_input,
     agent_name,
+    agent_output,
     input_messages,
     model_name,
     output_messages,
@@ -287,6 +289,10 @@ class Instrumentation:
         elif parent is not None:
             entry = tree.start_under(id_, parent, name, attrs, kind=kind)
         else:
+            if role == AGENT and self.capture:
+                question = agent_input(bound_args)  # the trace's input (Langfuse's too)
+                if question is not None:
+                    attrs[sc.OI_INPUT_VALUE] = question
             ids = self._run_ids()
             entry = tree.start(id_, None, name, attrs, run_attributes=ids.attributes(
                 self.hasher) if ids is not None else None, context=root_context(TRACER_NAME),
@@ -369,6 +375,10 @@ class Instrumentation:
             self._tool_calls.pop(id_, None)  # a step whose tool never started a span
         if step.role == TOOL and entry.key == id_:
             self._tool_ended(entry, result)
+        elif step.role == AGENT and self.capture and entry.key == id_ and entry.is_root:
+            answer = agent_output(result)
+            if answer is not None:
+                entry.span.set_attribute(sc.OI_OUTPUT_VALUE, answer)
         if (step.role == CHAIN and not step.lazy
                 and (inspect.isgenerator(result) or inspect.isasyncgen(result))):
             # The LLM call happens when this generator is consumed, outside any span.

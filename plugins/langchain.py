@@ -255,12 +255,12 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             name = kwargs.get("name") or serialized_name(serialized, "chain")
             if parent is None:
                 agent = self._agent_name or name
-                attrs = agent_attributes(agent)
+                root_attrs = agent_attributes(agent)
                 if tags:
-                    attrs[sc.OI_TAG_TAGS] = list(tags)
+                    root_attrs[sc.OI_TAG_TAGS] = list(tags)
                 if self._capture:
-                    attrs[sc.OI_INPUT_VALUE] = run_input(inputs)
-                self._open_root(key, agent_span_name(agent), attrs, metadata, inputs)
+                    root_attrs[sc.OI_INPUT_VALUE] = run_input(inputs)
+                self._open_root(key, agent_span_name(agent), root_attrs, metadata, inputs)
                 return
             if metadata and _is_agent_graph(name, metadata):
                 tree.start_under(key, parent, agent_span_name(name), agent_attributes(name))

@@ -366,3 +366,20 @@ def test_a_root_under_a_peer_instrumentors_span_starts_under_that_spans_parent(
         context = root_context(TRACER_NAME)
         assert context is not None
         assert not trace.get_current_span(context).get_span_context().is_valid
+
+
+@pytest.mark.parametrize("capture_content", [True, False])
+async def test_an_agent_root_shows_the_question_and_answer_only_with_capture_on(
+        cap: SpanCapture, capture_content: bool) -> None:
+    """The trace's input and output (Langfuse's trace input/output, trace evaluators)."""
+    agent = FunctionAgent(tools=[adder()], llm=ToolCallingLLM(), name="calculator")
+    with instrumented(cap, capture_content=capture_content):
+        await agent.run("what is 0 + 1?")
+    root = cap.trees()[-1]
+    assert root.name == "invoke_agent calculator"
+    if capture_content:
+        assert root.attributes[sc.OI_INPUT_VALUE] == "what is 0 + 1?"
+        assert root.attributes[sc.OI_OUTPUT_VALUE] == "the answer is 42"
+    else:
+        assert sc.OI_INPUT_VALUE not in root.attributes
+        assert sc.OI_OUTPUT_VALUE not in root.attributes
