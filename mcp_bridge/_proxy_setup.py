@@ -23,8 +23,9 @@ from spanguard import semconv as sc
 from spanguard.mcp_bridge._proxy_spans import STDIO_TRANSPORT
 
 SETUP_SPAN_NAME = "mcp session setup"
-SETUP_METHODS = frozenset({"initialize", "ping", "logging/setLevel", "tools/list",
-                           "prompts/list", "resources/list", "resources/templates/list"})
+SETUP_METHODS = frozenset({"initialize", "notifications/initialized", "ping",
+                           "logging/setLevel", "tools/list", "prompts/list",
+                           "resources/list", "resources/templates/list"})
 
 
 class SessionSetup:
