@@ -30,6 +30,8 @@ that forwards to Langfuse).
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,6 +44,8 @@ from opentelemetry.trace import StatusCode
 from spanguard import semconv as sc
 
 __all__ = ["LangfuseExporter", "LangfuseOptions", "langfuse_attributes"]
+
+logger = logging.getLogger("spanguard.exporters.langfuse")
 
 _LLM = sc.SpanKind.LLM.value
 
@@ -74,13 +78,16 @@ def langfuse_attributes(span: ReadableSpan, options: LangfuseOptions) -> dict[st
 
 
 def _generation(span: ReadableSpan, attrs: Mapping[str, Any], out: dict[str, Any]) -> None:
+    """A span from any source may carry anything: values that cannot be what they claim
+    (a negative or non-finite time, a token count that is not a count) are left out."""
     first = attrs.get(sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)
-    if isinstance(first, (int, float)) and span.start_time is not None:
-        out[sc.LANGFUSE_OBSERVATION_COMPLETION_START_TIME] = _iso(
-            span.start_time + int(first * 1e9))
-    inputs = attrs.get(sc.GEN_AI_USAGE_INPUT_TOKENS)
-    outputs = attrs.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS)
-    if isinstance(inputs, int) and isinstance(outputs, int):
+    if _number(first) and first >= 0 and span.start_time is not None:
+        moment = span.start_time + int(first * 1e9)
+        if span.end_time is None or moment <= span.end_time:
+            out[sc.LANGFUSE_OBSERVATION_COMPLETION_START_TIME] = _iso(moment)
+    inputs = _int(attrs.get(sc.GEN_AI_USAGE_INPUT_TOKENS), None)
+    outputs = _int(attrs.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS), None)
+    if inputs is not None and outputs is not None:
         cached = _int(attrs.get(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS))
         written = _int(attrs.get(sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS))
         reasoning = _int(attrs.get(sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS))
@@ -94,7 +101,7 @@ def _generation(span: ReadableSpan, attrs: Mapping[str, Any], out: dict[str, Any
             usage["output_reasoning_tokens"] = reasoning
         out[sc.LANGFUSE_OBSERVATION_USAGE_DETAILS] = json.dumps(usage)
     cost = attrs.get(sc.COST_USD)
-    if isinstance(cost, (int, float)):
+    if _number(cost) and cost >= 0:
         out[sc.LANGFUSE_OBSERVATION_COST_DETAILS] = json.dumps({"total": cost})
 
 
@@ -136,8 +143,16 @@ def _governance(span: ReadableSpan, attrs: Mapping[str, Any], out: dict[str, Any
         out[sc.LANGFUSE_OBSERVATION_LEVEL] = "WARNING"  # waiting for a person, not failed
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+def _int(value: Any, default: int | None = 0) -> Any:
+    """A token count (a non-negative int, never a bool), else ``default``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return default
+
+
+def _number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def _iso(nanoseconds: int) -> str:
@@ -158,7 +173,11 @@ class LangfuseExporter(SpanExporter):
         return self.inner.export([self.map_span(span) for span in spans])
 
     def map_span(self, span: ReadableSpan) -> ReadableSpan:
-        extra = langfuse_attributes(span, self.options)
+        try:
+            extra = langfuse_attributes(span, self.options)
+        except Exception:  # telemetry fails open: the span goes as it is
+            logger.debug("spanguard: Langfuse mapping failed for %s", span.name, exc_info=True)
+            return span
         if not extra:
             return span
         return ReadableSpan(
