@@ -20,6 +20,11 @@ from its own documented attributes (``LangfuseOtelSpanAttributes`` in
   hold's fate, who decided it, the verification and its reason, so a reviewer reads
   them in the observation list, not only in its attributes.
 
+And one thing it takes away: an ``invoke_agent`` span's ``gen_ai.usage.*`` (the agent's
+aggregate, which the conventions allow). Langfuse since pull request #14808 ignores
+usage on such spans; a Langfuse older than that adds it to the trace's totals, counting
+the run twice. Without it, both versions show the true totals.
+
 :class:`LangfuseExporter` adds them to copies of the spans a Langfuse destination
 exports, on the exporter's thread (the agent's path pays nothing), after redaction.
 ``configure(preset="langfuse")`` wraps the Langfuse destination with it;
@@ -48,6 +53,8 @@ __all__ = ["LangfuseExporter", "LangfuseOptions", "langfuse_attributes"]
 logger = logging.getLogger("spanguard.exporters.langfuse")
 
 _LLM = sc.SpanKind.LLM.value
+_INVOKE_AGENT = sc.OperationName.INVOKE_AGENT.value
+_USAGE_PREFIX = "gen_ai.usage."
 
 
 @dataclass(frozen=True)
@@ -178,11 +185,15 @@ class LangfuseExporter(SpanExporter):
         except Exception:  # telemetry fails open: the span goes as it is
             logger.debug("spanguard: Langfuse mapping failed for %s", span.name, exc_info=True)
             return span
-        if not extra:
+        attributes = span.attributes or {}
+        aggregate = attributes.get(sc.GEN_AI_OPERATION_NAME) == _INVOKE_AGENT
+        if not extra and not aggregate:
             return span
+        kept = {k: v for k, v in attributes.items()
+                if not (aggregate and k.startswith(_USAGE_PREFIX))}
         return ReadableSpan(
             name=span.name, context=span.context, parent=span.parent, resource=span.resource,
-            attributes={**(span.attributes or {}), **extra}, events=span.events,
+            attributes={**kept, **extra}, events=span.events,
             links=span.links, kind=span.kind, status=span.status, start_time=span.start_time,
             end_time=span.end_time, instrumentation_scope=span.instrumentation_scope)
 

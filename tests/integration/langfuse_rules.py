@@ -346,11 +346,12 @@ def _has_trace_updates(attributes: Mapping[str, Any]) -> bool:
 _AGGREGATE_OPERATIONS = frozenset({"invoke_agent", "agent_step"})
 
 
-def ingest(spans: Iterable[Mapping[str, Any]]) -> dict[str, Trace]:
+def ingest(spans: Iterable[Mapping[str, Any]], *, agent_fix: bool = True) -> dict[str, Trace]:
     """``processResourceSpan`` -> ``processSpan`` -> ``createTraceEvent`` /
     ``createObservationEvent`` for every span (the receiver's decoded OTLP spans), and the
     trace upserts merged: the root span's full trace event wins; a non-root span with trace
-    updates sets the fields it names (``hasTraceUpdates && !isRootSpan``)."""
+    updates sets the fields it names (``hasTraceUpdates && !isRootSpan``).
+    ``agent_fix=False``: a Langfuse from before pull request #14808."""
     traces: dict[str, Trace] = {}
     for span in spans:
         attributes: Mapping[str, Any] = span["attributes"]
@@ -372,7 +373,8 @@ def ingest(spans: Iterable[Mapping[str, Any]]) -> dict[str, Trace]:
             trace.tags = sorted(set(trace.tags) | set(tags(attributes)))
             trace.input = attributes.get(TRACE_INPUT) or trace.input
             trace.output = attributes.get(TRACE_OUTPUT) or trace.output
-        aggregate = attributes.get("gen_ai.operation.name") in _AGGREGATE_OPERATIONS
+        aggregate = agent_fix and \
+            attributes.get("gen_ai.operation.name") in _AGGREGATE_OPERATIONS
         inp, out = input_output(attributes, span["event_names"])
         trace.observations.append(Observation(
             id=span["span_id"], trace_id=trace_id, parent_id=span["parent_span_id"],
