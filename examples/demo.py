@@ -2,8 +2,9 @@
 
     make demo            # or: python examples/demo.py
 
-Run 1, one trace. A LangGraph support agent (a scripted fake chat model: no
-network, no key) answers a customer from a LlamaIndex knowledge base, writes the
+Run 1, one trace. A LangGraph support agent (a scripted fake chat model that
+streams its replies: no network, no key) answers a customer from a LlamaIndex
+knowledge base (a query engine whose deterministic LLM writes the passage), writes the
 answer into the team's FAQ and commits it through a real MCP server
 (``mcp-server-git`` on a temporary repository) wrapped by ``spanguard mcp wrap``.
 The policy holds ``git_commit`` until a different person approves that exact
@@ -35,12 +36,19 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.tools import BaseTool, tool
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from llama_index.core import Document, MockEmbedding, VectorStoreIndex
+from llama_index.core.llms import (
+    CompletionResponse,
+    CompletionResponseGen,
+    CustomLLM,
+    LLMMetadata,
+)
+from llama_index.core.llms.callbacks import llm_completion_callback
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -80,12 +88,17 @@ expect_contains = "{message}"
 
 
 class ScriptedChatModel(BaseChatModel):
-    """Plays back a list of replies; usage grows with the history, as real agents' does."""
+    """Plays back a list of replies; usage grows with the history, as real agents' does.
+
+    With ``streaming=True`` a reply arrives in chunks, the usage and the finish reason
+    in the last one, as OpenAI's streaming API sends them.
+    """
 
     replies: list[AIMessage]
     model_name: str = MODEL
     tokens_per_message: int = 180
     system_tokens: int = 600
+    streaming: bool = False
 
     @property
     def _llm_type(self) -> str:
@@ -102,8 +115,48 @@ class ScriptedChatModel(BaseChatModel):
         input_tokens = self.system_tokens + self.tokens_per_message * len(messages)
         reply.usage_metadata = {"input_tokens": input_tokens, "output_tokens": 40,
                                 "total_tokens": input_tokens + 40}
-        reply.response_metadata = {"model_name": self.model_name, "finish_reason": "stop"}
+        reply.response_metadata = {"model_name": self.model_name,
+                                   "finish_reason": "tool_calls" if reply.tool_calls else "stop"}
         return ChatResult(generations=[ChatGeneration(message=reply)])
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: Any = None, **kwargs: Any) -> Any:
+        reply = self._generate(messages, stop, **kwargs).generations[0].message
+        assert isinstance(reply, AIMessage)
+        text = str(reply.content)
+        pieces = [text[i:i + 16] for i in range(0, len(text), 16)] or [""]
+        for piece in pieces[:-1]:
+            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        yield ChatGenerationChunk(message=AIMessageChunk(
+            content=pieces[-1], usage_metadata=reply.usage_metadata,
+            response_metadata=reply.response_metadata,
+            tool_call_chunks=[{"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"],
+                               "index": i} for i, c in enumerate(reply.tool_calls)]))
+
+
+class PassageWriter(CustomLLM):
+    """The knowledge base's LLM: writes the answer passage from the retrieved context,
+    deterministically, and reports its usage the way OpenAI's API does."""
+
+    model_name: str = MODEL
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(model_name=self.model_name)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        context = prompt.split("---------------------")[1] if "-----" in prompt else prompt
+        passage = next((line.strip() for line in context.splitlines() if line.strip()
+                        and ":" not in line), "No passage found.")
+        usage = {"prompt_tokens": 4 * len(prompt.split()), "completion_tokens": 24}
+        return CompletionResponse(text=passage, raw={
+            "model": self.model_name, "usage": usage, "choices": [{"finish_reason": "stop"}]})
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False,
+                        **kwargs: Any) -> CompletionResponseGen:
+        yield self.complete(prompt, formatted, **kwargs)
 
 
 def call(name: str, **args: Any) -> AIMessage:
@@ -128,7 +181,7 @@ def knowledge_base() -> Any:
                  for key, text in KNOWLEDGE.items()]
     index = VectorStoreIndex.from_documents(documents, embed_model=MockEmbedding(embed_dim=8))
     index.set_index_id("support_kb")
-    return index.as_retriever(similarity_top_k=2)
+    return index
 
 
 def make_repository(root: Path) -> Path:
@@ -172,7 +225,7 @@ def reviewer(stop: threading.Event, command: str, key_dir: Path, policy_file: Pa
                 return
 
 
-async def run_support_story(handler: SpanguardCallbackHandler, retriever: Any, repo: Path,
+async def run_support_story(handler: SpanguardCallbackHandler, index: Any, repo: Path,
                             policy_file: Path, key_dir: Path, command: str) -> str:
     proxy = StdioServerParameters(
         command=sys.executable,
@@ -188,10 +241,12 @@ async def run_support_story(handler: SpanguardCallbackHandler, retriever: Any, r
             text = "\n".join(getattr(block, "text", "") for block in result.content)
             return ("ERROR: " if result.is_error else "") + text
 
+        answers = index.as_query_engine(llm=PassageWriter(), similarity_top_k=2)
+
         @tool
         def search_kb(query: str) -> str:
             """Search the support knowledge base."""
-            return "\n".join(node.get_content() for node in retriever.retrieve(query))
+            return str(answers.query(query))
 
         @tool
         def write_faq(entry: str) -> str:
@@ -212,7 +267,7 @@ async def run_support_story(handler: SpanguardCallbackHandler, retriever: Any, r
 
         answer = ("Annual plans are refundable in full within 30 days; I added this to "
                   "the FAQ (commit approved by a reviewer and verified).")
-        model = ScriptedChatModel(replies=[
+        model = ScriptedChatModel(streaming=True, replies=[
             call("search_kb", query="refund for an annual plan"),
             call("write_faq", entry="**Refunds (annual plans):** full refund within 30 days."),
             call("git_add", files=["FAQ.md"]),
@@ -237,7 +292,9 @@ async def run_support_story(handler: SpanguardCallbackHandler, retriever: Any, r
         return str(result["messages"][-1].content)
 
 
-def run_runaway(handler_factory: Any, retriever: Any) -> LoopBudgetExceeded | None:
+def run_runaway(handler_factory: Any, index: Any) -> LoopBudgetExceeded | None:
+    retriever = index.as_retriever(similarity_top_k=2)
+
     @tool
     def search_kb(query: str) -> str:
         """Search the support knowledge base."""
@@ -270,7 +327,7 @@ def main() -> int:
     command = spanguard_command(home)  # what works when pasted into a new shell
     handle = spanguard.configure(service_name="support-agent")
     sg_llama.instrument(tracer_provider=handle.tracer_provider)
-    retriever = knowledge_base()
+    index = knowledge_base()
 
     def handler_for(policy: Policy | None = None) -> SpanguardCallbackHandler:
         return SpanguardCallbackHandler(tracer_provider=handle.tracer_provider, policy=policy,
@@ -285,7 +342,7 @@ def main() -> int:
         print("Run 1: the support agent answers, updates the FAQ, and commits through MCP")
         run_starts = [time.time_ns()]
         started = time.monotonic()
-        answer = asyncio.run(run_support_story(handler_for(), retriever, repo, policy_file,
+        answer = asyncio.run(run_support_story(handler_for(), index, repo, policy_file,
                                                 key_dir, command))
         print(f"\n  agent: {answer}  ({time.monotonic() - started:.1f}s)")
         log = subprocess.run(["git", "log", "--oneline", "-1"], cwd=repo, check=True,
@@ -297,7 +354,7 @@ def main() -> int:
 
     print("\nRun 2: the agent loops; the loop budget stops it before the provider is called")
     run_starts.append(time.time_ns())
-    refusal = run_runaway(handler_for, retriever)
+    refusal = run_runaway(handler_for, index)
     print(f"\n  {type(refusal).__name__}: {refusal}" if refusal else "\n  (not stopped)")
     sg_llama.uninstrument()
     handle.force_flush()

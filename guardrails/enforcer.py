@@ -83,7 +83,8 @@ class Enforcer:
         self._missing = (MissingUsage(self.policy.usage)
                          if any(guard.uses_usage for guard in self.guards) else None)
         self._tracer: Tracer = trace.get_tracer(
-            "spanguard.guardrails", tracer_provider=tracer_provider)
+            "spanguard.guardrails", tracer_provider=tracer_provider,
+            schema_url=sc.SEMCONV_SCHEMA_URL)
         # The same meter provider as configure()'s span-derived metrics, so every
         # governance metric reaches one destination (docs/governance.md).
         meter = metrics.get_meter("spanguard.guardrails",
@@ -163,17 +164,27 @@ class Enforcer:
         with run.lock:
             self._give_back(run, call, len(self.guards))
 
-    def before_tool_call(self, run: RunState, call: ToolCall, span: Span | None) -> None:
+    def before_tool_call(self, run: RunState, call: ToolCall,
+                         span: Span | None) -> dict[str, Any]:
         """Raises if the tool call must not run. ``run.tool_calls`` counts it while the
-        guards look (a refused call is taken back out)."""
+        guards look (a refused call is taken back out).
+
+        Returns the governance attributes the admitting decisions set on ``span`` (an
+        approval used: the hold, the checker), for a caller whose tool span opens later.
+        """
+        recorded: dict[str, Any] = {}
         with run.lock:
             run.tool_calls += 1
             try:
                 for guard in self.guards:
-                    self._apply(guard.before_tool_call(run, call), span, run, call.tool)
+                    governance = self._apply(guard.before_tool_call(run, call), span, run,
+                                             call.tool)
+                    if governance:
+                        recorded.update(governance)
             except BaseException:
                 run.tool_calls -= 1
                 raise
+        return recorded
 
     def after_tool_call(self, run: RunState, call: ToolCall, outcome: ToolOutcome,
                         span: Span | None) -> list[Decision]:
@@ -241,15 +252,19 @@ class Enforcer:
                                  "expires on its own", guard.name)
 
     def _apply(self, decision: Decision | None, span: Span | None, run: RunState,
-               subject: str | None) -> None:
+               subject: str | None) -> dict[str, Any] | None:
         if decision is None:
-            return
-        self._record(decision, span)
+            return None
+        governance = self._record(decision, span)
         if not decision.allowed:
             self._audit(decision, run, subject)
             raise decision.error or GuardrailViolation(decision.reason)
+        return governance
 
-    def _record(self, decision: Decision, span: Span | None) -> None:
+    def _record(self, decision: Decision, span: Span | None) -> dict[str, Any] | None:
+        """Count the decision and put it on the trace; returns the governance attributes
+        it copied onto ``span`` itself (a hold's fate, a verification), if any: every
+        backend shows a span's attributes, few show its events or a child span's."""
         self._decisions.add(1, {sc.GUARDRAIL_NAME: decision.guard,
                                 sc.GUARDRAIL_DECISION: decision.kind})
         attrs = guardrail_attributes(decision.guard, decision.kind, decision.reason or None)
@@ -267,16 +282,29 @@ class Enforcer:
         if error_type is not None:
             self._findings.add(1, {sc.GUARDRAIL_NAME: decision.guard, sc.ERROR_TYPE: error_type})
             attrs[sc.ERROR_TYPE] = error_type
-        if decision.allowed:
-            if span is not None and span.is_recording():
+        governance = {key: attrs[key] for key in _GOVERNANCE_KEYS if key in attrs} \
+            if decision.attributes else None
+        if span is not None and span.is_recording():
+            if governance:
+                span.set_attributes(governance)
+            if decision.allowed:
                 span.add_event(guardrail_span_name(decision.guard), attrs)
-            return
+        if decision.allowed:
+            return governance
         context = trace.set_span_in_context(span) if span is not None else None
         child = self._tracer.start_span(guardrail_span_name(decision.guard), context,
                                         attributes=attrs)
         if decision.kind == "deny":
             child.set_status(Status(StatusCode.ERROR, decision.reason))
         child.end()
+        return governance
+
+
+# The attributes of a decision that describe the governed step itself, copied onto its
+# span (the tool span) beside the event or guardrail span that records the decision.
+_GOVERNANCE_KEYS = (sc.HOLD_ID, sc.HOLD_STATUS, sc.HOLD_DECISION, sc.HOLD_CHECKER,
+                    sc.REVIEW_SECONDS, sc.REVIEW_DECISION, sc.VERIFICATION_STATUS,
+                    sc.VERIFICATION_REASON, sc.DEPRECATED_NAMES[sc.VERIFICATION_STATUS])
 
 
 def withheld_result(decisions: Sequence[Decision]) -> ResultWithheld | None:

@@ -404,26 +404,26 @@ class HoldGuard(Guard):
             why = approval_problem(hold, self.reviewers, self.approvals.clock())
             if why is not None:
                 voided = self.approvals.void(hold, why)
-                return _decision("deny", voided, ApprovalRefused(voided, why))
+                return _decision("deny", voided, ApprovalRefused(voided, why), "void")
             fast = self._below_floor(hold)
             if fast is not None and self.review is not None and self.review.action == "refuse":
                 voided = self.approvals.void(hold, str(fast))
                 return Decision("deny", GUARD_NAME, str(fast),
-                                _attributes(voided, "approved"), fast)
+                                _attributes(voided, "approved", outcome="void"), fast)
             used = self.approvals.consume(hold, digest)
             if used is not None:
                 return Decision("allow", GUARD_NAME, f"approved by {used.checker}",
-                                _attributes(used), fast)
+                                _attributes(used, outcome="approved"), fast)
             hold = self.approvals.get(hold.id)
         if hold is not None and hold.status == "pending":
-            return _decision("hold", hold, HoldPending(hold))
+            return _decision("hold", hold, HoldPending(hold), "pending")
         if hold is not None and hold.status == "rejected":
-            return _decision("deny", hold, HoldRejected(hold))
+            return _decision("deny", hold, HoldRejected(hold), "rejected")
         if hold is not None and hold.status == "executed":
-            return _decision("deny", hold, HoldAlreadyUsed(hold))
+            return _decision("deny", hold, HoldAlreadyUsed(hold), "used")
         if hold is not None and hold.status == "void":
             why = hold.decision_reason or "the approval was refused"
-            return _decision("deny", hold, ApprovalRefused(hold, why))
+            return _decision("deny", hold, ApprovalRefused(hold, why), "void")
         if trace_id is None or span_id is None:
             context = trace.get_current_span().get_span_context()
             if context.is_valid:
@@ -436,7 +436,7 @@ class HoldGuard(Guard):
             summary=self._summary(call, maker, found.reason), call_id=call.call_id,
             trace_id=trace_id, span_id=span_id, server=call.server,
             action_class=found.action_class, rule=found.rule)
-        return _decision("hold", created, HoldPending(created, previous))
+        return _decision("hold", created, HoldPending(created, previous), "created")
 
     def _below_floor(self, hold: HoldRecord) -> ReviewBelowFloor | None:
         review = self.review
@@ -501,9 +501,16 @@ def hold_payload_hash(call: ToolCall) -> str:
     return payload_hash({"arguments": arguments, "server": call.server})
 
 
-def _attributes(hold: HoldRecord, decision: str | None = None) -> dict[str, Any]:
+def _attributes(hold: HoldRecord, decision: str | None = None, *,
+                outcome: str) -> dict[str, Any]:
+    """What the decision says about the hold; ``outcome`` is what happened to it on this
+    call (``created``, ``pending``, ``approved``, ``rejected``, ``used``, ``void``) and,
+    with the checker who decided, goes on the tool span too (the Enforcer copies it)."""
     attributes: dict[str, Any] = {sc.HOLD_ID: hold.id, sc.HOLD_STATUS: hold.status,
+                                  sc.HOLD_DECISION: outcome,
                                   sc.TOOL_ARGS_HASH: hold.payload_hash}
+    if hold.checker:
+        attributes[sc.HOLD_CHECKER] = hold.checker
     if hold.review_seconds is not None:
         attributes[sc.REVIEW_SECONDS] = hold.review_seconds
         attributes[sc.REVIEW_DECISION] = decision or (
@@ -511,8 +518,8 @@ def _attributes(hold: HoldRecord, decision: str | None = None) -> dict[str, Any]
     return attributes
 
 
-def _decision(kind: Any, hold: HoldRecord, error: HoldError) -> Decision:
-    return Decision(kind, GUARD_NAME, str(error), _attributes(hold), error)
+def _decision(kind: Any, hold: HoldRecord, error: HoldError, outcome: str) -> Decision:
+    return Decision(kind, GUARD_NAME, str(error), _attributes(hold, outcome=outcome), error)
 
 
 def build_hold_guards(policy: Policy, store: Store | None = None) -> list[Guard]:

@@ -144,7 +144,17 @@ class RoutingOutcome:
             attrs[sc.ROUTING_SELECTED] = self.selected_route
         if self.attempts:
             attrs[sc.ATTEMPT_NUMBER] = self.attempts[-1].attempt.number
+        for key, value in list(attrs.items()):  # the 0.x names, one more release
+            old = sc.DEPRECATED_NAMES.get(key)
+            if old is not None:
+                attrs[old] = value
+            elif key.startswith(_BUDGET_STATE_PREFIX):
+                attrs[_DEPRECATED_BUDGET_STATE + key[len(sc.ROUTING_BUDGET_STATE):]] = value
         return attrs
+
+
+_BUDGET_STATE_PREFIX = sc.ROUTING_BUDGET_STATE + "."
+_DEPRECATED_BUDGET_STATE = "budget_state"
 
 
 def error_routing_attributes(error: BaseException) -> dict[str, Any] | None:

@@ -229,11 +229,23 @@ def verification_of(tool: str, decisions: Sequence[Decision]) -> VerificationRes
     return None
 
 
+def verification_attributes(result: VerificationResult) -> dict[str, Any]:
+    """The status and reason as tool-span attributes (and the 0.x name, one release)."""
+    attributes: dict[str, Any] = {sc.VERIFICATION_STATUS: result.status,
+                                  _DEPRECATED_STATUS: result.status}
+    if result.detail:
+        attributes[sc.VERIFICATION_REASON] = result.detail
+    return attributes
+
+
+_DEPRECATED_STATUS = sc.DEPRECATED_NAMES[sc.VERIFICATION_STATUS]
+
+
 def record_verification(span: Span | None, result: VerificationResult | None) -> None:
-    """Put the status on the tool span; anything but verified makes the span ERROR."""
+    """Put the status and reason on the tool span; anything but verified makes it ERROR."""
     if result is None or span is None or not span.is_recording():
         return
-    span.set_attribute(sc.VERIFICATION_STATUS, result.status)
+    span.set_attributes(verification_attributes(result))
     if not result.confirmed:
         span.set_attribute(sc.ERROR_TYPE, VerificationFailed.error_type)
         span.set_status(Status(StatusCode.ERROR, str(VerificationFailed(result))))
@@ -285,8 +297,7 @@ class VerifyGuard(Guard):
                 self.approvals.store.lift(result.tool)
             else:
                 self.approvals.store.suspend(result.tool, result.detail or result.status)
-        return Decision("report", GUARD_NAME, result.detail,
-                        {sc.VERIFICATION_STATUS: result.status},
+        return Decision("report", GUARD_NAME, result.detail, verification_attributes(result),
                         None if result.confirmed else VerificationFailed(result))
 
 

@@ -15,6 +15,8 @@ from opentelemetry.trace import Span, Status, StatusCode
 from spanguard import semconv as sc
 from spanguard.attributes import tool_attributes
 
+# The MCP conventions' network.transport for a server reached over stdio.
+STDIO_TRANSPORT = "pipe"
 # Methods whose params name a target that belongs in the span name.
 _TARGET_METHODS = frozenset({"tools/call", "prompts/get"})
 
@@ -34,7 +36,8 @@ def request_target(method: str, params: Any) -> str | None:
 def request_attributes(method: str, request_id: object, protocol_version: str | None,
                        session_id: str | None) -> dict[str, Any]:
     attrs: dict[str, Any] = {sc.MCP_METHOD_NAME: method,
-                             sc.JSONRPC_REQUEST_ID: str(request_id)}
+                             sc.JSONRPC_REQUEST_ID: str(request_id),
+                             sc.NETWORK_TRANSPORT: STDIO_TRANSPORT}
     if protocol_version:
         attrs[sc.MCP_PROTOCOL_VERSION] = protocol_version
     if session_id:

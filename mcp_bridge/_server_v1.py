@@ -49,7 +49,8 @@ class SpanguardToolHandler:
         self._types: Any = importlib.import_module("mcp.types")
         self._server = server
         self._inner = server.request_handlers[self._types.CallToolRequest]
-        self._tracer = tracer_provider.get_tracer("spanguard.mcp_bridge")
+        self._tracer = tracer_provider.get_tracer("spanguard.mcp_bridge",
+                                                  schema_url=sc.SEMCONV_SCHEMA_URL)
         self._runs: weakref.WeakKeyDictionary[Any, RunState] = weakref.WeakKeyDictionary()
         self.gate = gate
 

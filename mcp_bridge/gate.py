@@ -162,7 +162,8 @@ class ToolGate:
         # Guards with an after_tool_call hook: without any, nothing reads a tool's result.
         self.reads_results = any(type(guard).after_tool_call is not Guard.after_tool_call
                                  for guard in self.enforcer.guards)
-        self._tracer = provider.get_tracer("spanguard.mcp_bridge")
+        self._tracer = provider.get_tracer("spanguard.mcp_bridge",
+                                           schema_url=sc.SEMCONV_SCHEMA_URL)
         self._runs: OrderedDict[Hashable, RunState] = OrderedDict()
         self._waits: set[threading.Event] = set()
 

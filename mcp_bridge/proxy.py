@@ -94,6 +94,7 @@ from spanguard.mcp_bridge._proxy_messages import (
     dumps,
     error_response,
 )
+from spanguard.mcp_bridge._proxy_setup import SessionSetup
 from spanguard.mcp_bridge._proxy_splice import (
     Malformed,
     array_elements,
@@ -210,7 +211,9 @@ class McpProxy:
         self._upstream = Upstream(command, CHUNK_BYTES)
         self.server_name = server_name or command_identity(command)
         provider = resolve_tracer_provider(tracer_provider)
-        self._tracer: Tracer = provider.get_tracer("spanguard.mcp_bridge.proxy")
+        self._tracer: Tracer = provider.get_tracer("spanguard.mcp_bridge.proxy",
+                                                   schema_url=sc.SEMCONV_SCHEMA_URL)
+        self._setup = SessionSetup(self._tracer)
         gate = ToolGate(policy, tracer_provider=provider, meter_provider=meter_provider,
                         identity=identity, hold_wait=hold_wait, server_name=self.server_name)
         self._gate: ToolGate | None = gate if gate.active else None
@@ -285,6 +288,7 @@ class McpProxy:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._upstream.stop()
             self._close_pending("proxy_stopped", "the proxy stopped")
+            self._setup.close()
             with contextlib.suppress(Exception):
                 client_writer.close()
         return exit_code
@@ -385,7 +389,8 @@ class McpProxy:
             # No call id: the JSON-RPC id changes when a client re-makes a held call,
             # and the re-made call must find its approval by maker and payload.
             call = ToolCall(request.tool, request.arguments, arguments_hash=args_hash)
-        span = self._tracer.start_span(spans.request_span_name(method, target), parent,
+        span = self._tracer.start_span(spans.request_span_name(method, target),
+                                       self._setup.parent(method, parent),
                                        kind=SpanKind.SERVER, attributes=attributes)
         if call is None or (self._gate is None and not self._restart.enabled):
             await self._forward(request, span, call, frame)

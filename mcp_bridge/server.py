@@ -100,7 +100,8 @@ class SpanguardServerMiddleware:
                  gate: ToolGate) -> None:
         self._server = server
         self._provider = tracer_provider
-        self._tracer = tracer_provider.get_tracer("spanguard.mcp_bridge")
+        self._tracer = tracer_provider.get_tracer("spanguard.mcp_bridge",
+                                                  schema_url=sc.SEMCONV_SCHEMA_URL)
         self.gate = gate
 
     @property

@@ -21,6 +21,7 @@ from typing import Any
 
 from opentelemetry.trace import format_span_id
 
+from spanguard import genai_messages as gm
 from spanguard import semconv as sc
 from spanguard.content_budget import ContentBudget
 from spanguard.hashing import canonical_json
@@ -59,22 +60,23 @@ def _text(content: Any) -> str:
     return str(content)
 
 
-def _genai_message(message: Any, finish_reason: str | None = None) -> dict[str, Any]:
+def _genai_message(message: Any, output: bool = False,
+                   reported_reason: Any = None) -> dict[str, Any]:
+    """The conventions' shape; ``output`` adds the finish reason (required there)."""
     parts: list[dict[str, Any]] = []
     text = _text(getattr(message, "content", message))
     role = _role(message)
     tool_call_id = getattr(message, "tool_call_id", None)
     if role == "tool" and tool_call_id:
-        parts.append({"type": "tool_call_response", "id": tool_call_id, "response": text})
+        parts.append(gm.tool_response_part(tool_call_id, text))
     elif text:
-        parts.append({"type": "text", "content": text})
-    for call in getattr(message, "tool_calls", None) or ():
-        parts.append({"type": "tool_call", "id": call.get("id"), "name": call.get("name"),
-                      "arguments": call.get("args")})
-    out: dict[str, Any] = {"role": role, "parts": parts}
-    if finish_reason:
-        out["finish_reason"] = finish_reason
-    return out
+        parts.append(gm.text_part(text))
+    calls = getattr(message, "tool_calls", None) or ()
+    for call in calls:
+        parts.append(gm.tool_call_part(call.get("id"), call.get("name"), call.get("args")))
+    if not output:
+        return gm.message(role, parts)
+    return gm.message(role, parts, gm.finish_reason(reported_reason, bool(calls)))
 
 
 def _openinference_size(message: Any) -> int:
@@ -161,23 +163,36 @@ def output_content(result: Any, call: CallContent | None,
     """Chat output from an ``LLMResult``: one message per generation. The first
     generation continues the conversation in the run's transcript."""
     messages: list[Any] = []
-    reasons: list[str | None] = []
+    reasons: list[Any] = []
     for candidates in result.generations:
         for generation in candidates:
-            messages.append(getattr(generation, "message", None) or generation.text)
-            info = generation.generation_info or {}
-            reasons.append(info.get("finish_reason"))
+            message = getattr(generation, "message", None)
+            messages.append(message or generation.text)
+            reasons.append(reported_finish_reason(generation.generation_info, message))
     attrs: dict[str, Any] = {}
     room = call.output_budget if call is not None else budget.outputs
     _, dropped = _flatten(messages, sc.OI_LLM_OUTPUT_MESSAGES, room, attrs)
     attrs[sc.GEN_AI_OUTPUT_MESSAGES] = canonical_json(
-        [_genai_message(m, reasons[i]) for i, m in enumerate(messages)])
+        [_genai_message(m, True, reasons[i]) for i, m in enumerate(messages)])
     if dropped:
         _mark_truncated(attrs, dropped + (call.dropped if call is not None else 0))
     if (call is not None and call.transcript is not None and call.recorder is not None
             and messages):
         call.transcript.record_output(call.recorder, messages[0])
     return attrs
+
+
+def reported_finish_reason(info: Any, message: Any) -> Any:
+    """What the provider said about why it stopped: ``generation_info`` first, else the
+    message's ``response_metadata`` (where most chat integrations put it)."""
+    if info:
+        reason = info.get("finish_reason")
+        if reason:
+            return reason
+    metadata = getattr(message, "response_metadata", None)
+    if metadata:
+        return metadata.get("finish_reason") or metadata.get("stop_reason")
+    return None
 
 
 def _flatten(messages: Sequence[Any], oi_key: str, budget: int,
@@ -209,3 +224,39 @@ def value_text(value: Any) -> str:
     if content is not None:
         return _text(content)
     return canonical_json(value)
+
+
+def _message_text(message: Any) -> tuple[str, str]:
+    """(role, text) of a message, a ``(role, text)`` tuple or a plain string."""
+    if isinstance(message, tuple) and len(message) == 2:
+        return gm.role(str(message[0])), _text(message[1])
+    if isinstance(message, str):
+        return "user", message
+    return _role(message), _text(getattr(message, "content", message))
+
+
+def _messages_of(value: Any) -> list[Any] | None:
+    messages = value.get("messages") if isinstance(value, dict) else None
+    if isinstance(messages, list) and messages:
+        return messages
+    return None
+
+
+def run_input(inputs: Any) -> str:
+    """A run's input as its trace shows it (content capture only): the text of a single
+    input message, the messages as ``[{"role", "content"}]`` JSON, or the inputs as JSON."""
+    messages = _messages_of(inputs)
+    if messages is None:
+        return value_text(inputs)
+    if len(messages) == 1:
+        return _message_text(messages[0])[1]
+    return canonical_json([{"role": role, "content": text}
+                           for role, text in map(_message_text, messages)])
+
+
+def run_output(outputs: Any) -> str:
+    """A run's output as its trace shows it: the last message's text (the answer)."""
+    messages = _messages_of(outputs)
+    if messages is None:
+        return value_text(outputs)
+    return _message_text(messages[-1])[1]

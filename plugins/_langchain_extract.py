@@ -48,6 +48,17 @@ def request_model(params: Mapping[str, Any] | None,
     return None
 
 
+def request_provider(params: Mapping[str, Any] | None,
+                     metadata: Mapping[str, Any] | None) -> str | None:
+    """The provider as LangChain names it: ``ls_provider`` (every chat model reports one:
+    its integration's, else its class name), else the model's ``_type``."""
+    if metadata:
+        name = _str(metadata.get("ls_provider"))
+        if name:
+            return name
+    return _str(params.get("_type")) if params else None
+
+
 def request_parameters(params: Mapping[str, Any] | None,
                        metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     """temperature / top_p / max_tokens as ``model_attributes`` keyword arguments.
@@ -94,8 +105,8 @@ def request_key(params: Mapping[str, Any] | None,
     m = metadata or _EMPTY
     return (p.get("model"), p.get("model_name"), p.get("model_id"), p.get("temperature"),
             p.get("top_p"), p.get("max_tokens"), p.get("max_completion_tokens"),
-            p.get("max_output_tokens"), m.get("ls_model_name"), m.get("ls_provider"),
-            m.get("ls_temperature"), m.get("ls_max_tokens"))
+            p.get("max_output_tokens"), p.get("_type"), m.get("ls_model_name"),
+            m.get("ls_provider"), m.get("ls_temperature"), m.get("ls_max_tokens"))
 
 
 _EMPTY: Mapping[str, Any] = {}
@@ -257,9 +268,9 @@ def run_ids(metadata: Mapping[str, Any] | None, identity: str | None,
 def version_attributes(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """The run's model/prompt version and feature flags, when its metadata names them."""
     return run_identity_attributes(
-        model_version=text_id(metadata.get(sc.MODEL_VERSION)),
-        prompt_version=text_id(metadata.get(sc.PROMPT_VERSION)),
-        feature_flag_state=text_id(metadata.get(sc.FEATURE_FLAG_STATE)))
+        model_version=text_id(metadata.get(sc.META_MODEL_VERSION)),
+        prompt_version=text_id(metadata.get(sc.META_PROMPT_VERSION)),
+        feature_flag_state=text_id(metadata.get(sc.META_FEATURE_FLAG_STATE)))
 
 
 def response_text(response: Any) -> str | None:

@@ -32,6 +32,7 @@ from spanguard.plugins._langchain_extract import (
     request_key,
     request_model,
     request_parameters,
+    request_provider,
 )
 from spanguard.plugins._langchain_prompt import reply_text
 from spanguard.plugins.resilient import META_ATTEMPT, attempt_attributes, routing_attributes
@@ -99,9 +100,8 @@ class ModelSpans:
             key, cached = None, None
         if cached is None:
             model = request_model(params, metadata)
-            provider = metadata.get("ls_provider") if metadata else None
             cached = (model, chat_span_name(model), model_attributes(
-                model, provider if isinstance(provider, str) else None,
+                model, request_provider(params, metadata),
                 **request_parameters(params, metadata)))
             if key is not None:
                 if len(self._requests) >= _REQUEST_CACHE_SIZE:

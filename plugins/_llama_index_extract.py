@@ -14,9 +14,10 @@ from typing import Any
 
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
+from spanguard import genai_messages as gm
 from spanguard import semconv as sc
 from spanguard.attributes import Attributes, retrieved_document_attributes
-from spanguard.hashing import KeyedHasher
+from spanguard.hashing import KeyedHasher, canonical_json
 
 # Node metadata keys that say where a chunk came from and which version it is.
 # Only these are recorded: arbitrary metadata may hold personal data.
@@ -44,12 +45,99 @@ def model_name(instance: Any) -> str | None:
     return name
 
 
-def provider_name(instance: Any) -> str | None:
-    """``openai`` for ``llama_index.llms.openai.base.OpenAI``; None for core classes."""
-    parts = type(instance).__module__.split(".")
+def provider_name(instance: Any) -> str:
+    """The integration package (``azure_openai`` for
+    ``llama_index.llms.azure_openai.base.AzureOpenAI``), else the class name (a core or
+    custom class: ``MockLLM``), for :func:`~spanguard.providers.resolve_provider`."""
+    cls = type(instance)
+    parts = cls.__module__.split(".")
     if len(parts) > 2 and parts[0] == "llama_index" and parts[1] in ("llms", "embeddings"):
         return parts[2]
-    return None
+    return cls.__name__
+
+
+def _message_parts(message: Any) -> tuple[str, list[dict[str, Any]], bool]:
+    """(role, GenAI parts, asks for tools) of a LlamaIndex ``ChatMessage``."""
+    raw_role = getattr(message, "role", "user")
+    role = gm.role(str(getattr(raw_role, "value", raw_role)))
+    extra = getattr(message, "additional_kwargs", None) or {}
+    parts: list[dict[str, Any]] = []
+    calls = False
+    text = getattr(message, "content", None) or ""
+    call_id = extra.get("tool_call_id")
+    if role == "tool" and call_id:
+        parts.append(gm.tool_response_part(call_id, text))
+    elif text:
+        parts.append(gm.text_part(text))
+    for block in getattr(message, "blocks", None) or ():
+        if getattr(block, "block_type", None) == "tool_call":
+            calls = True
+            parts.append(gm.tool_call_part(block.tool_call_id, block.tool_name,
+                                           block.tool_kwargs))
+    for call in extra.get("tool_calls") or ():
+        # OpenAI's shape ({"id", "function": {"name", "arguments"}}) or a flat one.
+        function = _get(call, "function") or call
+        arguments = _get(function, "arguments")
+        calls = True
+        parts.append(gm.tool_call_part(_get(call, "id"), _get(function, "name"),
+                                       arguments if arguments is not None
+                                       else _get(call, "args")))
+    return role, parts, calls
+
+
+def _get(value: Any, key: str) -> Any:
+    return value.get(key) if isinstance(value, Mapping) else getattr(value, key, None)
+
+
+def input_messages(messages: Sequence[Any]) -> tuple[str, Attributes]:
+    """A chat call's input in both vocabularies: the GenAI JSON (``parts`` shape) and
+    OpenInference's flattened ``llm.input_messages.{i}.message.*``."""
+    genai: list[dict[str, Any]] = []
+    attrs: Attributes = {}
+    for index, message in enumerate(messages):
+        role, parts, _ = _message_parts(message)
+        genai.append(gm.message(role, parts))
+        prefix = f"{sc.OI_LLM_INPUT_MESSAGES}.{index}."
+        attrs[prefix + sc.OI_MESSAGE_ROLE] = role
+        attrs[prefix + sc.OI_MESSAGE_CONTENT] = getattr(message, "content", None) or ""
+    text = canonical_json(genai)
+    attrs[sc.GEN_AI_INPUT_MESSAGES] = text
+    return text, attrs
+
+
+def prompt_messages(prompt: str) -> tuple[str, Attributes]:
+    """A completion call's prompt as one user message, in both vocabularies."""
+    text = canonical_json([gm.message("user", [gm.text_part(prompt)])])
+    prefix = f"{sc.OI_LLM_INPUT_MESSAGES}.0."
+    return text, {sc.GEN_AI_INPUT_MESSAGES: text, prefix + sc.OI_MESSAGE_ROLE: "user",
+                  prefix + sc.OI_MESSAGE_CONTENT: prompt}
+
+
+def output_messages(response: Any) -> tuple[str, Attributes]:
+    """The answer's text and its output message in both vocabularies (the finish reason
+    the provider reported in the raw response, else the message's own evidence)."""
+    message = getattr(response, "message", None)
+    if message is not None:
+        role, parts, calls = _message_parts(message)
+        text = getattr(message, "content", None) or ""
+    else:
+        text = getattr(response, "text", None) or ""
+        role, parts, calls = "assistant", [gm.text_part(text)], False
+    reason = gm.finish_reason(_reported_finish_reason(getattr(response, "raw", None)), calls)
+    prefix = f"{sc.OI_LLM_OUTPUT_MESSAGES}.0."
+    return text, {sc.GEN_AI_OUTPUT_MESSAGES: canonical_json([gm.message(role, parts, reason)]),
+                  prefix + sc.OI_MESSAGE_ROLE: role, prefix + sc.OI_MESSAGE_CONTENT: text}
+
+
+def _reported_finish_reason(raw: Any) -> Any:
+    """OpenAI's ``choices[0].finish_reason``, Anthropic's ``stop_reason``, or a
+    ``finish_reason`` at the top; None when the raw response has none."""
+    if raw is None:
+        return None
+    choices = _get(raw, "choices")
+    if choices:
+        return _get(choices[0], "finish_reason")
+    return _get(raw, "stop_reason") or _get(raw, "finish_reason")
 
 
 def query_text(query: str | QueryBundle | Any) -> str:
@@ -194,3 +282,37 @@ def tool_result(output: Any) -> tuple[str | None, bool]:
     content = getattr(output, "content", None)
     failed = getattr(output, "is_error", False) is True
     return (content if isinstance(content, str) else None), failed
+
+
+def agent_input(bound_args: Any) -> str | None:
+    """The user message a workflow agent's run starts with (its start event's
+    ``user_msg``), as text."""
+    arguments = getattr(bound_args, "arguments", None)
+    if not isinstance(arguments, Mapping):
+        return None
+    start = arguments.get("start_event")
+    message = _get(start, "user_msg") if start is not None else None
+    if message is None:
+        kwargs = arguments.get("kwargs")
+        message = kwargs.get("user_msg") if isinstance(kwargs, Mapping) else None
+    if message is None:
+        return None
+    if isinstance(message, str):
+        return message
+    content = getattr(message, "content", None)
+    return content if isinstance(content, str) else str(message)
+
+
+def agent_output(result: Any) -> str | None:
+    """The answer a workflow agent's run ends with (its ``StopEvent``'s response), as text."""
+    value = getattr(result, "result", None)
+    if isinstance(value, str):
+        return value
+    response = _get(value, "response") if value is not None else None
+    if response is None:
+        return None
+    content = _get(response, "content")
+    if isinstance(content, str):
+        return content
+    text = "".join(str(_get(block, "text") or "") for block in _get(response, "blocks") or ())
+    return text or None

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import time
 from collections.abc import Callable, Hashable
@@ -56,7 +55,6 @@ from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.base import BaseLLM
-from llama_index.core.base.llms.types import ChatResponse
 from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
@@ -80,6 +78,7 @@ from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from llama_index.core.response_synthesizers.base import BaseSynthesizer
 from llama_index.core.tools.types import BaseTool
 from llama_index.core.workflow import Workflow
+from opentelemetry.trace import SpanKind
 from pydantic import PrivateAttr
 
 from spanguard import semconv as sc
@@ -88,7 +87,9 @@ from spanguard.attributes import (
     Attributes,
     agent_attributes,
     agent_span_name,
+    as_completion,
     chat_span_name,
+    completion_span_name,
     cost_attributes,
     embedding_attributes,
     embeddings_span_name,
@@ -104,8 +105,13 @@ from spanguard.guardrails.steps import RunState
 from spanguard.hashing import KeyedHasher, canonical_json, payload_hash
 from spanguard.plugins._llama_index_context import root_context
 from spanguard.plugins._llama_index_extract import (
+    agent_input,
     agent_name,
+    agent_output,
+    input_messages,
     model_name,
+    output_messages,
+    prompt_messages,
     provider_name,
     query_text,
     response_model,
@@ -149,7 +155,12 @@ _CANCELLED: tuple[type[BaseException], ...] = (asyncio.CancelledError, Generator
                                                KeyboardInterrupt)
 # An agent's step that runs one tool call; its ``ToolCall`` event has the call's id.
 _CALL_TOOL_STEP = ".call_tool"
+# The conventions' span kind per role: models, embedders and retrievers are calls to
+# something that usually runs elsewhere (CLIENT); the rest run in the process.
+_SPAN_KINDS = {LLM: SpanKind.CLIENT, EMBEDDING: SpanKind.CLIENT, RETRIEVER: SpanKind.CLIENT}
+_INTERNAL = SpanKind.INTERNAL
 TRACER_NAME = "spanguard.plugins.llama_index"
+_JSON = "application/json"
 
 
 class Step:
@@ -272,14 +283,20 @@ class Instrumentation:
         if role == TOOL:
             self._describe_call(attrs, bound_args, parent_id)
         ids: RunContext | None = None
+        kind = _SPAN_KINDS.get(role, _INTERNAL)
         if adopter is not None:
-            entry = tree.start_under(id_, adopter, name, attrs)
+            entry = tree.start_under(id_, adopter, name, attrs, kind=kind)
         elif parent is not None:
-            entry = tree.start_under(id_, parent, name, attrs)
+            entry = tree.start_under(id_, parent, name, attrs, kind=kind)
         else:
+            if role == AGENT and self.capture:
+                question = agent_input(bound_args)  # the trace's input (Langfuse's too)
+                if question is not None:
+                    attrs[sc.OI_INPUT_VALUE] = question
             ids = self._run_ids()
             entry = tree.start(id_, None, name, attrs, run_attributes=ids.attributes(
-                self.hasher) if ids is not None else None, context=root_context(TRACER_NAME))
+                self.hasher) if ids is not None else None, context=root_context(TRACER_NAME),
+                kind=kind)
         entry.data = Step(role, id(instance), model)
         entry.data.adopter = adopter
         entry.data.ids = ids
@@ -300,13 +317,12 @@ class Instrumentation:
             model = model_name(instance)
             attrs = model_attributes(model, provider_name(instance),
                                      temperature=_float(getattr(instance, "temperature", None)))
+            if _completes(instance, id_):
+                return completion_span_name(model), as_completion(attrs), model
             return chat_span_name(model), attrs, model
         if role == EMBEDDING:
             model = model_name(instance)
-            attrs = embedding_attributes(model)
-            provider = provider_name(instance)
-            if provider:
-                attrs[sc.GEN_AI_PROVIDER_NAME] = provider
+            attrs = embedding_attributes(model, provider_name(instance))
             return embeddings_span_name(model), attrs, model
         if role == RETRIEVER:
             source = _retrieval_source(instance)
@@ -359,6 +375,10 @@ class Instrumentation:
             self._tool_calls.pop(id_, None)  # a step whose tool never started a span
         if step.role == TOOL and entry.key == id_:
             self._tool_ended(entry, result)
+        elif step.role == AGENT and self.capture and entry.key == id_ and entry.is_root:
+            answer = agent_output(result)
+            if answer is not None:
+                entry.span.set_attribute(sc.OI_OUTPUT_VALUE, answer)
         if (step.role == CHAIN and not step.lazy
                 and (inspect.isgenerator(result) or inspect.isasyncgen(result))):
             # The LLM call happens when this generator is consumed, outside any span.
@@ -529,12 +549,12 @@ class Instrumentation:
         if not self.capture:
             return
         if isinstance(event, LLMChatStartEvent):
-            messages = [{"role": str(m.role.value), "content": m.content or ""}
-                        for m in event.messages]
-            text = json.dumps(messages, ensure_ascii=False)
+            text, attrs = input_messages(event.messages)
         else:
-            text = json.dumps([{"role": "user", "content": event.prompt}], ensure_ascii=False)
-        entry.span.set_attributes({sc.GEN_AI_INPUT_MESSAGES: text, sc.OI_INPUT_VALUE: text})
+            text, attrs = prompt_messages(event.prompt)
+        attrs[sc.OI_INPUT_VALUE] = text
+        attrs[sc.OI_INPUT_MIME_TYPE] = _JSON
+        entry.span.set_attributes(attrs)
 
     def on_llm_end(self, event: LLMChatEndEvent | LLMCompletionEndEvent) -> None:
         entry = self.step_for(event, LLM)
@@ -566,11 +586,9 @@ class Instrumentation:
             self.tree.add_usage(entry, usage.input_tokens, usage.output_tokens, cost)
         attrs.update(cost_attributes(cost))
         if self.capture and response is not None:
-            text = (response.message.content or "" if isinstance(response, ChatResponse)
-                    else response.text)
+            text, content = output_messages(response)
+            attrs.update(content)
             attrs[sc.OI_OUTPUT_VALUE] = text
-            attrs[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(
-                [{"role": "assistant", "content": text}], ensure_ascii=False)
             _answer_waiting_queries(entry, text)
         entry.span.set_attributes(attrs)
 
@@ -605,6 +623,25 @@ def _answer_waiting_queries(entry: RunEntry, text: str) -> None:
             if step.adopter is not None:
                 _answer_waiting_queries(step.adopter, text)
         node = node.parent
+
+
+_COMPLETION_METHODS = frozenset({"complete", "acomplete", "stream_complete",
+                                 "astream_complete"})
+_EITHER_METHODS = frozenset({"predict", "apredict", "stream", "astream"})
+
+
+def _completes(llm: Any, id_: str) -> bool:
+    """Whether the LLM method this span is for calls a completion API (prompt in, text
+    out: the conventions' ``text_completion``), not a chat API. ``predict`` and
+    ``stream`` (a query engine's synthesizer calls them) use chat when the model is a
+    chat model, else completion."""
+    method = id_[id_.rfind(".", 0, -37) + 1:-37]
+    if method in _COMPLETION_METHODS:
+        return True
+    if method in _EITHER_METHODS:
+        metadata = getattr(llm, "metadata", None)
+        return getattr(metadata, "is_chat_model", False) is not True
+    return False
 
 
 def _retrieval_source(retriever: Any) -> str:

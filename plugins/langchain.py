@@ -61,7 +61,7 @@ try:
 except ModuleNotFoundError as exc:
     raise missing_extra(__name__, exc, "langgraph") from exc
 from opentelemetry import metrics, trace
-from opentelemetry.trace import Link, Span
+from opentelemetry.trace import Link, Span, SpanKind
 
 from spanguard import __version__
 from spanguard import config as sg_config
@@ -70,7 +70,10 @@ from spanguard.attributes import (
     KIND_CHAIN,
     agent_attributes,
     agent_span_name,
+    as_completion,
     chat_span_name,
+    completion_span_name,
+    deprecated_run_attributes,
     model_attributes,
     retrieval_attributes,
     retrieval_span_name,
@@ -85,6 +88,8 @@ from spanguard.hashing import KeyedHasher, payload_hash
 from spanguard.plugins._langchain_content import (
     CallContent,
     capture_from_env,
+    run_input,
+    run_output,
     same_message,
     value_text,
 )
@@ -155,6 +160,8 @@ _DEFAULT_GRAPH_NAME = "LangGraph"
 _KIND = sc.OPENINFERENCE_SPAN_KIND
 _TOOL_CACHE_SIZE = 256  # distinct tool names whose span name and attributes are kept
 _CHAIN = KIND_CHAIN[_KIND]
+# The conventions' span kind for a call to a model or a retriever in another process.
+_CLIENT = SpanKind.CLIENT
 
 
 class SpanguardCallbackHandler(BaseCallbackHandler):
@@ -201,7 +208,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         # Public so that a hold gate used with this handler can follow its providers.
         self.tracer_provider = provider
         self.meter_provider = meter_provider
-        self._tree = SpanTree(provider.get_tracer("spanguard.plugins.langchain", __version__),
+        self._tree = SpanTree(provider.get_tracer("spanguard.plugins.langchain", __version__,
+                                                  schema_url=sc.SEMCONV_SCHEMA_URL),
                               max_open=max_open_runs)
         self._capture = capture_from_env() if capture_content is None else capture_content
         self._keep_plumbing = keep_plumbing
@@ -247,8 +255,12 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             name = kwargs.get("name") or serialized_name(serialized, "chain")
             if parent is None:
                 agent = self._agent_name or name
-                self._open_root(key, agent_span_name(agent), agent_attributes(agent),
-                                metadata, inputs)
+                root_attrs = agent_attributes(agent)
+                if tags:
+                    root_attrs[sc.OI_TAG_TAGS] = list(tags)
+                if self._capture:
+                    root_attrs[sc.OI_INPUT_VALUE] = run_input(inputs)
+                self._open_root(key, agent_span_name(agent), root_attrs, metadata, inputs)
                 return
             if metadata and _is_agent_graph(name, metadata):
                 tree.start_under(key, parent, agent_span_name(name), agent_attributes(name))
@@ -285,7 +297,13 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            entry = self._tree.end(run_id.int)
+            key = run_id.int
+            attrs = None
+            if self._capture:
+                root = self._tree.get(key)
+                if root is not None and root.key == key and root.parent is None:
+                    attrs = {sc.OI_OUTPUT_VALUE: run_output(outputs)}
+            entry = self._tree.end(key, attributes=attrs)
             if entry is not None and entry.parent is None:
                 self._root_ended(entry)
         except Exception:
@@ -332,7 +350,8 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
     ) -> None:
         if self._tree.get(run_id.int) is not None:
             return  # this handler twice in the run's callbacks
-        entry = self._open_model(run_id.int, _key(parent_run_id), metadata, kwargs, [prompts])
+        entry = self._open_model(run_id.int, _key(parent_run_id), metadata, kwargs, [prompts],
+                                 completion=True)
         if entry is not None and self._guard is not None:
             self._guard.before_model(run_id.int, entry)
 
@@ -527,7 +546,7 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
                 attrs[sc.GEN_AI_RETRIEVAL_QUERY_TEXT] = query
                 attrs[sc.OI_INPUT_VALUE] = query
             self._open(run_id.int, _key(parent_run_id), retrieval_span_name(source), attrs,
-                       metadata)
+                       metadata, _CLIENT)
         except Exception:
             self._failed("on_retriever_start")
 
@@ -566,23 +585,28 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
 
     # --- opening spans -------------------------------------------------------------
     def _open(self, run_id: int, parent_run_id: int | None, name: str,
-              attrs: dict[str, Any], metadata: Mapping[str, Any] | None) -> RunEntry:
+              attrs: dict[str, Any], metadata: Mapping[str, Any] | None,
+              kind: SpanKind = SpanKind.INTERNAL) -> RunEntry:
         """A child of the parent run's span, or a new root when there is no known parent."""
         parent = self._tree.get(parent_run_id) if parent_run_id is not None else None
         if parent is not None:
-            return self._tree.start_under(run_id, parent, name, attrs)
-        return self._open_root(run_id, name, attrs, metadata)
+            return self._tree.start_under(run_id, parent, name, attrs, kind=kind)
+        return self._open_root(run_id, name, attrs, metadata, kind=kind)
 
     def _open_root(self, run_id: int, name: str, attrs: dict[str, Any],
-                   metadata: Mapping[str, Any] | None, inputs: Any = _NO_INPUT) -> RunEntry:
+                   metadata: Mapping[str, Any] | None, inputs: Any = _NO_INPUT,
+                   kind: SpanKind = SpanKind.INTERNAL) -> RunEntry:
         ids = run_ids(metadata, self._identity, current_run_context())
         run_attrs = self._run_attributes(metadata, ids) if metadata or ids else None
+        if run_attrs:
+            attrs.update(deprecated_run_attributes(run_attrs))
         thread = metadata.get("thread_id") if metadata else None
         resumed = thread is not None and inputs is not _NO_INPUT and continues(inputs)
         if resumed:
             entry = self._open_resumed(run_id, name, attrs, run_attrs, str(thread), inputs)
         else:
-            entry = self._tree.start(run_id, None, name, attrs, run_attributes=run_attrs)
+            entry = self._tree.start(run_id, None, name, attrs, run_attributes=run_attrs,
+                                     kind=kind)
         guard = self._guard
         if guard is not None or ids is not None or thread is not None or self._capture:
             step = Step()
@@ -628,7 +652,10 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
 
     def _open_model(self, run_id: int, parent_run_id: int | None,
                     metadata: dict[str, Any] | None, kwargs: dict[str, Any],
-                    messages: Sequence[Sequence[Any]]) -> RunEntry | None:
+                    messages: Sequence[Sequence[Any]], completion: bool = False
+                    ) -> RunEntry | None:
+        """A model call's span; ``completion``: a text-completion model (``on_llm_start``),
+        not a chat model."""
         model: str | None = None
         content: CallContent | None = None
         try:
@@ -640,8 +667,11 @@ class SpanguardCallbackHandler(BaseCallbackHandler):
             self._failed("on_chat_model_start")
             attrs = model_attributes(model)
             name = chat_span_name(model)
+        if completion:
+            as_completion(attrs)
+            name = completion_span_name(model)
         try:
-            entry = self._open(run_id, parent_run_id, name, attrs, metadata)
+            entry = self._open(run_id, parent_run_id, name, attrs, metadata, _CLIENT)
             step = entry.data
             if step is None:
                 step = entry.data = Step()

@@ -189,7 +189,8 @@ class HoldGate:
             try:
                 with trace.use_span(span, end_on_exit=False, record_exception=False,
                                     set_status_on_exception=False):
-                    enforcer.before_tool_call(run, call, span if context.is_valid else None)
+                    check.governance = enforcer.before_tool_call(
+                        run, call, span if context.is_valid else None)
                 return check, None
             except HoldPending as held:
                 interrupt(interrupt_value(held))
@@ -254,7 +255,7 @@ class _Check:
     is open (the handler calls :meth:`settle` from its tool-end callback), else, with no
     handler tracing the call, after the execution on a ``guardrail verify`` span."""
 
-    __slots__ = ("call", "enforcer", "gate", "result", "run", "tracer")
+    __slots__ = ("call", "enforcer", "gate", "governance", "result", "run", "tracer")
 
     def __init__(self, gate: HoldGate, enforcer: Enforcer, tracer: Tracer, run: RunState,
                  call: ToolCall) -> None:
@@ -264,8 +265,13 @@ class _Check:
         self.run = run
         self.call = call
         self.result: VerificationResult | None = None
+        # What admitting the call decided about its hold (an approval used, by whom):
+        # recorded on the node's span then, on the tool's span once it exists.
+        self.governance: dict[str, Any] = {}
 
     def settle(self, span: Span | None, result: Any, is_error: bool) -> None:
+        if self.governance and span is not None and span.is_recording():
+            span.set_attributes(self.governance)
         content = result.content if isinstance(result, ToolMessage) else result
         outcome = ToolOutcome(content, is_error=is_error, read_back=self.gate._read_back)
         decisions = self.enforcer.after_tool_call(self.run, self.call, outcome, span)

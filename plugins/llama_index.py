@@ -39,6 +39,7 @@ except ModuleNotFoundError as exc:
 from opentelemetry import metrics, trace
 
 from spanguard import config as sg_config
+from spanguard import semconv as sc
 from spanguard.guardrails.enforcer import Enforcer
 from spanguard.guardrails.policy import Policy, load_policy
 from spanguard.hashing import KeyedHasher
@@ -108,7 +109,8 @@ def instrument(
             capture_content = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() == "true"
         loaded = load_policy(policy)
         enforcer = Enforcer(loaded, provider, meter_provider) if loaded is not None else None
-        state = Instrumentation(SpanTree(provider.get_tracer(TRACER_NAME)), hasher, prices,
+        state = Instrumentation(SpanTree(provider.get_tracer(
+            TRACER_NAME, schema_url=sc.SEMCONV_SCHEMA_URL)), hasher, prices,
                                 capture_content, enforcer, identity)
         policy_handler = None
         if enforcer is not None and enforcer.active:

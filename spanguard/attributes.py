@@ -14,6 +14,7 @@ from typing import Any
 
 from spanguard import semconv as sc
 from spanguard.hashing import KeyedHasher
+from spanguard.providers import resolve_provider
 
 AttributeValue = str | bool | int | float | list[str] | list[int] | list[float] | tuple[Any, ...]
 Attributes = dict[str, Any]
@@ -41,6 +42,20 @@ def agent_span_name(agent: str) -> str:
 
 def chat_span_name(model: str | None) -> str:
     return f"chat {model}" if model else "chat"
+
+
+_TEXT_COMPLETION = sc.OperationName.TEXT_COMPLETION.value
+
+
+def completion_span_name(model: str | None) -> str:
+    """A call to a completion (prompt in, text out) API: ``text_completion {model}``."""
+    return f"{_TEXT_COMPLETION} {model}" if model else _TEXT_COMPLETION
+
+
+def as_completion(attrs: Attributes) -> Attributes:
+    """Model attributes (``chat``) turned into a text completion's; returns ``attrs``."""
+    attrs[sc.GEN_AI_OPERATION_NAME] = _TEXT_COMPLETION
+    return attrs
 
 
 def tool_span_name(tool: str) -> str:
@@ -75,14 +90,18 @@ def model_attributes(
     max_tokens: int | None = None,
     stream: bool | None = None,
 ) -> Attributes:
-    """Request-side attributes of a model call (known before the provider answers)."""
+    """Request-side attributes of a model call (known before the provider answers).
+
+    ``provider`` is the framework's own name for it (LangChain's ``ls_provider``, a
+    LlamaIndex integration package); it is written as the conventions' well-known
+    value (:func:`~spanguard.providers.resolve_provider`).
+    """
     attrs: Attributes = dict(KIND_LLM)
     if request_model:
         attrs[sc.GEN_AI_REQUEST_MODEL] = request_model
         attrs[sc.OI_LLM_MODEL_NAME] = request_model
     if provider:
-        attrs[sc.GEN_AI_PROVIDER_NAME] = provider
-        attrs[sc.OI_LLM_PROVIDER] = provider
+        provider_attributes(provider, request_model, attrs)
     if temperature is not None:
         attrs[sc.GEN_AI_REQUEST_TEMPERATURE] = float(temperature)
     if top_p is not None:
@@ -92,6 +111,14 @@ def model_attributes(
     if stream is not None:
         attrs[sc.GEN_AI_REQUEST_STREAM] = bool(stream)
     return attrs
+
+
+def provider_attributes(provider: str, model: str | None, attrs: Attributes) -> None:
+    """``gen_ai.provider.name``, ``llm.provider`` and ``llm.system`` for a framework's name."""
+    known = resolve_provider(provider, model)
+    attrs[sc.GEN_AI_PROVIDER_NAME] = known.genai
+    attrs[sc.OI_LLM_PROVIDER] = known.openinference
+    attrs[sc.OI_LLM_SYSTEM] = known.system
 
 
 def usage_attributes(
@@ -126,16 +153,20 @@ def usage_attributes(
     return attrs
 
 
+_DEPRECATED_COST = sc.DEPRECATED_NAMES[sc.COST_USD]
+
+
 def cost_attributes(cost_usd: float | None, *, into: Attributes | None = None) -> Attributes:
-    """Cost in USD, or an explicit unknown marker (never a silent zero); ``into`` as in
-    :func:`usage_attributes`."""
+    """A model call's cost in USD, or an explicit unknown marker (never a silent zero);
+    ``into`` as in :func:`usage_attributes`. For model spans only: a run's total is
+    :data:`~spanguard.semconv.RUN_TOTAL_COST_USD` on its root."""
     attrs: Attributes = {} if into is None else into
     if cost_usd is None:
         attrs[sc.COST_UNKNOWN] = True
     else:
         attrs[sc.COST_USD] = cost_usd
         attrs[sc.OI_LLM_COST_TOTAL] = cost_usd
-        attrs[sc.LANGFUSE_COST_USD] = cost_usd
+        attrs[_DEPRECATED_COST] = cost_usd  # 0.x name, one more release
     return attrs
 
 
@@ -159,11 +190,13 @@ def retrieval_attributes(source: str | None) -> Attributes:
     return attrs
 
 
-def embedding_attributes(model: str | None) -> Attributes:
+def embedding_attributes(model: str | None, provider: str | None = None) -> Attributes:
     attrs: Attributes = dict(KIND_EMBEDDING)
     if model:
         attrs[sc.GEN_AI_REQUEST_MODEL] = model
         attrs[sc.OI_EMBEDDING_MODEL_NAME] = model
+    if provider:
+        provider_attributes(provider, model, attrs)
     return attrs
 
 
@@ -230,6 +263,17 @@ def run_identity_attributes(
     if feature_flag_state:
         attrs[sc.FEATURE_FLAG_STATE] = feature_flag_state
     return attrs
+
+
+_RUN_LEVEL_DEPRECATED = tuple((new, sc.DEPRECATED_NAMES[new]) for new in
+                              (sc.MODEL_VERSION, sc.PROMPT_VERSION, sc.FEATURE_FLAG_STATE))
+
+
+def deprecated_run_attributes(run_attributes: Mapping[str, Any]) -> Attributes:
+    """The 0.x names of the run-level fields, for the root span only (one release):
+    copied onto every span under the old name as well, they would double the cost."""
+    return {old: run_attributes[new] for new, old in _RUN_LEVEL_DEPRECATED
+            if new in run_attributes}
 
 
 def retrieved_document_attributes(

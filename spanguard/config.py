@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast, get_args
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.resources import Resource
@@ -30,15 +30,18 @@ from spanguard.errors import ConfigError, StoreError
 from spanguard.exporters.batching import CountedBatchSpanProcessor, batch_settings
 from spanguard.exporters.console import ConsoleTreeExporter
 from spanguard.exporters.failopen import FailOpenExporter
+from spanguard.exporters.langfuse import LangfuseExporter, LangfuseOptions
 from spanguard.exporters.local import LocalStoreExporter
 from spanguard.exporters.otlp import (
     OtlpTarget,
     build_exporter,
     build_meter_provider,
     langfuse_target,
+    outcome_destination,
     phoenix_target,
     target_from_env,
 )
+from spanguard.exporters.outcome_api import OutcomeDelivery
 from spanguard.exporters.redacting import RedactingExporter
 from spanguard.hashing import KeyedHasher, load_or_create_key
 from spanguard.home import resolve_home as resolve_home  # re-exported: guardrails use it
@@ -74,6 +77,8 @@ class SpanguardHandle:
     meter_provider: MeterProvider | None = None
     sampler: TailSampler | None = None
     owns_meter_provider: bool = False
+    # Langfuse scores / Phoenix annotations for record_outcome(), with those presets.
+    outcomes: OutcomeDelivery | None = None
 
     @property
     def dropped_spans(self) -> int:
@@ -89,11 +94,15 @@ class SpanguardHandle:
         flushed = self.tracer_provider.force_flush(timeout_millis)
         if self.meter_provider is not None and self.owns_meter_provider:
             flushed = self.meter_provider.force_flush(timeout_millis) and flushed
+        if self.outcomes is not None:
+            flushed = self.outcomes.force_flush(timeout_millis / 1000) and flushed
         return flushed
 
     def shutdown(self) -> None:
         """Flush and stop every exporter; safe to call twice."""
         self.tracer_provider.shutdown()
+        if self.outcomes is not None:
+            self.outcomes.shutdown()
         if self.meter_provider is not None and self.owns_meter_provider:
             self.owns_meter_provider = False
             self.meter_provider.shutdown()
@@ -142,6 +151,9 @@ def configure(
     raw_conversation_ids: bool = False,
     max_queue_size: int | None = None,
     max_export_batch_size: int | None = None,
+    langfuse_attributes: bool | None = None,
+    langfuse_environment: str | None = None,
+    langfuse_tags: Sequence[str] = (),
 ) -> SpanguardHandle:
     """Build a tracer provider with spanguard's exporters and return its handle.
 
@@ -168,6 +180,16 @@ def configure(
     outcome-aware tail sampling in front of the exporters. Metrics derived
     from spans go to ``meter_provider``, or, when OTLP is configured, to an
     OTLP metric exporter beside the span exporter.
+
+    ``preset`` (or ``SPANGUARD_PRESET``) ``"langfuse"`` adds Langfuse's own attributes
+    (:mod:`spanguard.exporters.langfuse`: time to first token, trace name, input and
+    output, tags, environment, governance in the status message) to what the Langfuse
+    destination gets, and no other; ``langfuse_attributes=True`` adds them to every
+    OTLP destination (a Collector that forwards to Langfuse), ``False`` to none.
+    ``langfuse_environment`` (else ``LANGFUSE_TRACING_ENVIRONMENT``) and
+    ``langfuse_tags`` go on every observation and trace. With the ``langfuse`` or
+    ``phoenix`` preset, :func:`spanguard.record_outcome` also becomes a Langfuse score
+    or a Phoenix annotation (:mod:`spanguard.exporters.outcome_api`).
     """
     problems: list[str] = []
 
@@ -214,13 +236,25 @@ def configure(
         except StoreError as exc:
             problem(exc)
 
+    if preset is None:
+        preset = _preset_from_env(problem)
     targets = _otlp_targets(otlp_endpoint, otlp_headers, preset, langfuse_host,
                             langfuse_public_key, langfuse_secret_key, problem)
+    langfuse = LangfuseOptions(
+        environment=langfuse_environment or os.environ.get("LANGFUSE_TRACING_ENVIRONMENT"),
+        release=os.environ.get("LANGFUSE_RELEASE"), tags=tuple(langfuse_tags))
     for target in targets:
         try:
-            add(build_exporter(target), target.describe(), target.name)
+            exporter = build_exporter(target)
+            if (target.name == "langfuse" and langfuse_attributes is not False) \
+                    or langfuse_attributes:
+                exporter = LangfuseExporter(exporter, langfuse)
+            add(exporter, target.describe(), target.name)
         except ConfigError as exc:
             problem(exc)
+    destinations = [d for d in (outcome_destination(t, langfuse.environment)
+                                for t in targets) if d is not None]
+    outcomes = OutcomeDelivery(destinations) if destinations else None
     for extra in exporters:
         add(extra, type(extra).__name__, type(extra).__name__)
     if console:
@@ -261,6 +295,7 @@ def configure(
         store=store, policy_path=Path(policy_value) if policy_value else None,
         exporters=handle_exporters, problems=problems, redactor=redactor,
         meter_provider=meter_provider, sampler=sampler, owns_meter_provider=owns_meters,
+        outcomes=outcomes,
     )
     if set_global:
         trace.set_tracer_provider(provider)
@@ -423,6 +458,17 @@ def _sample_ratio(explicit: float | None, report: Callable[[ConfigError], None])
                            "keeping all traces"))
         return 1.0
     return ratio
+
+
+def _preset_from_env(report: Callable[[ConfigError], None]) -> Preset | None:
+    value = os.environ.get("SPANGUARD_PRESET", "").strip()
+    if not value:
+        return None
+    if value in get_args(Preset):
+        return cast(Preset, value)
+    report(ConfigError("SPANGUARD_PRESET", f"unknown preset {value!r}",
+                       "use 'phoenix' or 'langfuse'"))
+    return None
 
 
 def _otlp_targets(endpoint: str | None, headers: dict[str, str] | None, preset: Preset | None,

@@ -6,13 +6,21 @@ cost and hashed tenant on the run's root. :class:`MetricsSpanProcessor` reads
 those attributes (``on_end`` only queues the span for a worker thread;
 ``on_start`` does nothing) and records:
 
-- ``gen_ai.client.token.usage`` (histogram, ``{token}``): per model call, by
-  operation, provider, request/response model and ``gen_ai.token.type``
-  (input/output), with the conventions' bucket boundaries;
+- ``gen_ai.client.token.usage`` (histogram, ``{token}``): per model call (``chat``,
+  ``text_completion``, ``generate_content``, ``embeddings`` spans; never an agent's
+  aggregate on its ``invoke_agent`` root), by operation, provider, request/response
+  model and ``gen_ai.token.type`` (input/output), with the conventions' buckets;
 - ``gen_ai.client.operation.duration`` (histogram, seconds): every span with a
   ``gen_ai.operation.name`` (agent runs, model calls, tools, retrievals), by
   operation, model and ``error.type``, so p50/p95 per operation type works;
-- ``agent.tool.call.count`` (counter): by tool and status (ok/error);
+- ``agent.tool.call.count`` (counter): by tool and status (ok/error), once per tool
+  call: on the agent's ``execute_tool`` span;
+- ``mcp.server.operation.duration`` / ``mcp.client.operation.duration`` (histograms,
+  seconds, the MCP conventions' buckets): MCP requests as the proxy or
+  ``instrument_server`` received them (SERVER spans) or as spanguard sent them (the
+  verifier's read-back, CLIENT), by ``mcp.method.name``, tool, ``error.type``,
+  protocol version and transport. MCP spans count only here: the server side of a
+  tool call the agent already counted is not counted again;
 - ``agent.cost.usd`` (counter, USD): run cost on the local root, by agent and
   hashed tenant;
 - ``spanguard.holds.pending`` (observable gauge) from the callbacks registered
@@ -22,8 +30,9 @@ those attributes (``on_end`` only queues the span for a worker thread;
   ``export_failed``, ``shutdown``), from the ledgers given to
   :func:`observe_dropped_spans` (``configure()`` registers its destinations).
 - ``spanguard.routing.decisions`` (counter): each routing decision (a span with
-  ``route_status``), by ``route_status``, ``routing_reason`` and
-  ``user_disclosure_required`` (the fallback-integrity SLO).
+  ``spanguard.routing.status``), by ``route_status``, ``routing_reason`` and
+  ``user_disclosure_required`` (the fallback-integrity SLO; the labels keep their
+  0.x names, which the operations pack's rules use).
 
 Guardrail decisions are counted where they are made, by the Enforcer's
 ``spanguard.guardrail.decisions`` counter (by guard and decision kind), on the
@@ -43,7 +52,7 @@ from typing import Any, Protocol
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from spanguard import semconv as sc
 
@@ -57,11 +66,20 @@ TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
                     40.96, 81.92)
 
+# Bucket boundaries the MCP metric conventions recommend.
+MCP_DURATION_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+
 _TOKEN_INPUT = sc.TokenType.INPUT.value
 _TOKEN_OUTPUT = sc.TokenType.OUTPUT.value
 _TOOL_OPERATION = sc.OperationName.EXECUTE_TOOL.value
+# Operations whose usage is one model call's (an invoke_agent root's is the run's sum).
+_MODEL_OPERATIONS = frozenset(op.value for op in (
+    sc.OperationName.CHAT, sc.OperationName.TEXT_COMPLETION,
+    sc.OperationName.GENERATE_CONTENT, sc.OperationName.EMBEDDINGS))
 _MODEL_KEYS = (sc.GEN_AI_OPERATION_NAME, sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_REQUEST_MODEL,
                sc.GEN_AI_RESPONSE_MODEL)
+_MCP_KEYS = (sc.MCP_METHOD_NAME, sc.GEN_AI_TOOL_NAME, sc.GEN_AI_OPERATION_NAME,
+             sc.MCP_PROTOCOL_VERSION, sc.RPC_RESPONSE_STATUS_CODE, sc.NETWORK_TRANSPORT)
 
 PendingHoldsCallback = Callable[[], int]
 _pending_lock = threading.Lock()
@@ -183,6 +201,14 @@ class MetricsSpanProcessor(SpanProcessor):
         self._routes = meter.create_counter(
             sc.METRIC_ROUTING_DECISIONS, unit="{decision}",
             description="Routing decisions by route status, reason and disclosure")
+        self._mcp_server = meter.create_histogram(
+            sc.METRIC_MCP_SERVER_OPERATION_DURATION, unit="s",
+            description="MCP request duration as observed on the receiver",
+            explicit_bucket_boundaries_advisory=MCP_DURATION_BUCKETS)
+        self._mcp_client = meter.create_histogram(
+            sc.METRIC_MCP_CLIENT_OPERATION_DURATION, unit="s",
+            description="MCP request duration as observed on the sender",
+            explicit_bucket_boundaries_advisory=MCP_DURATION_BUCKETS)
         meter.create_observable_gauge(
             sc.METRIC_HOLDS_PENDING, callbacks=[_observe_pending_holds], unit="{hold}",
             description="Approval requests waiting for a checker")
@@ -254,15 +280,19 @@ class MetricsSpanProcessor(SpanProcessor):
         attrs = span.attributes
         if not attrs:
             return
-        operation = attrs.get(sc.GEN_AI_OPERATION_NAME)
-        if operation is not None:
-            self._record_operation(span, attrs, operation)
+        if sc.MCP_METHOD_NAME in attrs:
+            self._record_mcp(span, attrs)
+        else:
+            operation = attrs.get(sc.GEN_AI_OPERATION_NAME)
+            if operation is not None:
+                self._record_operation(span, attrs, operation)
         status = attrs.get(sc.ROUTING_STATUS)
         if status is not None:
-            self._routes.add(1, {sc.ROUTING_STATUS: status,
-                                 sc.ROUTING_REASON: attrs.get(sc.ROUTING_REASON, "unknown"),
-                                 sc.ROUTING_DISCLOSURE_REQUIRED: bool(
-                                     attrs.get(sc.ROUTING_DISCLOSURE_REQUIRED))})
+            self._routes.add(1, {
+                sc.METRIC_LABEL_ROUTE_STATUS: status,
+                sc.METRIC_LABEL_ROUTING_REASON: attrs.get(sc.ROUTING_REASON, "unknown"),
+                sc.METRIC_LABEL_DISCLOSURE_REQUIRED: bool(
+                    attrs.get(sc.ROUTING_DISCLOSURE_REQUIRED))})
         parent = span.parent
         if parent is None or parent.is_remote:
             cost = attrs.get(sc.RUN_TOTAL_COST_USD, attrs.get(sc.COST_USD))
@@ -287,7 +317,7 @@ class MetricsSpanProcessor(SpanProcessor):
                 duration_labels[sc.ERROR_TYPE] = attrs.get(sc.ERROR_TYPE, "error")
             self._duration.record((span.end_time - span.start_time) / 1e9, duration_labels)
         input_tokens = attrs.get(sc.GEN_AI_USAGE_INPUT_TOKENS)
-        if input_tokens is not None:
+        if input_tokens is not None and operation in _MODEL_OPERATIONS:
             self._tokens.record(input_tokens, {**labels, sc.GEN_AI_TOKEN_TYPE: _TOKEN_INPUT})
             output_tokens = attrs.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS)
             if output_tokens is not None:
@@ -296,3 +326,15 @@ class MetricsSpanProcessor(SpanProcessor):
         if operation == _TOOL_OPERATION:
             self._tools.add(1, {sc.GEN_AI_TOOL_NAME: attrs.get(sc.GEN_AI_TOOL_NAME, "unknown"),
                                 sc.TOOL_CALL_STATUS: "error" if error else "ok"})
+
+    def _record_mcp(self, span: ReadableSpan, attrs: Mapping[str, Any]) -> None:
+        """An MCP request: the server or client duration, never a GenAI or tool count
+        (the agent's own span for the same call counts those)."""
+        if span.end_time is None or span.start_time is None:
+            return
+        labels = {key: attrs[key] for key in _MCP_KEYS if key in attrs}
+        error = attrs.get(sc.ERROR_TYPE)
+        if error is not None:
+            labels[sc.ERROR_TYPE] = error
+        histogram = self._mcp_server if span.kind is SpanKind.SERVER else self._mcp_client
+        histogram.record((span.end_time - span.start_time) / 1e9, labels)

@@ -130,7 +130,7 @@ def slos(t: Thresholds | None = None) -> tuple[Slo, ...]:
     redaction = METRICS["redaction"].prometheus
     decisions = METRICS["decisions"].prometheus
     tenant = label(sc.TENANT_HASH)
-    status = label(sc.ROUTING_STATUS)
+    status = label(sc.METRIC_LABEL_ROUTE_STATUS)
     outcome = label(sc.REVIEW_DECISION)
     cost_rate = f"sum by ({tenant}) (rate({cost}[{w}])) * 3600"
     budget_denials = (f'sum(increase({decisions}{{{GUARD}=~"loop_budget|window_budget",'

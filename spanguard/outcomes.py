@@ -15,14 +15,17 @@ short span, so every backend that shows traces shows it with its run:
   hashed with the runs' key (unless the operator keeps conversation ids raw),
   so the lookup and the session grouping match what the runs carry.
 
-Attributes follow the backends' documented mappings: OpenInference has no
-feedback span kind, so the span is an ``EVALUATOR`` (a human judging the
-output) with the feedback as ``input.value``, the action as ``output.value``
-and ``metadata``; Langfuse reads ``langfuse.observation.type = event`` and
-``langfuse.observation.metadata.*``. Feedback text is redacted before it is
-set. The span carries ``spanguard.keep = true`` so tail sampling never drops
-it (and keeps the run too if the run is still being buffered). Each outcome
-is counted in ``agent.user.outcome.count`` by action.
+Attributes follow OpenInference: it has no feedback span kind, so the span is an
+``EVALUATOR`` (a human judging the output; Langfuse's type for it too) with the
+feedback as ``input.value``, the action as ``output.value`` and ``metadata``.
+Feedback text is redacted before it is set. The span carries ``spanguard.keep =
+true`` so tail sampling never drops it (and keeps the run too if the run is still
+being buffered). Each outcome is counted in ``agent.user.outcome.count`` by action.
+
+Backends judge runs by their own feedback records, which they do not build from
+spans: with the ``langfuse`` preset the outcome is also a Langfuse score, with the
+``phoenix`` preset a Phoenix annotation (:mod:`spanguard.exporters.outcome_api`),
+sent from a background thread.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags
 
 from spanguard import semconv as sc
 from spanguard.config import (
+    configured,
     current_store,
     resolve_hasher,
     resolve_meter_provider,
@@ -46,6 +50,7 @@ from spanguard.config import (
     resolve_tracer_provider,
 )
 from spanguard.errors import OutcomeError, SpanguardError
+from spanguard.exporters.outcome_api import OutcomeRecord
 from spanguard.hashing import KeyedHasher
 
 __all__ = ["SUCCESS_ACTIONS", "OutcomeAction", "outcome_span_name", "record_outcome"]
@@ -101,22 +106,22 @@ def record_outcome(
         sc.OUTCOME_ACTION: action,
         sc.KEEP: True,
         sc.OI_OUTPUT_VALUE: action,
-        sc.LANGFUSE_OBSERVATION_TYPE: "event",
-        f"{sc.LANGFUSE_OBSERVATION_METADATA}.action": action,
     }
     metadata: dict[str, Any] = {"action": action}
     if rating is not None:
         attributes[sc.OUTCOME_RATING] = float(rating)
-        attributes[f"{sc.LANGFUSE_OBSERVATION_METADATA}.rating"] = float(rating)
         metadata["rating"] = float(rating)
+    text: str | None = None
     if feedback:
         text, count = resolve_redactor().redact(feedback)
         attributes[sc.OI_INPUT_VALUE] = text
         attributes[sc.REDACTION_COUNT] = count
 
     links: list[Link] = []
+    parent: SpanContext | None = None
+    known = False
     if target is not None:
-        parent, run_conversation = _target_root(target)
+        parent, run_conversation, known = _target_root(target)
         context = trace.set_span_in_context(NonRecordingSpan(parent))
         links.append(Link(parent))
         attributes[sc.OUTCOME_TARGET_TRACE_ID] = trace.format_trace_id(parent.trace_id)
@@ -134,6 +139,15 @@ def record_outcome(
     span = tracer.start_span(outcome_span_name(action), context, attributes=attributes,
                              links=links)
     span.end()
+    handle = configured()
+    if handle is not None and handle.outcomes is not None:
+        own = span.get_span_context()
+        handle.outcomes.deliver(OutcomeRecord(
+            action=action, outcome_span_id=trace.format_span_id(own.span_id),
+            trace_id=trace.format_trace_id(parent.trace_id) if parent is not None else None,
+            run_span_id=trace.format_span_id(parent.span_id) if known and parent else None,
+            session_id=session if parent is None else None,
+            rating=float(rating) if rating is not None else None, feedback=text))
     meter = metrics.get_meter("spanguard.outcomes",
                               meter_provider=resolve_meter_provider(meter_provider))
     meter.create_counter(sc.METRIC_USER_OUTCOME_COUNT, unit="{outcome}",
@@ -166,8 +180,9 @@ def _parse_trace(value: str | int) -> tuple[int, int | None]:
     return trace_int, span_int
 
 
-def _target_root(target: tuple[int, int | None]) -> tuple[SpanContext, str | None]:
-    """The run's root as a remote parent, and its conversation id, from the local store."""
+def _target_root(target: tuple[int, int | None]) -> tuple[SpanContext, str | None, bool]:
+    """The run's root as a remote parent, its conversation id from the local store, and
+    whether the parent is a real span (else a stand-in id in the run's trace)."""
     trace_int, span_int = target
     conversation: str | None = None
     ambient = trace.get_current_span().get_span_context()
@@ -186,9 +201,11 @@ def _target_root(target: tuple[int, int | None]) -> tuple[SpanContext, str | Non
                 span_int = int(run.span_id, 16)
             value = run.attributes.get(sc.GEN_AI_CONVERSATION_ID)
             conversation = value if isinstance(value, str) else None
+    known = span_int is not None
     if span_int is None:
         span_int = secrets.randbits(64) or 1
-    return SpanContext(trace_int, span_int, is_remote=True, trace_flags=_SAMPLED), conversation
+    return (SpanContext(trace_int, span_int, is_remote=True, trace_flags=_SAMPLED),
+            conversation, known)
 
 
 def _conversation_links(conversation_id: str | None) -> list[Link]:

@@ -316,7 +316,7 @@ def _run(trace_id: str, segments: list[StoredSpan], members: list[StoredSpan]) -
         cost, cost_unknown = float(sum(costs)), False
     else:
         cost = sum(s.cost for s in models.values())
-        cost_unknown = any(s.attributes.get(sc.COST_UNKNOWN) for s in segments) or any(
+        cost_unknown = any(s.attributes.get(sc.RUN_COST_UNKNOWN) for s in segments) or any(
             s.cost_unknown for s in models.values())
     tenant = attrs.get(sc.TENANT_HASH)
     agent = attrs.get(sc.GEN_AI_AGENT_NAME) or attrs.get(sc.OI_AGENT_NAME) or root.name

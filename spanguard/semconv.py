@@ -5,6 +5,21 @@ Standard names come from the packages that define them
 and ``openinference-semantic-conventions`` for Phoenix's vocabulary), never typed
 by hand. Names that neither standard has live under ``spanguard.*`` here, so a
 reader can see at a glance which attributes are ours.
+
+Pinned conventions (one place): the OpenTelemetry GenAI and MCP semantic
+conventions as released in **OpenTelemetry semantic conventions v1.41.0**
+(:data:`GENAI_SEMCONV_VERSION`; the last core release before they moved to the
+``semantic-conventions-genai`` repository, where they have made no release yet),
+the latest experimental GenAI form (what ``OTEL_SEMCONV_STABILITY_OPT_IN=
+gen_ai_latest_experimental`` selects in other instrumentations: ``gen_ai.provider.name``,
+``gen_ai.input.messages`` / ``gen_ai.output.messages`` as JSON in the ``parts`` shape);
+and OpenInference as ``openinference-semantic-conventions`` defines it. Every tracer
+spanguard creates names :data:`SEMCONV_SCHEMA_URL`, so a backend can tell which
+version a span follows.
+
+A few 0.x names are still written beside their ``spanguard.*`` replacement for one
+release, where the duplicate is cheap (:data:`DEPRECATED_NAMES` lists them; they go in
+the next release).
 """
 
 from __future__ import annotations
@@ -28,6 +43,9 @@ from opentelemetry.semconv._incubating.attributes import (
     mcp_attributes as _mcp,
 )
 from opentelemetry.semconv._incubating.attributes import (
+    network_attributes as _network,
+)
+from opentelemetry.semconv._incubating.attributes import (
     rpc_attributes as _rpc,
 )
 from opentelemetry.semconv._incubating.attributes import (
@@ -37,8 +55,14 @@ from opentelemetry.semconv._incubating.attributes import (
     user_attributes as _user,
 )
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as _gen_ai_metrics
+from opentelemetry.semconv._incubating.metrics import mcp_metrics as _mcp_metrics
 from opentelemetry.semconv.attributes import error_attributes as _error
 from opentelemetry.semconv.attributes import exception_attributes as _exception
+from opentelemetry.semconv.schemas import Schemas
+
+# --- the pinned versions ---------------------------------------------------------
+GENAI_SEMCONV_VERSION: Final = "1.41.0"
+SEMCONV_SCHEMA_URL: Final = Schemas.V1_41_0.value
 
 # --- OpenTelemetry GenAI -----------------------------------------------------
 GEN_AI_OPERATION_NAME: Final = _gen_ai.GEN_AI_OPERATION_NAME
@@ -76,10 +100,15 @@ GEN_AI_PROMPT: Final = _gen_ai.GEN_AI_PROMPT  # deprecated, still sent by older 
 GEN_AI_COMPLETION: Final = _gen_ai.GEN_AI_COMPLETION  # deprecated, likewise
 OperationName = _gen_ai.GenAiOperationNameValues
 TokenType = _gen_ai.GenAiTokenTypeValues
+# The well-known ``gen_ai.provider.name`` values of the pinned version.
+ProviderName = _gen_ai.GenAiProviderNameValues
 
 # GenAI client metrics (names from the conventions package).
 METRIC_GEN_AI_TOKEN_USAGE: Final = _gen_ai_metrics.GEN_AI_CLIENT_TOKEN_USAGE
 METRIC_GEN_AI_OPERATION_DURATION: Final = _gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION
+# MCP metrics: the proxy's and instrument_server's SERVER spans, the read-back's CLIENT span.
+METRIC_MCP_SERVER_OPERATION_DURATION: Final = _mcp_metrics.MCP_SERVER_OPERATION_DURATION
+METRIC_MCP_CLIENT_OPERATION_DURATION: Final = _mcp_metrics.MCP_CLIENT_OPERATION_DURATION
 
 ERROR_TYPE: Final = _error.ERROR_TYPE
 EXCEPTION_MESSAGE: Final = _exception.EXCEPTION_MESSAGE
@@ -93,6 +122,7 @@ MCP_SESSION_ID: Final = _mcp.MCP_SESSION_ID
 MCP_PROTOCOL_VERSION: Final = _mcp.MCP_PROTOCOL_VERSION
 JSONRPC_REQUEST_ID: Final = _jsonrpc.JSONRPC_REQUEST_ID
 RPC_RESPONSE_STATUS_CODE: Final = _rpc.RPC_RESPONSE_STATUS_CODE
+NETWORK_TRANSPORT: Final = _network.NETWORK_TRANSPORT
 
 # --- OpenInference ------------------------------------------------------------
 OPENINFERENCE_SPAN_KIND: Final = SpanAttributes.OPENINFERENCE_SPAN_KIND
@@ -104,6 +134,10 @@ OI_INPUT_VALUE: Final = SpanAttributes.INPUT_VALUE
 OI_OUTPUT_VALUE: Final = SpanAttributes.OUTPUT_VALUE
 OI_LLM_MODEL_NAME: Final = SpanAttributes.LLM_MODEL_NAME
 OI_LLM_PROVIDER: Final = SpanAttributes.LLM_PROVIDER
+OI_LLM_SYSTEM: Final = SpanAttributes.LLM_SYSTEM
+OI_INPUT_MIME_TYPE: Final = SpanAttributes.INPUT_MIME_TYPE
+OI_OUTPUT_MIME_TYPE: Final = SpanAttributes.OUTPUT_MIME_TYPE
+OI_TAG_TAGS: Final = SpanAttributes.TAG_TAGS
 OI_LLM_INVOCATION_PARAMETERS: Final = SpanAttributes.LLM_INVOCATION_PARAMETERS
 OI_LLM_TOKEN_COUNT_PROMPT: Final = SpanAttributes.LLM_TOKEN_COUNT_PROMPT
 OI_LLM_TOKEN_COUNT_COMPLETION: Final = SpanAttributes.LLM_TOKEN_COUNT_COMPLETION
@@ -143,24 +177,28 @@ OI_DOCUMENT_SCORE: Final = DocumentAttributes.DOCUMENT_SCORE
 OI_DOCUMENT_CONTENT: Final = DocumentAttributes.DOCUMENT_CONTENT
 OI_DOCUMENT_METADATA: Final = DocumentAttributes.DOCUMENT_METADATA
 
-# --- backend mappings (documented by the backend, in neither package) ----------
-# Langfuse's OpenTelemetry ingestion reads the call's cost in USD from this key
-# (it otherwise estimates cost from its own price list).
-LANGFUSE_COST_USD: Final = "gen_ai.usage.cost"
-
 # --- spanguard's own (no standard name exists) ------------------------------------
-# DESIGN.md names these three run-level attributes without a namespace.
-MODEL_VERSION: Final = "model_version"
-PROMPT_VERSION: Final = "prompt_version"
-FEATURE_FLAG_STATE: Final = "feature_flag_state"
+# The run's model/prompt version and feature flags, copied onto every span of the run.
+# The keys a LangChain run's ``metadata`` gives them under are META_* below.
+MODEL_VERSION: Final = "spanguard.model_version"
+PROMPT_VERSION: Final = "spanguard.prompt_version"
+FEATURE_FLAG_STATE: Final = "spanguard.feature_flag_state"
+META_MODEL_VERSION: Final = "model_version"
+META_PROMPT_VERSION: Final = "prompt_version"
+META_FEATURE_FLAG_STATE: Final = "feature_flag_state"
 
 TENANT_HASH: Final = "spanguard.tenant.hash"
 SESSION_HASH: Final = "spanguard.session.hash"
+# A model call's cost in USD (spanguard's price table), on its model span only.
 COST_USD: Final = "spanguard.cost.usd"
 COST_UNKNOWN: Final = "spanguard.cost.unknown"
+# A run's totals, on its root only: backends sum usage over the model spans, so the
+# root carries no usage or cost of its own in their vocabularies (gen_ai.usage.* only
+# on an invoke_agent root, which the conventions and Langfuse treat as an aggregate).
 RUN_TOTAL_INPUT_TOKENS: Final = "spanguard.run.input_tokens"
 RUN_TOTAL_OUTPUT_TOKENS: Final = "spanguard.run.output_tokens"
 RUN_TOTAL_COST_USD: Final = "spanguard.run.cost_usd"
+RUN_COST_UNKNOWN: Final = "spanguard.run.cost_unknown"
 RUN_MODEL_CALLS: Final = "spanguard.run.model_calls"
 ABANDONED: Final = "spanguard.abandoned"
 TOOL_ARGS_HASH: Final = "spanguard.tool.arguments_hash"
@@ -168,6 +206,9 @@ TOOL_ACTION_CLASS: Final = "spanguard.tool.action_class"
 TOOL_RESULT_STATUS: Final = "spanguard.tool.result_status"
 # Set on a request span the MCP proxy closed without an answer from upstream.
 MCP_PROXY_OUTCOME: Final = "spanguard.mcp.proxy_outcome"
+# On the one span per MCP session under which its setup requests (initialize, tools/list,
+# ...) sent without trace context are folded.
+MCP_SESSION_SETUP: Final = "spanguard.mcp.session_setup"
 
 GUARDRAIL_NAME: Final = "spanguard.guardrail.name"
 GUARDRAIL_DECISION: Final = "spanguard.guardrail.decision"
@@ -194,21 +235,28 @@ BUDGET_WINDOW: Final = "spanguard.budget.window"
 TOOL_LOOP_KIND: Final = "spanguard.tool_loop.kind"
 TOOL_LOOP_COUNT: Final = "spanguard.tool_loop.count"
 
+# Governance decisions, as attributes of the tool span they concern (every backend
+# shows attributes; few show span events): the hold's id and status, what happened to
+# it on this call (created, approved, rejected, used, void, expired), who approved or
+# rejected it, and the read-back verification's status and reason.
 HOLD_ID: Final = "spanguard.hold.id"
 HOLD_STATUS: Final = "spanguard.hold.status"
-VERIFICATION_STATUS: Final = "verification.status"
+HOLD_DECISION: Final = "spanguard.hold.decision"
+HOLD_CHECKER: Final = "spanguard.hold.checker"
+VERIFICATION_STATUS: Final = "spanguard.verification.status"
+VERIFICATION_REASON: Final = "spanguard.verification.reason"
 
-ROUTING_REQUESTED: Final = "requested_route"
-ROUTING_SELECTED: Final = "selected_route"
-ROUTING_REASON: Final = "routing_reason"
-# Seed 004's routing-decision fields, under the seed's own names.
-ROUTING_STATUS: Final = "route_status"
-ROUTING_POLICY_VERSION: Final = "policy_version"
-ROUTING_CAPABILITY_DELTA: Final = "capability_delta"
-ROUTING_DISCLOSURE_REQUIRED: Final = "user_disclosure_required"
-ROUTING_QUALITY_FLOOR: Final = "quality_floor"
+# Seed 004's routing-decision fields, under spanguard.routing.*.
+ROUTING_REQUESTED: Final = "spanguard.routing.requested_route"
+ROUTING_SELECTED: Final = "spanguard.routing.selected_route"
+ROUTING_REASON: Final = "spanguard.routing.reason"
+ROUTING_STATUS: Final = "spanguard.routing.status"
+ROUTING_POLICY_VERSION: Final = "spanguard.routing.policy_version"
+ROUTING_CAPABILITY_DELTA: Final = "spanguard.routing.capability_delta"
+ROUTING_DISCLOSURE_REQUIRED: Final = "spanguard.routing.user_disclosure_required"
+ROUTING_QUALITY_FLOOR: Final = "spanguard.routing.quality_floor"
 # budget_state is an object in the seed; span attributes are flat, so one key each.
-ROUTING_BUDGET_STATE: Final = "budget_state"
+ROUTING_BUDGET_STATE: Final = "spanguard.routing.budget_state"
 ROUTING_DETAIL: Final = "spanguard.routing.detail"
 ROUTING_ATTEMPTS: Final = "spanguard.routing.attempts"
 ROUTING_RETRY_TOKENS: Final = "spanguard.routing.retry_tokens"
@@ -220,14 +268,14 @@ TOOL_RETRY_EVENT: Final = "spanguard.tool.retry"
 RETRY_WAIT_SECONDS: Final = "spanguard.retry.wait_seconds"
 RETRY_REASON: Final = "spanguard.retry.reason"
 
-RETRIEVAL_QUERY_HASH: Final = "retrieval.query_hash"
-RETRIEVAL_CANDIDATE_COUNT: Final = "retrieval.candidate_count"
-RETRIEVAL_DOCUMENT_IDS: Final = "retrieval.document_ids"
-RETRIEVAL_SCORES: Final = "retrieval.scores"
+RETRIEVAL_QUERY_HASH: Final = "spanguard.retrieval.query_hash"
+RETRIEVAL_CANDIDATE_COUNT: Final = "spanguard.retrieval.candidate_count"
+RETRIEVAL_DOCUMENT_IDS: Final = "spanguard.retrieval.document_ids"
+RETRIEVAL_SCORES: Final = "spanguard.retrieval.scores"
 # Seed 004's retrieval model separates the source document from the chunk that
 # matched, and asks for a version hash of what was retrieved (no text).
-RETRIEVAL_CHUNK_IDS: Final = "retrieval.chunk_ids"
-RETRIEVAL_CONTENT_HASHES: Final = "retrieval.content_hashes"
+RETRIEVAL_CHUNK_IDS: Final = "spanguard.retrieval.chunk_ids"
+RETRIEVAL_CONTENT_HASHES: Final = "spanguard.retrieval.content_hashes"
 EMBEDDING_INPUT_COUNT: Final = "spanguard.embedding.inputs"
 
 REDACTION_COUNT: Final = "spanguard.redaction.count"
@@ -252,7 +300,7 @@ TENANT_SCOPE_BOUNDARY: Final = "spanguard.tenant_scope.boundary"
 TENANT_SCOPE_BLOCKED: Final = "spanguard.tenant_scope.blocked"
 TENANT_SCOPE_RESOURCE_HASHES: Final = "spanguard.tenant_scope.resource_hashes"
 TENANT_SCOPE_FOREIGN_HASHES: Final = "spanguard.tenant_scope.foreign_tenant_hashes"
-RETRIEVAL_AUTHORIZED_COUNT: Final = "retrieval.authorized_candidate_count"
+RETRIEVAL_AUTHORIZED_COUNT: Final = "spanguard.retrieval.authorized_candidate_count"
 # Reviewer attention: hold shown -> decision, and the policy's floor.
 REVIEW_SECONDS: Final = "spanguard.review.seconds"
 REVIEW_FLOOR_SECONDS: Final = "spanguard.review.floor_seconds"
@@ -275,12 +323,41 @@ OUTCOME_ACTION: Final = "spanguard.outcome.action"
 OUTCOME_RATING: Final = "spanguard.outcome.rating"
 OUTCOME_TARGET_TRACE_ID: Final = "spanguard.outcome.trace_id"
 
-# Langfuse's documented OTel property mapping (langfuse is not a dependency of
-# the core, so its constants cannot be imported; these match its
-# ``LangfuseOtelSpanAttributes``).
-LANGFUSE_OBSERVATION_TYPE: Final = "langfuse.observation.type"
-LANGFUSE_OBSERVATION_METADATA: Final = "langfuse.observation.metadata"
+# Langfuse's documented OTel property mapping (``LangfuseOtelSpanAttributes`` in
+# packages/shared/src/server/otel/attributes.ts; langfuse is no dependency, so they
+# cannot be imported). Only spanguard.langfuse writes them, and only for a Langfuse
+# destination (the ``langfuse`` preset, or ``configure(langfuse_attributes=True)``).
+LANGFUSE_TRACE_NAME: Final = "langfuse.trace.name"
 LANGFUSE_TRACE_TAGS: Final = "langfuse.trace.tags"
+LANGFUSE_TRACE_INPUT: Final = "langfuse.trace.input"
+LANGFUSE_TRACE_OUTPUT: Final = "langfuse.trace.output"
+LANGFUSE_OBSERVATION_LEVEL: Final = "langfuse.observation.level"
+LANGFUSE_OBSERVATION_STATUS_MESSAGE: Final = "langfuse.observation.status_message"
+LANGFUSE_OBSERVATION_COMPLETION_START_TIME: Final = "langfuse.observation.completion_start_time"
+LANGFUSE_OBSERVATION_USAGE_DETAILS: Final = "langfuse.observation.usage_details"
+LANGFUSE_OBSERVATION_COST_DETAILS: Final = "langfuse.observation.cost_details"
+LANGFUSE_ENVIRONMENT: Final = "langfuse.environment"
+LANGFUSE_RELEASE: Final = "langfuse.release"
+
+# --- deprecated 0.x names, written beside their replacement for one release -------
+# Each is cheap: on the root only (the run-level fields, copied to every span under the
+# new name), or on the few spans that carry it (routing, verification, model cost).
+# The retrieval extras (lists, on every retrieval) are renamed without a duplicate.
+DEPRECATED_NAMES: Final = {
+    MODEL_VERSION: "model_version",
+    PROMPT_VERSION: "prompt_version",
+    FEATURE_FLAG_STATE: "feature_flag_state",
+    VERIFICATION_STATUS: "verification.status",
+    ROUTING_REQUESTED: "requested_route",
+    ROUTING_SELECTED: "selected_route",
+    ROUTING_REASON: "routing_reason",
+    ROUTING_STATUS: "route_status",
+    ROUTING_POLICY_VERSION: "policy_version",
+    ROUTING_CAPABILITY_DELTA: "capability_delta",
+    ROUTING_DISCLOSURE_REQUIRED: "user_disclosure_required",
+    ROUTING_QUALITY_FLOOR: "quality_floor",
+    COST_USD: "gen_ai.usage.cost",  # squatted the gen_ai namespace; Langfuse reads it
+}
 
 # --- metrics (seed 002 names where the GenAI conventions have none) -----------
 METRIC_TOOL_CALL_COUNT: Final = "agent.tool.call.count"
@@ -293,8 +370,12 @@ METRIC_GUARDRAIL_FINDINGS: Final = "spanguard.guardrail.findings"
 METRIC_REVIEW_DURATION: Final = "spanguard.review.duration"
 METRIC_ROUTING_DECISIONS: Final = "spanguard.routing.decisions"
 METRIC_REDACTION_EVENTS: Final = "spanguard.redaction.events"
-# Metric-only attribute keys (low cardinality by construction).
+# Metric-only attribute keys (low cardinality by construction). The routing labels keep
+# their 0.x names, so the operations pack's alert rules and dashboards stay valid.
 TOOL_CALL_STATUS: Final = "agent.tool.call.status"
+METRIC_LABEL_ROUTE_STATUS: Final = "route_status"
+METRIC_LABEL_ROUTING_REASON: Final = "routing_reason"
+METRIC_LABEL_DISCLOSURE_REQUIRED: Final = "user_disclosure_required"
 # Where lost spans were going: local, otlp, phoenix, langfuse, console, or an exporter class.
 EXPORT_DESTINATION: Final = "spanguard.export.destination"
 # LangGraph's superstep (the node itself is OpenInference's graph.node.id).

@@ -31,9 +31,9 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
 from spanguard import semconv as sc
-from spanguard.attributes import cost_attributes
 
 _REAP_EVERY = 1024  # starts between two sweeps; keeps the sweep off the hot path
+_INVOKE_AGENT = sc.OperationName.INVOKE_AGENT.value
 
 
 class RunEntry:
@@ -41,6 +41,7 @@ class RunEntry:
 
     __slots__ = (
         "_ctx",
+        "aggregate",
         "calls",
         "cost",
         "cost_unknown",
@@ -75,6 +76,9 @@ class RunEntry:
         self.cost = 0.0
         self.cost_unknown = False
         self.paused = False  # a step of the run ended by a pause (roots only)
+        # An invoke_agent root: the conventions (and Langfuse) read gen_ai.usage.* on it as
+        # the agent's aggregate, so it may carry the run's totals in that vocabulary too.
+        self.aggregate = False
         self.status: str | None = None  # ``spanguard.run.status``, once a root has ended
 
     @property
@@ -138,6 +142,7 @@ class SpanTree:
         span = self._tracer.start_span(name, context, kind, attributes, links=links,
                                        start_time=start_time)
         entry = RunEntry(key, span, None)
+        entry.aggregate = attributes.get(sc.GEN_AI_OPERATION_NAME) == _INVOKE_AGENT
         if run_attributes:
             entry.run_attrs = dict(run_attributes)
         self._add(key, entry)
@@ -275,18 +280,7 @@ class SpanTree:
         if not root.calls:
             root.span.set_attribute(sc.RUN_STATUS, status)
         else:
-            # One call: the SDK validates a mapping per call, not per attribute.
-            totals = cost_attributes(None if root.cost_unknown else root.cost)
-            totals[sc.RUN_STATUS] = status
-            totals[sc.RUN_TOTAL_INPUT_TOKENS] = root.input_tokens
-            totals[sc.RUN_TOTAL_OUTPUT_TOKENS] = root.output_tokens
-            totals[sc.RUN_MODEL_CALLS] = root.calls
-            totals[sc.OI_LLM_TOKEN_COUNT_PROMPT] = root.input_tokens
-            totals[sc.OI_LLM_TOKEN_COUNT_COMPLETION] = root.output_tokens
-            totals[sc.OI_LLM_TOKEN_COUNT_TOTAL] = root.input_tokens + root.output_tokens
-            if not root.cost_unknown:
-                totals[sc.RUN_TOTAL_COST_USD] = root.cost
-            root.span.set_attributes(totals)
+            root.span.set_attributes(run_totals(root, status))
 
     def abandon_all(self, reason: str) -> int:
         """End every open span (the adapter is going away); returns how many."""
@@ -318,6 +312,32 @@ class SpanTree:
                     entry.root.members.discard(key)
         finally:
             self._reap_lock.release()
+
+
+def run_totals(root: RunEntry, status: str) -> dict[str, Any]:
+    """What a root that made model calls says about them, in one mapping (the SDK
+    validates a mapping per call, not per attribute).
+
+    Backends sum usage and cost over a trace's model spans (Langfuse every observation's,
+    Phoenix its LLM spans'), so a root that repeated them in their vocabularies
+    (``llm.token_count.*``, a cost) would be counted twice: run totals are
+    ``spanguard.run.*`` only, plus ``gen_ai.usage.*`` on an ``invoke_agent`` root, which the
+    conventions define as the agent's aggregate and Langfuse does not add to the trace.
+    """
+    totals: dict[str, Any] = {
+        sc.RUN_STATUS: status,
+        sc.RUN_TOTAL_INPUT_TOKENS: root.input_tokens,
+        sc.RUN_TOTAL_OUTPUT_TOKENS: root.output_tokens,
+        sc.RUN_MODEL_CALLS: root.calls,
+    }
+    if root.cost_unknown:
+        totals[sc.RUN_COST_UNKNOWN] = True
+    else:
+        totals[sc.RUN_TOTAL_COST_USD] = root.cost
+    if root.aggregate:
+        totals[sc.GEN_AI_USAGE_INPUT_TOKENS] = root.input_tokens
+        totals[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = root.output_tokens
+    return totals
 
 
 def mark_error(span: Span, error: BaseException | None, error_type: str | None = None) -> None:

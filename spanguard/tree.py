@@ -107,10 +107,10 @@ def _describe(span: StoredSpan) -> str:
     tokens_out = attrs.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS, attrs.get(sc.RUN_TOTAL_OUTPUT_TOKENS))
     if tokens_in is not None or tokens_out is not None:
         parts.append(f"tokens {tokens_in or 0}→{tokens_out or 0}")
-    cost = attrs.get(sc.COST_USD)
+    cost = attrs.get(sc.COST_USD, attrs.get(sc.RUN_TOTAL_COST_USD))
     if cost is not None:
         parts.append(f"${cost:.6f}")
-    elif attrs.get(sc.COST_UNKNOWN):
+    elif attrs.get(sc.COST_UNKNOWN) or attrs.get(sc.RUN_COST_UNKNOWN):
         parts.append("$unknown")
     decision = attrs.get(sc.GUARDRAIL_DECISION)
     if decision:

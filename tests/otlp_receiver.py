@@ -53,6 +53,8 @@ class Receiver:
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
                 for resource_spans in request.resource_spans:
+                    resource = {kv.key: plain(kv.value)
+                                for kv in resource_spans.resource.attributes}
                     for scope_spans in resource_spans.scope_spans:
                         for span in scope_spans.spans:
                             self.spans.append({
@@ -64,7 +66,16 @@ class Receiver:
                                                for kv in span.attributes},
                                 "events": [{kv.key: plain(kv.value) for kv in e.attributes}
                                            for e in span.events],
+                                "event_names": [e.name for e in span.events],
                                 "status_message": span.status.message,
+                                "status_code": span.status.code,  # 2 is ERROR
+                                "kind": span.kind,  # OTLP's enum: 1 INTERNAL .. 5 CONSUMER
+                                "start_time_unix_nano": span.start_time_unix_nano,
+                                "end_time_unix_nano": span.end_time_unix_nano,
+                                "scope": {"name": scope_spans.scope.name,
+                                          "version": scope_spans.scope.version},
+                                "schema_url": scope_spans.schema_url,
+                                "resource": resource,
                             })
             elif path.endswith("/v1/metrics"):
                 request = ExportMetricsServiceRequest()

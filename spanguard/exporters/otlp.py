@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace.export import SpanExporter
 
+    from spanguard.exporters.outcome_api import Destination
+
 PHOENIX_DEFAULT_ENDPOINT = "http://127.0.0.1:6006/v1/traces"
 LANGFUSE_DEFAULT_HOST = "https://cloud.langfuse.com"
 LANGFUSE_OTLP_PATH = "/api/public/otel/v1/traces"
@@ -152,3 +154,22 @@ def build_meter_provider(targets: Sequence[OtlpTarget], resource: Resource) -> M
                                       timeout=timeout)
         readers.append(PeriodicExportingMetricReader(exporter))
     return MeterProvider(metric_readers=readers, resource=resource)
+
+
+def outcome_destination(target: OtlpTarget, environment: str | None = None
+                        ) -> Destination | None:
+    """Where a preset's backend takes user outcomes (Langfuse's scores API, Phoenix's
+    annotations API, on the same host and with the same auth as its traces); None for a
+    generic OTLP target."""
+    from spanguard.exporters.outcome_api import LangfuseScores, PhoenixAnnotations
+
+    if target.name == "langfuse" and target.endpoint.endswith(LANGFUSE_OTLP_PATH):
+        host = target.endpoint[: -len(LANGFUSE_OTLP_PATH)]
+        return LangfuseScores(host, target.headers["authorization"], environment)
+    if target.name == "phoenix":
+        base = target.endpoint.rstrip("/")
+        if base.endswith("/v1/traces"):
+            base = base[: -len("/v1/traces")]
+        auth = {k: v for k, v in target.headers.items() if k == "authorization"}
+        return PhoenixAnnotations(base, auth)
+    return None

@@ -153,7 +153,26 @@ def test_usage_rolls_up_to_the_root(cap: SpanCapture) -> None:
     assert root[sc.RUN_TOTAL_INPUT_TOKENS] == 300
     assert root[sc.RUN_TOTAL_OUTPUT_TOKENS] == 30
     assert root[sc.RUN_TOTAL_COST_USD] == 0.75
-    assert root[sc.OI_LLM_TOKEN_COUNT_TOTAL] == 330
+    # An invoke_agent root is the agent's aggregate in the GenAI vocabulary too...
+    assert (root[sc.GEN_AI_USAGE_INPUT_TOKENS], root[sc.GEN_AI_USAGE_OUTPUT_TOKENS]) == (300, 30)
+    # ...but never in the vocabularies backends sum per trace (they would count it twice).
+    assert not [k for k in root if k.startswith("llm.token_count") or k.startswith("llm.cost")]
+    assert sc.COST_USD not in root and "gen_ai.usage.cost" not in root
+
+
+def test_a_chain_root_carries_run_totals_only_under_spanguard_run(cap: SpanCapture) -> None:
+    """A LlamaIndex query engine's root is a CHAIN: gen_ai.usage.* there would be read as a
+    model call's usage (Langfuse sums every observation's but an invoke_agent's)."""
+    tree = _tree(cap)
+    tree.start("root", None, "RetrieverQueryEngine", dict(attrs.KIND_CHAIN))
+    entry = tree.start("llm", "root", "chat m", attrs.model_attributes("m"))
+    tree.add_usage(entry, 120, 7, 0.01)
+    tree.end("llm")
+    tree.end("root")
+    root = cap.tree().attributes
+    assert root[sc.RUN_TOTAL_INPUT_TOKENS] == 120 and root[sc.RUN_TOTAL_COST_USD] == 0.01
+    assert not [k for k in root if k.startswith(("gen_ai.usage", "llm.token_count",
+                                                 "llm.cost", "spanguard.cost"))]
 
 
 def test_unknown_cost_on_any_call_makes_the_run_cost_unknown(cap: SpanCapture) -> None:
@@ -165,8 +184,8 @@ def test_unknown_cost_on_any_call_makes_the_run_cost_unknown(cap: SpanCapture) -
         tree.end(index)
     tree.end("root")
     root = cap.tree().attributes
-    assert root[sc.COST_UNKNOWN] is True
-    assert sc.RUN_TOTAL_COST_USD not in root
+    assert root[sc.RUN_COST_UNKNOWN] is True
+    assert sc.RUN_TOTAL_COST_USD not in root and sc.COST_UNKNOWN not in root
 
 
 def test_errors_set_status_and_error_type(cap: SpanCapture) -> None:

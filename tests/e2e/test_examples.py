@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -58,16 +59,16 @@ def test_llamaindex_rag(spanguard_home: Path) -> None:
     assert "retrieval handbook [RETRIEVER]" in result.stderr
     spans = TraceStore.in_home(spanguard_home).spans()
     retrieval = next(s for s in spans if s.name == "retrieval handbook")
-    assert retrieval.attributes["retrieval.candidate_count"] == 2
+    assert retrieval.attributes["spanguard.retrieval.candidate_count"] == 2
 
 
 def test_fallback_retries(spanguard_home: Path) -> None:
     result = run_example("fallback_retries.py", spanguard_home)
     assert "answer from claude-3-5-haiku (quota_throttled)" in result.stdout
     spans = TraceStore.in_home(spanguard_home).spans()
-    wrapper = next(s for s in spans if s.attributes.get("routing_reason"))
-    assert wrapper.attributes["requested_route"] == "gpt-4o"
-    assert wrapper.attributes["selected_route"] == "claude-3-5-haiku"
+    wrapper = next(s for s in spans if s.attributes.get("spanguard.routing.reason"))
+    assert wrapper.attributes["spanguard.routing.requested_route"] == "gpt-4o"
+    assert wrapper.attributes["spanguard.routing.selected_route"] == "claude-3-5-haiku"
     attempts = [s for s in spans if s.parent_span_id == wrapper.span_id]
     assert [s.status for s in attempts] == ["ERROR", "ERROR", "UNSET"]
     assert {s.attributes["error.type"] for s in attempts[:2]} == {"quota_throttled"}
@@ -83,22 +84,37 @@ def test_wrapping_an_mcp_server(spanguard_home: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("example", "env", "path"),
+    ("example", "env", "path", "outcome_path"),
     [
-        ("export_phoenix.py", {"PHOENIX_COLLECTOR_ENDPOINT": "{url}"}, "/v1/traces"),
+        ("export_phoenix.py", {"PHOENIX_COLLECTOR_ENDPOINT": "{url}"}, "/v1/traces",
+         "/v1/session_annotations"),
         ("export_langfuse.py", {"LANGFUSE_HOST": "{url}", "LANGFUSE_PUBLIC_KEY": "pk-lf-1",
                                 "LANGFUSE_SECRET_KEY": "sk-lf-1"},
-         "/api/public/otel/v1/traces"),
+         "/api/public/otel/v1/traces", "/api/public/scores"),
     ],
 )
 def test_export_examples_reach_their_backend(spanguard_home: Path, example: str,
-                                             env: dict[str, str], path: str) -> None:
+                                             env: dict[str, str], path: str,
+                                             outcome_path: str) -> None:
     with otlp_receiver() as receiver:
         run_example(example, spanguard_home,
                     **{k: v.format(url=receiver.endpoint) for k, v in env.items()})
-    assert set(receiver.requests) == {path}
+    assert set(receiver.requests) == {path, outcome_path}
     names = {span["name"] for span in receiver.spans}
     assert "invoke_agent weather-agent" in names and "execute_tool weather" in names
+    root = next(s for s in receiver.spans if s["name"] == "invoke_agent weather-agent")
+    outcomes = [json.loads(body) for request, body in zip(receiver.requests, receiver.bodies,
+                                                           strict=True)
+                if request == outcome_path]
+    if outcome_path == "/api/public/scores":  # Langfuse: a score per field, on the session
+        assert {(o["name"], o["value"]) for o in outcomes} == {("user_outcome", "accepted"),
+                                                               ("user_rating", 5.0)}
+        assert {o["sessionId"] for o in outcomes} == {root["attributes"]["session.id"]}
+        assert root["attributes"]["langfuse.trace.tags"] == ["quickstart"]
+    else:  # Phoenix: one HUMAN annotation on the session
+        (annotation,) = [a for o in outcomes for a in o["data"]]
+        assert annotation["session_id"] == root["attributes"]["session.id"]
+        assert annotation["result"] == {"label": "accepted", "score": 5}
 
 
 def test_the_demo_tells_the_whole_story(spanguard_home: Path) -> None:
@@ -115,9 +131,12 @@ def test_the_demo_tells_the_whole_story(spanguard_home: Path) -> None:
     story = max(runs, key=lambda t: -t.start_time)  # the first run: the commit story
     spans = {s.name: s for s in store.trace(story.trace_id)}
     commit = spans["tools/call git_commit"]
-    assert commit.attributes["verification.status"] == "verified"
+    assert commit.attributes["spanguard.verification.status"] == "verified"
     assert commit.parent_span_id == spans["execute_tool git_commit"].span_id
-    assert spans["retrieval support_kb"].parent_span_id == spans["execute_tool search_kb"].span_id
+    engine = spans["RetrieverQueryEngine"]  # LlamaIndex, inside the LangGraph tool
+    assert engine.parent_span_id == spans["execute_tool search_kb"].span_id
+    assert spans["retrieval support_kb"].parent_span_id == engine.span_id
+    assert spans["text_completion gpt-4o-mini"].trace_id == story.trace_id
     assert spans["guardrail holds"].attributes["spanguard.guardrail.decision"] == "hold"
 
     # The "Next" commands work pasted into a new shell: no venv on PATH, no SPANGUARD_HOME.

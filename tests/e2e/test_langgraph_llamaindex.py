@@ -84,7 +84,7 @@ def test_retrieval_in_a_langgraph_tool_is_under_the_tool_span(cap: SpanCapture) 
     assert kinds.index("TOOL") < kinds.index("RETRIEVER")
     retrieval = path[-1]
     assert retrieval.name == "retrieval handbook"
-    assert retrieval.attributes["retrieval.candidate_count"] > 0
+    assert retrieval.attributes["spanguard.retrieval.candidate_count"] > 0
     assert len({node.span.trace_id for node in root.walk()}) == 1
     # The LlamaIndex query engine sits directly under the tool span.
     assert "RetrieverQueryEngine" in [child.name for child in tool_span.children]

@@ -168,9 +168,17 @@ async def test_held_git_commit_is_approved_by_a_second_identity_and_verified(
     calls = [s for s in spans if s.name == "tools/call git_commit" and s.kind == "SERVER"]
     calls.sort(key=lambda s: s.start_time)
     assert [(s.attributes.get("spanguard.hold.status"), s.attributes.get(
-        "verification.status"), s.status) for s in calls] == [
-        ("held", None, "ERROR"), (None, "verified", "UNSET"), ("held", None, "ERROR")]
+        "spanguard.verification.status"), s.status) for s in calls] == [
+        ("held", None, "ERROR"), ("executed", "verified", "UNSET"), ("held", None, "ERROR")]
     assert calls[0].attributes["spanguard.hold.id"] == hold_id
+    # The call that ran carries the approval it ran under, and who gave it.
+    assert calls[1].attributes["spanguard.hold.id"] == hold_id
+    assert calls[1].attributes["spanguard.hold.decision"] == "approved"
+    assert calls[1].attributes["spanguard.hold.checker"] == "reviewer"
+    # The same commit again needs an approval of its own: a new hold, created.
+    assert [c.attributes["spanguard.hold.decision"] for c in (calls[0], calls[2])] == [
+        "created", "created"]
+    assert calls[2].attributes["spanguard.hold.id"] != hold_id
     assert calls[0].attributes["error.type"] == "held_for_approval"
     read_back = [s for s in spans if s.name == "tools/call git_log" and s.kind == "CLIENT"]
     assert len(read_back) == 1 and read_back[0].parent_span_id == calls[1].span_id

@@ -215,3 +215,61 @@ def test_worker_records_without_a_flush_and_a_full_queue_drops_instead_of_blocki
     provider.shutdown()
     tool_call()  # after shutdown: counted as dropped, never blocks
     assert processor.dropped == 3
+
+
+def test_a_tool_call_through_the_proxy_is_counted_once_and_its_mcp_side_by_mcp_metrics(
+        metered: tuple[TracerProvider, InMemoryMetricReader]) -> None:
+    """The agent's execute_tool span and the proxy's SERVER span are the same call seen
+    from two processes: the GenAI metrics count it once (the agent's span), the MCP
+    conventions' metrics time the proxy's side and the verifier's read-back."""
+    from opentelemetry import trace as otel_trace
+    from opentelemetry.trace import SpanKind
+
+    from spanguard.mcp_bridge import _proxy_spans as proxy_spans
+
+    provider, reader = metered
+    tracer = provider.get_tracer("test")
+    tree = SpanTree(tracer)
+    tree.start("run", None, agent_span_name("planner"), agent_attributes("planner"))
+    entry = tree.start("m", "run", chat_span_name("m"), model_attributes("m", "openai"))
+    tree.add_usage(entry, 100, 10, 0.01)
+    tree.end("m", attributes=usage_attributes(100, 10))
+    tool = tree.start("t", "run", tool_span_name("git_commit"), tool_attributes("git_commit"))
+    # The proxy's spans, built by the proxy's own attribute code, under the agent's span.
+    context = otel_trace.set_span_in_context(tool.span)
+    for method, target in (("tools/list", None), ("tools/call", "git_commit")):
+        attributes = proxy_spans.request_attributes(method, 7, "2025-11-25", None)
+        if target is not None:
+            attributes.update(proxy_spans.tool_call_attributes(target, 7, "sha256:x"))
+        server = tracer.start_span(proxy_spans.request_span_name(method, target), context,
+                                   kind=SpanKind.SERVER, attributes=attributes)
+        if target is not None:  # the verifier's read-back, a CLIENT call to the upstream
+            read_back = tool_attributes("git_log")
+            read_back[sc.MCP_METHOD_NAME] = "tools/call"
+            tracer.start_span("tools/call git_log", otel_trace.set_span_in_context(server),
+                              kind=SpanKind.CLIENT, attributes=read_back).end()
+        server.end()
+    tree.end("t")
+    tree.end("run")
+    provider.force_flush()
+    found = points(reader)
+    (counted,) = found[sc.METRIC_TOOL_CALL_COUNT]
+    assert dict(counted.attributes) == {sc.GEN_AI_TOOL_NAME: "git_commit",
+                                        sc.TOOL_CALL_STATUS: "ok"} and counted.value == 1
+    assert point(found, sc.METRIC_GEN_AI_OPERATION_DURATION,
+                 **{sc.GEN_AI_OPERATION_NAME: "execute_tool"}).count == 1
+    server_call = point(found, sc.METRIC_MCP_SERVER_OPERATION_DURATION, **{
+        sc.MCP_METHOD_NAME: "tools/call", sc.GEN_AI_TOOL_NAME: "git_commit",
+        sc.GEN_AI_OPERATION_NAME: "execute_tool", sc.MCP_PROTOCOL_VERSION: "2025-11-25",
+        sc.NETWORK_TRANSPORT: "pipe"})
+    assert server_call.count == 1 and server_call.explicit_bounds[:3] == (0.01, 0.02, 0.05)
+    assert point(found, sc.METRIC_MCP_SERVER_OPERATION_DURATION, **{
+        sc.MCP_METHOD_NAME: "tools/list", sc.MCP_PROTOCOL_VERSION: "2025-11-25",
+        sc.NETWORK_TRANSPORT: "pipe"}).count == 1
+    assert point(found, sc.METRIC_MCP_CLIENT_OPERATION_DURATION, **{
+        sc.MCP_METHOD_NAME: "tools/call", sc.GEN_AI_TOOL_NAME: "git_log",
+        sc.GEN_AI_OPERATION_NAME: "execute_tool"}).count == 1
+    # Tokens: the model call's, once; never the invoke_agent root's aggregate again.
+    (tokens_in,) = [p for p in found[sc.METRIC_GEN_AI_TOKEN_USAGE]
+                    if p.attributes[sc.GEN_AI_TOKEN_TYPE] == "input"]
+    assert (tokens_in.count, tokens_in.sum) == (1, 100)

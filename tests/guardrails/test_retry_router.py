@@ -28,6 +28,18 @@ class Script:
         return outcome
 
 
+def with_deprecated_names(attributes: dict[str, object]) -> dict[str, object]:
+    """The routing fields under their spanguard.routing.* names and, for one release,
+    their 0.x names (seed 004's, unnamespaced) too."""
+    out = dict(attributes)
+    for key, value in attributes.items():
+        if key in sc.DEPRECATED_NAMES:
+            out[sc.DEPRECATED_NAMES[key]] = value
+        elif key.startswith(sc.ROUTING_BUDGET_STATE + "."):
+            out["budget_state" + key[len(sc.ROUTING_BUDGET_STATE):]] = value
+    return out
+
+
 def router(*routes: str, clock: FakeClock, **policy: float) -> Router:
     return Router(routes, RetryPolicy(**policy),  # type: ignore[arg-type]
                   sleep=clock.sleep, asleep=clock.asleep, clock=clock)
@@ -42,11 +54,12 @@ def test_429_twice_then_success_on_the_primary() -> None:
     assert [a.is_retry for a in script.calls] == [False, True, True]
     assert outcome.selected_route == "primary"
     assert outcome.reason == "normal"
-    assert outcome.attributes() == {
+    assert outcome.attributes() == with_deprecated_names({
         sc.ROUTING_REQUESTED: "primary", sc.ROUTING_SELECTED: "primary",
         sc.ROUTING_REASON: "normal", sc.ROUTING_ATTEMPTS: 3, sc.ROUTING_RETRY_TOKENS: 0,
         sc.ATTEMPT_NUMBER: 3, sc.ROUTING_STATUS: "selected",
-        sc.ROUTING_DISCLOSURE_REQUIRED: False, "budget_state.attempts_remaining": 0.0}
+        sc.ROUTING_DISCLOSURE_REQUIRED: False,
+        f"{sc.ROUTING_BUDGET_STATE}.attempts_remaining": 0.0})
     # exponential backoff from initial_wait=0.5 plus up to 0.5 of jitter, never a real sleep
     assert len(clock.waits) == 2
     assert 0.5 <= clock.waits[0] <= 1.0
@@ -108,11 +121,12 @@ def test_non_transient_400_is_not_retried_nor_rerouted() -> None:
         router("primary", "fallback", clock=clock).run(script)
     assert info.value is bad  # the provider's own error type reaches the caller
     assert len(script.calls) == 1 and clock.waits == []
-    assert error_routing_attributes(bad) == {
+    assert error_routing_attributes(bad) == with_deprecated_names({
         sc.ROUTING_REQUESTED: "primary", sc.ROUTING_SELECTED: "primary",
         sc.ROUTING_REASON: "normal", sc.ROUTING_ATTEMPTS: 1, sc.ROUTING_RETRY_TOKENS: 0,
         sc.ATTEMPT_NUMBER: 1, sc.ROUTING_STATUS: "selected",
-        sc.ROUTING_DISCLOSURE_REQUIRED: False, "budget_state.attempts_remaining": 2.0}
+        sc.ROUTING_DISCLOSURE_REQUIRED: False,
+        f"{sc.ROUTING_BUDGET_STATE}.attempts_remaining": 2.0})
 
 
 def test_primary_down_fallback_answers_with_failover() -> None:
@@ -289,8 +303,9 @@ def test_routing_decision_carries_the_seeds_fields() -> None:
     assert attributes[sc.ROUTING_CAPABILITY_DELTA] == ["lost:vision"]
     assert attributes[sc.ROUTING_DISCLOSURE_REQUIRED] is True
     assert attributes[sc.ROUTING_POLICY_VERSION] == "2026-11-27"
-    assert attributes["budget_state.attempts_remaining"] == 1.0
-    assert attributes["budget_state.deadline_remaining_s"] == 60.0
+    assert attributes[f"{sc.ROUTING_BUDGET_STATE}.attempts_remaining"] == 1.0
+    assert attributes[f"{sc.ROUTING_BUDGET_STATE}.deadline_remaining_s"] == 60.0
+    assert attributes["budget_state.deadline_remaining_s"] == 60.0  # 0.x name, deprecated
 
     _, normal = r.run(Script(big=["fine"], small=[]))
     assert normal.status == "selected" and not normal.disclosure_required

@@ -84,3 +84,23 @@ def phoenix_spans(base: str, project: str = "default", expected: int = 1,
             return spans
         time.sleep(0.5)
     return spans
+
+
+def phoenix_get(base: str, path: str) -> Any:
+    with urllib.request.urlopen(base + path, timeout=5) as response:
+        return json.load(response)
+
+
+def phoenix_traces(base: str, project: str = "default") -> dict[str, dict[str, Any]]:
+    """Every trace of a project by trace id, with Phoenix's own token totals."""
+    traces: dict[str, dict[str, Any]] = {}
+    cursor = None
+    while True:
+        path = f"/v1/projects/{project}/traces?limit=1000"
+        if cursor:
+            path += f"&cursor={cursor}"
+        page = phoenix_get(base, path)
+        traces.update({t["trace_id"]: t for t in page["data"]})
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return traces

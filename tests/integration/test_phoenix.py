@@ -20,7 +20,12 @@ import spanguard
 from spanguard.plugins.langchain import SpanguardCallbackHandler
 from spanguard.store import TraceStore
 from tests.conftest import repo_root
-from tests.integration.phoenix_server import phoenix_spans, running_phoenix
+from tests.integration.phoenix_server import (
+    phoenix_get,
+    phoenix_spans,
+    phoenix_traces,
+    running_phoenix,
+)
 from tests.plugins.lc_fakes import ScriptedChatModel, add, react_graph
 
 
@@ -61,16 +66,51 @@ def test_demo_trace_in_phoenix_has_the_same_tree(phoenix: str, tmp_path: Path) -
     parent = by_id[proxied["parent_id"]]
     assert parent["name"] == "execute_tool git_commit"
     assert proxied["context"]["trace_id"] == parent["context"]["trace_id"]
-    assert proxied["attributes"]["verification.status"] == "verified"
+    assert proxied["attributes"]["spanguard.verification.status"] == "verified"
     agents = [span for span in remote if span["parent_id"] is None
               and span["span_kind"] == "AGENT"]
     assert len(agents) == 2
+    traces = phoenix_traces(phoenix)
     for agent in agents:
         trace_id = agent["context"]["trace_id"]
-        llm_tokens = sum(span["attributes"].get("llm.token_count.prompt", 0) for span in remote
-                         if span["span_kind"] == "LLM" and span["context"]["trace_id"] == trace_id)
-        assert llm_tokens == agent["attributes"]["llm.token_count.prompt"] > 0
-        assert agent["attributes"]["llm.cost.total"] > 0
+        in_trace = [span for span in local if span.trace_id == trace_id]
+        # The truth: what the run's models reported, as spanguard's run accounting adds it
+        # up on each span tree's root (the LangGraph run, the LlamaIndex query in its tool).
+        roots = [s.attributes for s in in_trace if "spanguard.run.model_calls" in s.attributes]
+        true_in = sum(a["spanguard.run.input_tokens"] for a in roots)
+        true_out = sum(a["spanguard.run.output_tokens"] for a in roots)
+        true_cost = sum(a["spanguard.run.cost_usd"] for a in roots)
+        assert true_in > 0 and true_cost > 0
+        # Phoenix's own trace totals (it sums its LLM spans) are exactly that: no root
+        # repeats them in the vocabulary it sums.
+        assert traces[trace_id]["token_count_prompt"] == true_in
+        assert traces[trace_id]["token_count_completion"] == true_out
+        llm = [span["attributes"] for span in remote if span["span_kind"] == "LLM"
+               and span["context"]["trace_id"] == trace_id]
+        assert sum(a.get("llm.cost.total", 0) for a in llm) == pytest.approx(true_cost)
+        # (Phoenix shows the invoke_agent root's gen_ai.usage.* as the agent's tokens, and
+        # does not add an AGENT span's to the trace: the totals above are its own.)
+    # Model calls, embeddings and retrievals are CLIENT spans, with well-known providers.
+    chat = next(span for span in local if span.name == "chat gpt-4o-mini")
+    assert chat.kind == "CLIENT" and chat.attributes["llm.system"]
+
+    # The user's outcome becomes a Phoenix annotation on the run's trace.
+    story = next(span for span in local if span.name == "tools/call git_commit").trace_id
+    handle = spanguard.configure(preset="phoenix", otlp_endpoint=f"{phoenix}/v1/traces",
+                                 home=tmp_path / "outcome-home", local_store=False)
+    spanguard.record_outcome(trace_id=story, action="accepted", rating=5,
+                             feedback="solved, thanks - ann@example.com")
+    handle.shutdown()
+    deadline = time.monotonic() + 30
+    while True:
+        found = phoenix_get(phoenix, f"/v1/projects/default/trace_annotations?trace_ids={story}")
+        if found["data"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    (annotation,) = found["data"]
+    assert annotation["name"] == "user_outcome" and annotation["annotator_kind"] == "HUMAN"
+    assert annotation["result"]["label"] == "accepted" and annotation["result"]["score"] == 5
+    assert annotation["result"]["explanation"] == "solved, thanks - [REDACTED:email]"
 
 
 def test_a_capture_on_run_renders_its_conversation_in_phoenix(phoenix: str,

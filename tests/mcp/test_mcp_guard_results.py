@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from spanguard import semconv as sc
 from spanguard.guardrails import Decision, GuardrailViolation
 from spanguard.mcp_bridge import ToolAnnotations, apply_decisions, refusal_result
 from spanguard.mcp_bridge.guard import GUARDRAIL_META_KEY
@@ -46,7 +47,7 @@ def test_a_verification_without_a_verified_status_is_never_a_success() -> None:
     assert unknown["content"][-1]["text"] == \
         "spanguard: not confirmed (verify: no status recorded)"
     verified = apply_decisions(result, [Decision(
-        "report", "verify", "read-back shows it", {"verification.status": "verified"})])
+        "report", "verify", "read-back shows it", {sc.VERIFICATION_STATUS: "verified"})])
     assert verified["isError"] is False and verified["content"] == result["content"]
     assert verified["_meta"][GUARDRAIL_META_KEY]["verification"]["status"] == "verified"
 

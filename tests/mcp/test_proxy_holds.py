@@ -170,7 +170,7 @@ expect_contains = "gone: {path}"
     assert read_backs[0]["params"]["arguments"] == {"q": "/data"}
     spans = stored_spans(spanguard_home)
     wipe = min((s for s in spans if s.name == "tools/call wipe"), key=lambda s: s.start_time)
-    assert wipe.attributes["verification.status"] == "failed"
+    assert wipe.attributes["spanguard.verification.status"] == "failed"
     assert wipe.attributes["error.type"] == "unverified_action"
     assert wipe.status == "ERROR"
     read_back = next(s for s in spans if s.name == "tools/call echo" and s.kind == "CLIENT")
@@ -190,5 +190,5 @@ async def test_tools_without_a_verifier_are_never_called_verified(
     assert verified["_meta"]["spanguard/guardrail"]["verification"]["status"] == "verified"
     await proxy.close()
     spans = {s.name: s for s in stored_spans(spanguard_home) if s.kind == "SERVER"}
-    assert "verification.status" not in spans["tools/call echo"].attributes
-    assert spans["tools/call wipe"].attributes["verification.status"] == "verified"
+    assert "spanguard.verification.status" not in spans["tools/call echo"].attributes
+    assert spans["tools/call wipe"].attributes["spanguard.verification.status"] == "verified"

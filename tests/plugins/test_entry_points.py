@@ -182,7 +182,7 @@ def test_llama_index_instrument_takes_the_three_keywords(cap: SpanCapture, given
     assert llm.calls == 1, "the refused call never reached the LLM"
     first, second = cap.trees()
     assert not first.find_all("guardrail window_budget")
-    assert second.find("chat").attributes[sc.ERROR_TYPE] == "window_budget_exceeded"
+    assert second.find("text_completion").attributes[sc.ERROR_TYPE] == "window_budget_exceeded"
     assert meter.decisions()[("window_budget", "deny")] == 1
 
 

@@ -247,3 +247,19 @@ def test_capture_off_records_no_content_and_no_references(cap: SpanCapture) -> N
     for span in chats(cap):
         assert not any(key.startswith(("spanguard.content.", "llm.input_messages",
                                        "gen_ai.input")) for key in span.attributes)
+
+
+@pytest.mark.parametrize("capture_content", [True, False])
+def test_the_root_shows_the_runs_question_and_answer_only_with_capture_on(
+        cap: SpanCapture, capture_content: bool) -> None:
+    """With capture on, the run's root carries its input and answer (Langfuse's trace
+    input/output and trace-level evaluators read them there); off, no text at all."""
+    handler = SpanguardCallbackHandler(cap.tracer_provider, capture_content=capture_content)
+    react_graph(ScriptedChatModel(tool_steps=1), [add]).invoke(
+        {"messages": [HumanMessage("what is 1 + 2?")]}, {"callbacks": [handler]})
+    root = cap.tree().attributes
+    if capture_content:
+        assert root[sc.OI_INPUT_VALUE] == "what is 1 + 2?"
+        assert root[sc.OI_OUTPUT_VALUE] == "the answer is 42"
+    else:
+        assert sc.OI_INPUT_VALUE not in root and sc.OI_OUTPUT_VALUE not in root

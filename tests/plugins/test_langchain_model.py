@@ -140,7 +140,9 @@ def test_text_llm_is_traced_too(cap: SpanCapture) -> None:
         "hi", {"callbacks": [SpanguardCallbackHandler(cap.tracer_provider)]})
     root = cap.tree()
     assert root.kind == "LLM"
-    assert root.name.startswith("chat")
+    # A completion model (prompt in, text out): the conventions' text_completion.
+    assert root.name == "text_completion"
+    assert root.attributes[sc.GEN_AI_OPERATION_NAME] == "text_completion"
 
 
 def test_usage_from_chunks_when_the_final_message_has_none(cap: SpanCapture) -> None:

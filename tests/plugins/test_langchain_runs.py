@@ -76,6 +76,12 @@ def test_run_metadata_is_copied_onto_every_span_and_ids_are_hashed(cap: SpanCapt
         assert attrs[sc.TENANT_HASH] == hasher("acme-corp")
         flat = json.dumps(attrs, default=str)
         assert "alice" not in flat and "acme-corp" not in flat and "thread-9" not in flat
+    # The 0.x names, one more release, on the root only (on every span they would double
+    # the cost of three attributes per span).
+    root, *below = nodes
+    assert {k: root.attributes[k] for k in METADATA if k in root.attributes} == {
+        "model_version": "m-7", "prompt_version": "p-3", "feature_flag_state": "beta=on"}
+    assert not [k for node in below for k in node.attributes if k in METADATA]
 
 
 def test_explicit_conversation_id_wins_over_thread_id(cap: SpanCapture) -> None:

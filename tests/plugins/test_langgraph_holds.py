@@ -167,6 +167,12 @@ def test_state_graph_held_approved_resumed_executed_once_and_verified(
         assert not tools.find_all("execute_tool payments_send")
     [executed] = resumed.find_all("execute_tool payments_send")
     assert executed.attributes[sc.VERIFICATION_STATUS] == "verified"
+    # The hold's fate and its checker as attributes of the tool span itself (every
+    # backend shows those; few show span events), beside the decision's event.
+    assert executed.attributes[sc.HOLD_ID] == hold_id
+    assert executed.attributes[sc.HOLD_DECISION] == "approved"
+    assert executed.attributes[sc.HOLD_CHECKER] == "carol"
+    assert held.find("guardrail holds").attributes[sc.HOLD_DECISION] == "created"
     assert executed.span.status != "ERROR"
     assert [e["name"] for e in executed.span.events] == ["guardrail verify"]
     tools_node = resumed.find("tools")
@@ -285,6 +291,12 @@ def test_create_agent_middleware_with_the_handler_one_trace_per_run(cap: SpanCap
     assert held.find("guardrail holds").attributes[sc.HOLD_ID] == hold_id
     [executed] = resumed.find_all("execute_tool payments_send")
     assert executed.attributes[sc.VERIFICATION_STATUS] == "verified"
+    # The hold's fate and its checker as attributes of the tool span itself (every
+    # backend shows those; few show span events), beside the decision's event.
+    assert executed.attributes[sc.HOLD_ID] == hold_id
+    assert executed.attributes[sc.HOLD_DECISION] == "approved"
+    assert executed.attributes[sc.HOLD_CHECKER] == "carol"
+    assert held.find("guardrail holds").attributes[sc.HOLD_DECISION] == "created"
 
 
 def test_unconfirmed_action_marks_the_execute_tool_span_with_the_handler(

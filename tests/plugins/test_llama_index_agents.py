@@ -131,7 +131,7 @@ async def test_retrieval_is_under_the_tool_that_made_it(cap: SpanCapture) -> Non
     root = cap.trees()[-1]  # the index build's embedding spans come first
     call = root.find("execute_tool handbook")
     assert call.find("retrieval handbook").kind == "RETRIEVER"
-    assert [n.name for n in call.walk() if n.kind == "LLM"] == ["chat gpt-4o-mini"]
+    assert [n.name for n in call.walk() if n.kind == "LLM"] == ["text_completion gpt-4o-mini"]
     assert call.find("RetrieverQueryEngine").kind == "CHAIN"
 
 
@@ -220,7 +220,7 @@ def test_a_streaming_query_read_halfway_ends_cancelled(cap: SpanCapture) -> None
         stream.close()  # type: ignore[attr-defined]  # the reader stopped
     root = cap.trees()[-1]
     assert root.attributes[sc.RUN_STATUS] == "cancelled"
-    assert root.find("chat gpt-4o-mini").attributes[sc.RUN_STATUS] == "cancelled"
+    assert root.find("text_completion gpt-4o-mini").attributes[sc.RUN_STATUS] == "cancelled"
     assert_no_errors(root)
     for node in root.walk():
         assert sc.ABANDONED not in node.attributes, node.name
@@ -366,3 +366,20 @@ def test_a_root_under_a_peer_instrumentors_span_starts_under_that_spans_parent(
         context = root_context(TRACER_NAME)
         assert context is not None
         assert not trace.get_current_span(context).get_span_context().is_valid
+
+
+@pytest.mark.parametrize("capture_content", [True, False])
+async def test_an_agent_root_shows_the_question_and_answer_only_with_capture_on(
+        cap: SpanCapture, capture_content: bool) -> None:
+    """The trace's input and output (Langfuse's trace input/output, trace evaluators)."""
+    agent = FunctionAgent(tools=[adder()], llm=ToolCallingLLM(), name="calculator")
+    with instrumented(cap, capture_content=capture_content):
+        await agent.run("what is 0 + 1?")
+    root = cap.trees()[-1]
+    assert root.name == "invoke_agent calculator"
+    if capture_content:
+        assert root.attributes[sc.OI_INPUT_VALUE] == "what is 0 + 1?"
+        assert root.attributes[sc.OI_OUTPUT_VALUE] == "the answer is 42"
+    else:
+        assert sc.OI_INPUT_VALUE not in root.attributes
+        assert sc.OI_OUTPUT_VALUE not in root.attributes

@@ -43,7 +43,7 @@ def test_an_llm_without_usage_is_charged_an_estimate(cap: SpanCapture) -> None:
     with instrumented(cap, policy=Policy(loop_budget=LoopBudget(max_input_tokens=100_000))):
         engine.query("How long do refunds take?")
     assert llm.calls == 1
-    chat = cap.tree().find("chat gpt-4o-mini").attributes
+    chat = cap.tree().find("text_completion gpt-4o-mini").attributes
     assert chat[sc.USAGE_ESTIMATED] is True
     assert chat[sc.GEN_AI_USAGE_INPUT_TOKENS] > 20  # the prompt with its retrieved context
     assert chat[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == text_tokens([llm.answer], llm.model) > 0
@@ -53,4 +53,4 @@ def test_an_llm_that_reports_usage_is_not_marked_estimated(cap: SpanCapture) -> 
     engine = build_index().as_query_engine(llm=MeteredLLM())
     with instrumented(cap, policy=Policy(loop_budget=LoopBudget(max_input_tokens=100_000))):
         engine.query("How long do refunds take?")
-    assert sc.USAGE_ESTIMATED not in cap.tree().find("chat gpt-4o-mini").attributes
+    assert sc.USAGE_ESTIMATED not in cap.tree().find("text_completion gpt-4o-mini").attributes

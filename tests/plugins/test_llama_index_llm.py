@@ -20,7 +20,7 @@ def test_llm_span_has_model_usage_and_cost(cap: SpanCapture) -> None:
     with instrumented(cap, prices=PriceTable.default()):
         engine.query("How long do refunds take?")
     root = cap.tree()
-    chat = root.find("chat gpt-4o-mini")
+    chat = root.find("text_completion gpt-4o-mini")
     attrs = chat.attributes
     assert chat.kind == "LLM"
     assert attrs["gen_ai.request.model"] == attrs["llm.model_name"] == "gpt-4o-mini"
@@ -43,7 +43,7 @@ async def test_async_usage_is_counted_once(cap: SpanCapture) -> None:
         await engine.aquery("How long do refunds take?")
     root = cap.tree()
     assert root.attributes["spanguard.run.model_calls"] == 1
-    assert root.find("chat").attributes["gen_ai.usage.output_tokens"] == 5
+    assert root.find("text_completion").attributes["gen_ai.usage.output_tokens"] == 5
 
 
 def test_unknown_model_has_unknown_cost(cap: SpanCapture) -> None:
@@ -51,10 +51,10 @@ def test_unknown_model_has_unknown_cost(cap: SpanCapture) -> None:
     with instrumented(cap):
         engine.query("refunds?")
     root = cap.tree()
-    chat = root.find("chat house-model-7").attributes
+    chat = root.find("text_completion house-model-7").attributes
     assert chat["spanguard.cost.unknown"] is True
     assert "spanguard.cost.usd" not in chat
-    assert root.attributes["spanguard.cost.unknown"] is True
+    assert root.attributes["spanguard.run.cost_unknown"] is True
 
 
 def test_mock_llm_reports_no_usage(cap: SpanCapture) -> None:
@@ -62,8 +62,8 @@ def test_mock_llm_reports_no_usage(cap: SpanCapture) -> None:
     engine = build_index().as_query_engine(llm=MockLLM())
     with instrumented(cap):
         engine.query("refunds?")
-    chat = cap.tree().find("chat")
-    assert chat.name == "chat"
+    chat = cap.tree().find("text_completion")
+    assert chat.name == "text_completion"
     assert "gen_ai.usage.input_tokens" not in chat.attributes
     assert chat.attributes["spanguard.cost.unknown"] is True
 
@@ -101,7 +101,7 @@ def test_denied_model_call_never_reaches_the_llm(cap: SpanCapture,
         engine.query("refunds?")
     assert llm.calls == 0
     root = cap.tree()
-    chat = root.find("chat")
+    chat = root.find("text_completion")
     assert chat.attributes["error.type"] == "guardrail_violation"
     guard_span = chat.find("guardrail model_calls")
     assert guard_span.kind == "GUARDRAIL"
@@ -116,7 +116,7 @@ def test_allowed_model_call_reports_usage_to_the_policy(cap: SpanCapture,
     with instrumented(cap, policy=Policy(guards=(recorder,))):
         engine.query("refunds?")
     assert llm.calls == 1
-    prompt_tokens = cap.tree().find("chat").attributes["gen_ai.usage.input_tokens"]
+    prompt_tokens = cap.tree().find("text_completion").attributes["gen_ai.usage.input_tokens"]
     assert recorder.seen == [("gpt-4o-mini", prompt_tokens)]
 
 

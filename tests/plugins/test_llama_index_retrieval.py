@@ -28,20 +28,20 @@ def _all_values(cap: SpanCapture) -> str:
 
 def test_retrieval_records_ids_scores_hashes_and_provenance(cap: SpanCapture) -> None:
     attrs = _retrieval_of(cap)
-    assert attrs["retrieval.query_hash"] == HASHER(QUESTION)
-    assert attrs["retrieval.candidate_count"] == 3
-    assert sorted(attrs["retrieval.document_ids"]) == ["refunds", "shipping", "support"]
-    chunk_ids = attrs["retrieval.chunk_ids"]
+    assert attrs["spanguard.retrieval.query_hash"] == HASHER(QUESTION)
+    assert attrs["spanguard.retrieval.candidate_count"] == 3
+    assert sorted(attrs["spanguard.retrieval.document_ids"]) == ["refunds", "shipping", "support"]
+    chunk_ids = attrs["spanguard.retrieval.chunk_ids"]
     assert len(chunk_ids) == 3 and len(set(chunk_ids)) == 3
-    scores = attrs["retrieval.scores"]
+    scores = attrs["spanguard.retrieval.scores"]
     assert len(scores) == 3 and all(isinstance(s, float) for s in scores)
-    assert all(h.startswith("sha256:") for h in attrs["retrieval.content_hashes"])
+    assert all(h.startswith("sha256:") for h in attrs["spanguard.retrieval.content_hashes"])
     # OpenInference's per-document form, as Phoenix shows it.
     for i in range(3):
         assert attrs[f"retrieval.documents.{i}.document.id"] == chunk_ids[i]
         assert attrs[f"retrieval.documents.{i}.document.score"] == scores[i]
     by_doc = {doc_id: json.loads(attrs[f"retrieval.documents.{i}.document.metadata"])
-              for i, doc_id in enumerate(attrs["retrieval.document_ids"])}
+              for i, doc_id in enumerate(attrs["spanguard.retrieval.document_ids"])}
     assert by_doc["refunds"] == {"source": "handbook", "version": "v3",
                                  "file_name": "refunds.md"}
     assert by_doc["support"] == {"source": "wiki"}
@@ -93,7 +93,7 @@ def test_content_capture_records_prompt_and_answer(cap: SpanCapture) -> None:
     root = cap.tree()
     assert root.attributes["input.value"] == QUESTION
     assert root.attributes["output.value"] == str(response)
-    chat = root.find("chat").attributes
+    chat = root.find("text_completion").attributes
     assert QUESTION in chat["input.value"]
     assert chat["output.value"] == str(response)
 
@@ -104,6 +104,6 @@ def test_query_hash_is_keyed_and_stable(cap: SpanCapture) -> None:
     with instrumented(cap, hasher=HASHER):
         retriever.retrieve(QUESTION)
         retriever.retrieve(QUESTION)
-    first, second = (root.attributes["retrieval.query_hash"] for root in cap.trees())
+    first, second = (root.attributes["spanguard.retrieval.query_hash"] for root in cap.trees())
     assert first == second == HASHER(QUESTION)
     assert first != KeyedHasher(b"z" * 32)(QUESTION)

@@ -134,11 +134,11 @@ def test_streaming_query_engine_rolls_usage_up_once(cap: SpanCapture) -> None:
     engine = build_index().as_query_engine(streaming=True, llm=StreamingLLM())
     with instrumented(cap, prices=PriceTable.default()):
         response = engine.query("How long do refunds take?")
-        assert not any(s.name.startswith("chat") for s in cap.spans())
+        assert not any(s.name.startswith(("chat", "text_completion")) for s in cap.spans())
         chunks, consumed = _drain(response.response_gen)
     assert "".join(chunks) == ANSWER
     root = cap.tree()
-    chat = root.find("chat gpt-4o-mini")
+    chat = root.find("text_completion gpt-4o-mini")
     prompt_tokens = _assert_metered_chat(chat, consumed)
     assert prompt_tokens > 10  # the prompt carries the retrieved context
     assert root.find("retrieval VectorIndexRetriever").kind == "RETRIEVER"
@@ -158,7 +158,7 @@ async def test_async_streaming_query_engine(cap: SpanCapture) -> None:
         text = "".join([t async for t in response.async_response_gen()])
     assert text == ANSWER
     root = cap.tree()
-    assert len(root.find_all("chat gpt-4o-mini")) == 1
+    assert len(root.find_all("text_completion gpt-4o-mini")) == 1
     assert root.attributes["spanguard.run.model_calls"] == 1
     assert root.attributes["spanguard.run.output_tokens"] == OUTPUT_TOKENS
 

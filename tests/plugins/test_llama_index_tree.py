@@ -13,7 +13,7 @@ from tests.plugins._llama_index_fixtures import build_index, instrumented
 
 QUERY_TREE = ("RetrieverQueryEngine", [
     ("retrieval VectorIndexRetriever", [("embeddings", [])]),
-    ("CompactAndRefine", [("chat", [])]),
+    ("CompactAndRefine", [("text_completion", [])]),
 ])
 
 
@@ -29,9 +29,9 @@ def test_query_is_one_tree_of_the_four_steps(cap: SpanCapture) -> None:
     assert root.find("retrieval").kind == "RETRIEVER"
     assert root.find("embeddings").kind == "EMBEDDING"
     assert root.find("CompactAndRefine").kind == "CHAIN"
-    chat = root.find("chat")
+    chat = root.find("text_completion")
     assert chat.kind == "LLM"
-    assert chat.attributes["gen_ai.operation.name"] == "chat"
+    assert chat.attributes["gen_ai.operation.name"] == "text_completion"
     trace_ids = {node.span.trace_id for node in root.walk()}
     assert trace_ids == {root.span.trace_id}
 
@@ -118,7 +118,7 @@ def test_retriever_called_directly_is_a_retriever_root(cap: SpanCapture) -> None
         nodes = retriever.retrieve("shipping")
     root = cap.tree()
     assert root.shape() == ("retrieval VectorIndexRetriever", [("embeddings", [])])
-    assert root.attributes["retrieval.candidate_count"] == len(nodes) == 2
+    assert root.attributes["spanguard.retrieval.candidate_count"] == len(nodes) == 2
 
 
 def test_failed_step_is_marked_as_error(cap: SpanCapture) -> None:
@@ -135,6 +135,6 @@ def test_failed_step_is_marked_as_error(cap: SpanCapture) -> None:
         else:
             raise AssertionError("the LLM error must reach the caller")
     root = cap.tree()
-    chat = root.find("chat")
+    chat = root.find("text_completion")
     assert chat.attributes["error.type"] == "TimeoutError"
     assert root.attributes["error.type"] == "TimeoutError"

@@ -148,7 +148,7 @@ def test_the_agent_and_its_llama_index_tool_share_the_tenants_budget(cap: SpanCa
             tenants = {node.attributes[sc.TENANT_HASH] for node in root.walk()
                        if node.kind != "GUARDRAIL"}  # the refusal is the enforcer's own span
             assert tenants == {root.attributes[sc.TENANT_HASH]}
-            assert _llama_spans(root)[0].find("chat gpt-4o-mini").span.status != "ERROR"
+            assert _llama_spans(root)[0].find("text_completion gpt-4o-mini").span.status != "ERROR"
 
 
 def test_concurrent_threads_each_tag_their_own_tenant(cap: SpanCapture) -> None:

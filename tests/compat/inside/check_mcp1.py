@@ -216,7 +216,8 @@ async def test_instrument_server_on_1x_verifies_through_the_servers_own_handler(
     assert faked.isError  # the tool said "stored"; the read-back says otherwise
     assert (faked.meta or {})[GUARDRAIL_META_KEY]["verification"]["status"] == "failed"
     spans = [s for s in cap.exporter.get_finished_spans() if s.name == "tools/call write_note"]
-    assert [s.attributes.get("verification.status") for s in spans] == ["verified", "failed"]
+    assert [s.attributes.get("spanguard.verification.status")
+            for s in spans] == ["verified", "failed"]
     assert spans[1].attributes[sc.ERROR_TYPE] == "unverified_action"
     read_backs = [s for s in cap.exporter.get_finished_spans()
                   if s.name == "tools/call read_notes"]
