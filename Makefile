@@ -13,7 +13,7 @@ PHOENIX_VENV := .venv-phoenix
 PHOENIX_VERSION := 20.26.1
 PHOENIX_PORT ?= 6006
 
-.PHONY: demo test test-matrix compat-venvs lint typecheck bench system-deps phoenix clean
+.PHONY: demo test test-matrix compat-venvs lint typecheck bench system-deps test-system-deps debian-packages phoenix clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,21 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# Debian packages, as "command:package" pairs: the demo's, and the tests' on top.
+DEMO_PACKAGES := redis-server:redis-server git:git
+TEST_PACKAGES := $(DEMO_PACKAGES) promtool:prometheus
+
 system-deps:
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(DEMO_PACKAGES)"
+
+test-system-deps:
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(TEST_PACKAGES)"
+
+debian-packages:
 	@missing=""; \
-	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
-	command -v git >/dev/null || missing="$$missing git"; \
-	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	for pair in $(PACKAGES); do \
+		command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends \
@@ -67,7 +77,7 @@ typecheck: $(STAMP)
 
 # The core, plugin, MCP and compat suites on the default Python, then the smoke suite
 # on every other supported Python that is installed (a notice for each absent one).
-test: $(STAMP) system-deps lint typecheck $(PHOENIX_VENV)/bin/phoenix compat-venvs
+test: $(STAMP) test-system-deps lint typecheck $(PHOENIX_VENV)/bin/phoenix compat-venvs
 	SPANGUARD_PHOENIX=$(CURDIR)/$(PHOENIX_VENV)/bin/phoenix $(BIN)/pytest -q
 	$(MAKE) --no-print-directory test-matrix
 
