@@ -119,6 +119,27 @@ class ScriptedChatModel(BaseChatModel):
             response_metadata=message.response_metadata, chunk_position="last"))
 
 
+class ScriptedModel(BaseChatModel):
+    """Answers from a fixed list of messages (the last one repeats) and records what it was
+    shown, so a test can see how the run reacted to a hold or a refusal."""
+
+    script: list[AIMessage]
+    seen: list[list[BaseMessage]] = Field(default_factory=list)
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None,
+                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        self.seen.append(list(messages))
+        message = self.script[min(len(self.seen) - 1, len(self.script) - 1)]
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedModel:  # type: ignore[override]
+        return self
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+
 def _json(value: Any) -> str:
     import json
 

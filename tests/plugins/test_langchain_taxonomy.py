@@ -14,16 +14,14 @@ import pytest
 from langchain.agents import create_agent
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from spanguard import semconv as sc
 from spanguard.guardrails import Policy
@@ -35,26 +33,7 @@ from spanguard.plugins.langchain import SpanguardCallbackHandler
 from spanguard.plugins.langgraph_holds import HoldGate, HoldMiddleware
 from spanguard.plugins.structured_output import structured_output
 from spanguard.testing import SpanCapture
-
-
-class ScriptedModel(BaseChatModel):
-    """Answers from a script and remembers what it was shown."""
-
-    script: list[AIMessage]
-    seen: list[list[BaseMessage]] = Field(default_factory=list)
-
-    def _generate(self, messages: list[BaseMessage], stop: Any = None,
-                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
-        self.seen.append(list(messages))
-        message = self.script[min(len(self.seen) - 1, len(self.script) - 1)]
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedModel:  # type: ignore[override]
-        return self
-
-    @property
-    def _llm_type(self) -> str:
-        return "scripted"
+from tests.plugins.lc_fakes import ScriptedModel
 
 
 def transfer_call(call_id: str, **args: Any) -> AIMessage:

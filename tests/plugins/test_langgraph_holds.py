@@ -6,15 +6,12 @@ from typing import Any
 
 import pytest
 from langchain.agents import create_agent
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool, tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command
-from pydantic import Field
 
 from spanguard import semconv as sc
 from spanguard.guardrails import (
@@ -31,26 +28,7 @@ from spanguard.guardrails import (
 from spanguard.plugins.langchain import HeldWithoutGate, SpanguardCallbackHandler
 from spanguard.plugins.langgraph_holds import HoldGate, HoldMiddleware
 from spanguard.testing import SpanCapture
-
-
-class ScriptedModel(BaseChatModel):
-    """Answers from a script; records what it was shown so tests can see reactions."""
-
-    script: list[AIMessage]
-    seen: list[list[BaseMessage]] = Field(default_factory=list)
-
-    def _generate(self, messages: list[BaseMessage], stop: Any = None,
-                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
-        self.seen.append(list(messages))
-        message = self.script[min(len(self.seen) - 1, len(self.script) - 1)]
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedModel:  # type: ignore[override]
-        return self
-
-    @property
-    def _llm_type(self) -> str:
-        return "scripted"
+from tests.plugins.lc_fakes import ScriptedModel
 
 
 def pay_call(call_id: str = "call-1", to: str = "bob", amount: int = 5) -> AIMessage:
